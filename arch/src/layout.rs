@@ -1,0 +1,236 @@
+//! The guest-physical memory map: where RAM, the MMIO hole and each boot structure live.
+//!
+//! ```text
+//! 0x0000_0000  +---------------------------+
+//!              | real-mode IVT/BDA (unused) |
+//! 0x0000_0500  | boot GDT                   |
+//! 0x0000_5000  | cvmm boot info (abi)       |
+//! 0x0000_6000  | PVH start info + memmap    |
+//! 0x0000_7000  | Linux zero page            |
+//! 0x0000_9000  | PML4, PDPT, 4 x PD         |
+//! 0x0002_0000  | kernel command line        |
+//! 0x0009_fc00  +- reserved (EBDA) ----------+
+//! 0x000a_0000  | legacy VGA/ROM hole (not RAM, not in e820)
+//! 0x0010_0000  +---------------------------+  kernel images load at or above here
+//!              | RAM                        |
+//! 0xc000_0000  +- MMIO hole (1 GiB) --------+  IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
+//! 0x1_0000_0000 + RAM above 4 GiB (if any) -+
+//! ```
+
+use thiserror::Error;
+
+/// Size of a small page.
+pub const PAGE_SIZE: u64 = 0x1000;
+/// Boot GDT.
+pub const GDT_START: u64 = 0x500;
+/// cvmm's own boot-information block ([`crate::abi::BootInfo`]).
+pub const BOOT_INFO_START: u64 = 0x5000;
+/// PVH `hvm_start_info`, followed by its memory map and module list.
+pub const PVH_INFO_START: u64 = 0x6000;
+/// Linux `boot_params` (the "zero page").
+pub const ZERO_PAGE_START: u64 = 0x7000;
+/// First page-table page (PML4); PDPT and page directories follow.
+pub const PAGE_TABLES_START: u64 = 0x9000;
+/// Kernel command line.
+pub const CMDLINE_START: u64 = 0x20000;
+/// Largest command line accepted, including its terminating NUL (Linux x86's
+/// `COMMAND_LINE_SIZE`).
+pub const CMDLINE_MAX_SIZE: usize = 2048;
+/// End of conventional memory that is usable RAM; the EBDA follows.
+pub const EBDA_START: u64 = 0x9fc00;
+/// Start of the legacy hole below 1 MiB (not RAM).
+pub const LEGACY_HOLE_START: u64 = 0xa0000;
+/// Start of "high" memory: kernels are loaded at or above it.
+pub const HIGH_MEMORY_START: u64 = 0x10_0000;
+/// Start of the 32-bit MMIO hole.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// First address above 4 GiB.
+pub const FOUR_GIB: u64 = 0x1_0000_0000;
+/// The IOAPIC's MMIO window.
+pub const IOAPIC_START: u64 = 0xfec0_0000;
+/// Size of the IOAPIC's MMIO window.
+pub const IOAPIC_SIZE: u64 = 0x1000;
+/// The local APICs' MMIO window (handled by KVM).
+pub const LAPIC_START: u64 = 0xfee0_0000;
+/// Smallest guest memory cvmm accepts.
+pub const MIN_MEMORY: u64 = 16 << 20;
+/// Largest guest memory cvmm accepts (1 TiB).
+pub const MAX_MEMORY: u64 = 1 << 40;
+
+/// e820 type of usable RAM.
+pub const E820_RAM: u32 = 1;
+/// e820 type of reserved memory.
+pub const E820_RESERVED: u32 = 2;
+
+/// Errors from building a memory layout.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum LayoutError {
+    /// Memory size below [`MIN_MEMORY`].
+    #[error("guest memory of {size} bytes is too small: cvmm needs at least {} MiB", MIN_MEMORY >> 20)]
+    TooSmall {
+        /// The requested size.
+        size: u64,
+    },
+    /// Memory size above [`MAX_MEMORY`].
+    #[error("guest memory of {size} bytes is too large: cvmm accepts at most {} GiB", MAX_MEMORY >> 30)]
+    TooLarge {
+        /// The requested size.
+        size: u64,
+    },
+    /// Memory size not a multiple of the page size.
+    #[error("guest memory of {size} bytes is not a multiple of 4 KiB")]
+    Unaligned {
+        /// The requested size.
+        size: u64,
+    },
+}
+
+/// One e820 entry, as the guest will see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct E820Entry {
+    /// First guest-physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// [`E820_RAM`] or [`E820_RESERVED`].
+    pub kind: u32,
+}
+
+/// The guest-physical layout for a given memory size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLayout {
+    mem_size: u64,
+}
+
+impl MemoryLayout {
+    /// Builds the layout for `mem_size` bytes of guest RAM.
+    ///
+    /// ```
+    /// let layout = arch::layout::MemoryLayout::new(256 << 20).unwrap();
+    /// assert_eq!(layout.ram_regions(), vec![(0, 256 << 20)]);
+    /// ```
+    pub fn new(mem_size: u64) -> Result<Self, LayoutError> {
+        if mem_size < MIN_MEMORY {
+            return Err(LayoutError::TooSmall { size: mem_size });
+        }
+        if mem_size > MAX_MEMORY {
+            return Err(LayoutError::TooLarge { size: mem_size });
+        }
+        if mem_size % PAGE_SIZE != 0 {
+            return Err(LayoutError::Unaligned { size: mem_size });
+        }
+        Ok(Self { mem_size })
+    }
+
+    /// Total guest RAM in bytes.
+    pub fn mem_size(&self) -> u64 {
+        self.mem_size
+    }
+
+    /// The RAM regions as `(guest address, length)`: one below the MMIO hole and, for
+    /// guests larger than 3 GiB, one above 4 GiB.
+    pub fn ram_regions(&self) -> Vec<(u64, u64)> {
+        if self.mem_size <= MMIO_HOLE_START {
+            vec![(0, self.mem_size)]
+        } else {
+            vec![
+                (0, MMIO_HOLE_START),
+                (FOUR_GIB, self.mem_size - MMIO_HOLE_START),
+            ]
+        }
+    }
+
+    /// End (exclusive) of the RAM below 4 GiB.
+    pub fn low_ram_end(&self) -> u64 {
+        self.mem_size.min(MMIO_HOLE_START)
+    }
+
+    /// The e820 map the guest is given. Every byte of RAM appears exactly once, either
+    /// as RAM or (the EBDA) reserved; the legacy hole 0xa0000-0xfffff is left out.
+    pub fn e820(&self) -> Vec<E820Entry> {
+        let mut map = vec![
+            E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
+            E820Entry { addr: EBDA_START, size: LEGACY_HOLE_START - EBDA_START, kind: E820_RESERVED },
+            E820Entry {
+                addr: HIGH_MEMORY_START,
+                size: self.low_ram_end() - HIGH_MEMORY_START,
+                kind: E820_RAM,
+            },
+        ];
+        if self.mem_size > MMIO_HOLE_START {
+            map.push(E820Entry { addr: FOUR_GIB, size: self.mem_size - MMIO_HOLE_START, kind: E820_RAM });
+        }
+        map
+    }
+}
+
+/// Parses a memory size such as `256M`, `2G`, `65536K` or `1073741824` (bytes).
+/// Suffixes are binary (K = 1024) and case-insensitive; `MiB`/`GiB` forms are accepted.
+///
+/// ```
+/// assert_eq!(arch::layout::parse_size("256M"), Ok(256 << 20));
+/// assert!(arch::layout::parse_size("lots").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    if num.is_empty() {
+        return Err(format!("'{text}' is not a size (expected a number with an optional K, M, G or T suffix)"));
+    }
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("'{text}' is not a size: unknown suffix '{suffix}' (use K, M, G or T)")),
+    };
+    let value: u64 = num.parse().map_err(|_| format!("'{text}' is not a size: number too large"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' is not a size: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_guest_has_one_region_and_three_e820_entries() {
+        let l = MemoryLayout::new(256 << 20).unwrap();
+        assert_eq!(l.ram_regions(), vec![(0, 256 << 20)]);
+        let e = l.e820();
+        assert_eq!(e.len(), 3);
+        assert_eq!(e[2], E820Entry { addr: 0x10_0000, size: (256 << 20) - 0x10_0000, kind: E820_RAM });
+    }
+
+    #[test]
+    fn large_guest_is_split_around_the_mmio_hole() {
+        let l = MemoryLayout::new(6 << 30).unwrap();
+        assert_eq!(l.ram_regions(), vec![(0, 3 << 30), (4 << 30, 3 << 30)]);
+        let e = l.e820();
+        assert_eq!(e.last().unwrap(), &E820Entry { addr: 4 << 30, size: 3 << 30, kind: E820_RAM });
+        let ram: u64 = e.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        assert_eq!(ram, (6 << 30) - (HIGH_MEMORY_START - EBDA_START));
+    }
+
+    #[test]
+    fn too_small_too_large_and_unaligned_sizes_are_rejected() {
+        assert_eq!(MemoryLayout::new(1 << 20), Err(LayoutError::TooSmall { size: 1 << 20 }));
+        assert!(matches!(MemoryLayout::new(MAX_MEMORY + PAGE_SIZE), Err(LayoutError::TooLarge { .. })));
+        assert!(matches!(MemoryLayout::new((64 << 20) + 1), Err(LayoutError::Unaligned { .. })));
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

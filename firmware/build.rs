@@ -1,0 +1,46 @@
+//! Builds cvmm's own guest programs (the demo guest) as static no_std ELF files.
+//!
+//! Only the x86_64-unknown-linux-gnu standard library is installed on our machines
+//! (no other targets, no rust-src), so the guest is compiled for that target with
+//! `#![no_std] #![no_main]`, static relocation and its own linker script, by invoking
+//! the same `rustc` cargo uses. The ELF lands in OUT_DIR and is embedded with
+//! `include_bytes!`.
+
+use std::env;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let src = manifest.join("demo-guest/main.rs");
+    let ld = manifest.join("demo-guest/linker.ld");
+    let abi = manifest.join("../arch/src/abi.rs");
+    for p in [&src, &ld, &abi] {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    let elf = out.join("demo-guest.elf");
+    let status = Command::new(&rustc)
+        .args(["--edition", "2021", "--crate-type", "bin", "--crate-name", "cvmm_demo_guest"])
+        .args(["--target", "x86_64-unknown-linux-gnu"])
+        .args(["-C", "opt-level=s", "-C", "panic=abort", "-C", "debuginfo=0", "-C", "strip=symbols"])
+        .args(["-C", "relocation-model=static", "-C", "code-model=small"])
+        // This host emulates CPL0 code and cannot emulate SSE instructions; a guest
+        // kernel must not depend on them before it sets up its own FPU state anyway.
+        .args(["-C", "target-feature=-sse,-sse2,-mmx,-avx,-avx2,+soft-float"])
+        .args(["-C", "link-arg=-nostartfiles", "-C", "link-arg=-nostdlib"])
+        .args(["-C", "link-arg=-static", "-C", "link-arg=-no-pie"])
+        .args(["-C", "link-arg=-Wl,--build-id=none"])
+        .arg("-C")
+        .arg(format!("link-arg=-Wl,-T,{}", ld.display()))
+        .arg("-o")
+        .arg(&elf)
+        .arg(&src)
+        // Cargo's flags for the host build (e.g. coverage, sanitizers) must not leak
+        // into the guest.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("failed to run rustc for the demo guest");
+    assert!(status.success(), "building the demo guest failed");
+}

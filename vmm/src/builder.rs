@@ -1,0 +1,419 @@
+//! From a [`VmConfig`] to a [`Vm`] ready to run, in one straight chain of steps.
+//!
+//! Every step either succeeds or returns a [`BuildError`] naming what failed; all
+//! resources created so far are owned by locals and released on the way out, so a
+//! failed build leaves nothing behind.
+
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use arch::abi::{BootInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, DEBUG_EXIT_PORT, SERIAL_PORT};
+use arch::boot::BootBlobs;
+use arch::layout::{
+    MemoryLayout, BOOT_INFO_START, CMDLINE_START, GDT_START, HIGH_MEMORY_START, IOAPIC_SIZE, IOAPIC_START,
+    PVH_INFO_START, ZERO_PAGE_START,
+};
+use arch::regs::BootEntry;
+use devices::bus::{Bus, BusDevice};
+use devices::ioapic::Ioapic;
+use devices::legacy::{DebugExit, I8042};
+use devices::serial::{SerialConsole, SERIAL_PORT_COUNT};
+use devices::EventFdTrigger;
+use firmware::kernel::{KernelError, LoadedKernel};
+use kvm_bindings::{kvm_enable_cap, KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use launch::plain::PlainKvm;
+use launch::{LaunchBackend, LaunchError, VcpuInit};
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::config::{ConfigError, KernelSource, VmConfig};
+use crate::irq::KvmMsiRouter;
+use crate::stats::StepTimes;
+use crate::vm::{ChannelStop, Console, Vm};
+
+/// IOAPIC pin (and GSI) of the COM1 serial port.
+const SERIAL_GSI: u32 = 4;
+/// Pins reserved for the user-space IOAPIC in KVM_CAP_SPLIT_IRQCHIP.
+const IOAPIC_PINS: u64 = devices::ioapic::NUM_PINS as u64;
+/// The i8042's ports: 0x60 (data) to 0x64 (command).
+const I8042_BASE: u64 = 0x60;
+const I8042_LEN: u64 = 5;
+
+/// Errors from building a VM; each says which input or step failed.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The kernel file cannot be opened or read.
+    #[error("cannot read kernel {path}: {source}")]
+    KernelFile {
+        /// The path given.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel file is not a kernel cvmm can load, or does not fit.
+    #[error("cannot load kernel {path}: {source}")]
+    Kernel {
+        /// The path given ("<demo guest>" for the bundled one).
+        path: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: KernelError,
+    },
+    /// The kernel wants to load below 1 MiB, where cvmm keeps its boot structures.
+    #[error("cannot load kernel {path}: it loads at {start:#x}, below 1 MiB")]
+    KernelTooLow {
+        /// The path given.
+        path: PathBuf,
+        /// Its lowest load address.
+        start: u64,
+    },
+    /// The initrd file cannot be opened or read.
+    #[error("cannot read initrd {path}: {source}")]
+    InitrdFile {
+        /// The path given.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initrd does not fit or the command line is invalid.
+    #[error("{0}")]
+    BootData(#[source] KernelError),
+    /// /dev/kvm cannot be opened.
+    #[error("cannot open the KVM device {path}: {source}{hint}")]
+    KvmOpen {
+        /// The device path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The device does not answer as KVM does.
+    #[error("{path} is not a KVM device (KVM_GET_API_VERSION returned {version})")]
+    NotKvm {
+        /// The device path.
+        path: PathBuf,
+        /// What the ioctl returned.
+        version: i32,
+    },
+    /// A capability cvmm requires is missing.
+    #[error("the host KVM lacks {0}, which cvmm requires")]
+    MissingCapability(&'static str),
+    /// More vCPUs than KVM supports.
+    #[error("vcpus: {requested} is more than this host's KVM supports ({max})")]
+    TooManyVcpus {
+        /// Requested.
+        requested: u32,
+        /// KVM's limit.
+        max: usize,
+    },
+    /// A launch backend step failed.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP) failed.
+    #[error("cannot enable the split irqchip: {0}")]
+    SplitIrqchip(#[source] kvm_ioctls::Error),
+    /// Guest memory could not be mapped.
+    #[error("cannot allocate {size} bytes of guest memory: {message}")]
+    GuestMemory {
+        /// Requested size.
+        size: u64,
+        /// The error.
+        message: String,
+    },
+    /// Writing a boot structure into guest memory failed.
+    #[error("cannot write the {what} at {gpa:#x} into guest memory: {message}")]
+    WriteBootData {
+        /// Which structure.
+        what: &'static str,
+        /// Where.
+        gpa: u64,
+        /// The error.
+        message: String,
+    },
+    /// A device could not be set up.
+    #[error("cannot set up the {what}: {source}")]
+    Device {
+        /// Which device.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// KVM_CREATE_VCPU failed.
+    #[error("cannot create vCPU {index}: {source}")]
+    CreateVcpu {
+        /// vCPU index.
+        index: u32,
+        /// KVM's error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// Builds a VM from `config`, writing the guest's serial output to `console`.
+///
+/// ```no_run
+/// let config = vmm::VmConfig { vcpus: 2, ..Default::default() };
+/// let mut vm = vmm::build_vm(&config, Box::new(std::io::stdout())).unwrap();
+/// let exit = vm.run().unwrap();
+/// assert_eq!(exit, vmm::VmExit::GuestExit(0));
+/// ```
+pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm, BuildError> {
+    let mut steps = StepTimes::start();
+    let layout = config.validate()?;
+    let mut kernel_image = open_kernel(&config.kernel)?;
+    let initrd = config.initrd.as_deref().map(open_initrd).transpose()?;
+    let kvm = open_kvm(&config.kvm_device)?;
+    check_kvm(&kvm, config.vcpus)?;
+    steps.mark("validate inputs and open KVM");
+
+    let mut backend: Box<dyn LaunchBackend> = Box::new(PlainKvm::new());
+    let vm = Arc::new(backend.create_vm(&kvm)?);
+    enable_split_irqchip(&vm)?;
+    let mem = create_guest_memory(&layout)?;
+    backend.add_memory(&vm, &mem)?;
+    steps.mark("create VM and guest memory");
+
+    let kernel = load_kernel(&mem, &config.kernel, &mut kernel_image)?;
+    let entry = write_boot_data(&mem, &layout, config, &kernel, initrd)?;
+    steps.mark("load kernel and boot data");
+
+    let (events_tx, events_rx) = mpsc::channel();
+    let stop: Arc<dyn devices::StopHandler> = Arc::new(ChannelStop(events_tx.clone()));
+    let devs = create_devices(&vm, console, stop)?;
+    steps.mark("create devices");
+
+    let vcpus = create_vcpus(&kvm, &vm, backend.as_mut(), config.vcpus, entry)?;
+    backend.finalize(&vm, &mem)?;
+    steps.mark("create vCPUs and finalize");
+
+    Ok(Vm {
+        vcpus,
+        pio: Arc::new(devs.pio),
+        mmio: Arc::new(devs.mmio),
+        serial: devs.serial,
+        irqfds: devs.irqfds,
+        events_tx,
+        events_rx,
+        timeout: config.timeout,
+        steps,
+        backend_name: backend.name(),
+        vm,
+        mem,
+    })
+}
+
+/// A kernel image: the embedded demo guest or a file.
+enum KernelImage {
+    Demo(Cursor<&'static [u8]>),
+    File(File),
+}
+
+fn open_kernel(source: &KernelSource) -> Result<KernelImage, BuildError> {
+    match source {
+        KernelSource::Demo => Ok(KernelImage::Demo(Cursor::new(firmware::demo_guest()))),
+        KernelSource::File(path) => {
+            let err = |source| BuildError::KernelFile { path: path.clone(), source };
+            let file = File::open(path).map_err(err)?;
+            let meta = file.metadata().map_err(err)?;
+            if !meta.is_file() {
+                return Err(err(std::io::Error::other("not a regular file")));
+            }
+            Ok(KernelImage::File(file))
+        }
+    }
+}
+
+fn open_initrd(path: &Path) -> Result<(File, u64), BuildError> {
+    let err = |source| BuildError::InitrdFile { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::other("not a regular file")));
+    }
+    Ok((file, meta.len()))
+}
+
+fn open_kvm(path: &Path) -> Result<Kvm, BuildError> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| BuildError::KvmOpen {
+        path: path.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        hint: " (the path contains a NUL byte)",
+    })?;
+    let kvm = Kvm::new_with_path(&c_path).map_err(|e| {
+        let source = std::io::Error::from_raw_os_error(e.errno());
+        let hint = match e.errno() {
+            libc::ENOENT => " (is the kvm module loaded? cvmm needs hardware virtualization or a KVM-capable host)",
+            libc::EACCES | libc::EPERM => " (add your user to the group that owns it, usually 'kvm', or run as root)",
+            _ => "",
+        };
+        BuildError::KvmOpen { path: path.to_path_buf(), source, hint }
+    })?;
+    let version = kvm.get_api_version();
+    if version != KVM_API_VERSION as i32 {
+        return Err(BuildError::NotKvm { path: path.to_path_buf(), version });
+    }
+    Ok(kvm)
+}
+
+fn check_kvm(kvm: &Kvm, vcpus: u32) -> Result<(), BuildError> {
+    for (cap, name) in [
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::SplitIrqchip, "KVM_CAP_SPLIT_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::IrqRouting, "KVM_CAP_IRQ_ROUTING"),
+        (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(BuildError::MissingCapability(name));
+        }
+    }
+    let max = kvm.get_max_vcpus();
+    if vcpus as usize > max {
+        return Err(BuildError::TooManyVcpus { requested: vcpus, max });
+    }
+    Ok(())
+}
+
+fn enable_split_irqchip(vm: &VmFd) -> Result<(), BuildError> {
+    let cap = kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, args: [IOAPIC_PINS, 0, 0, 0], ..Default::default() };
+    vm.enable_cap(&cap).map_err(BuildError::SplitIrqchip)
+}
+
+fn create_guest_memory(layout: &MemoryLayout) -> Result<GuestMemoryMmap, BuildError> {
+    let ranges: Vec<(GuestAddress, usize)> =
+        layout.ram_regions().iter().map(|&(gpa, len)| (GuestAddress(gpa), len as usize)).collect();
+    GuestMemoryMmap::from_ranges(&ranges)
+        .map_err(|e| BuildError::GuestMemory { size: layout.mem_size(), message: e.to_string() })
+}
+
+fn load_kernel(mem: &GuestMemoryMmap, source: &KernelSource, image: &mut KernelImage) -> Result<LoadedKernel, BuildError> {
+    let path = match source {
+        KernelSource::Demo => PathBuf::from("<demo guest>"),
+        KernelSource::File(p) => p.clone(),
+    };
+    let loaded = match image {
+        KernelImage::Demo(c) => firmware::kernel::load_kernel(mem, c),
+        KernelImage::File(f) => firmware::kernel::load_kernel(mem, f),
+    }
+    .map_err(|source| BuildError::Kernel { path: path.clone(), source })?;
+    if loaded.start < HIGH_MEMORY_START {
+        return Err(BuildError::KernelTooLow { path, start: loaded.start });
+    }
+    Ok(loaded)
+}
+
+fn write_blob(mem: &GuestMemoryMmap, what: &'static str, gpa: u64, bytes: &[u8]) -> Result<(), BuildError> {
+    mem.write_slice(bytes, GuestAddress(gpa))
+        .map_err(|e| BuildError::WriteBootData { what, gpa, message: e.to_string() })
+}
+
+/// Writes the command line, initrd, zero page, PVH start info, cvmm boot info, GDT
+/// and page tables, and returns the boot vCPU's entry state.
+fn write_boot_data(
+    mem: &GuestMemoryMmap,
+    layout: &MemoryLayout,
+    config: &VmConfig,
+    kernel: &LoadedKernel,
+    initrd: Option<(File, u64)>,
+) -> Result<BootEntry, BuildError> {
+    let cmdline = firmware::kernel::cmdline_bytes(config.effective_cmdline(), kernel.setup_header.as_ref())
+        .map_err(BuildError::BootData)?;
+    write_blob(mem, "command line", CMDLINE_START, &cmdline)?;
+
+    let initrd_range = match initrd {
+        Some((mut file, size)) => {
+            let path = config.initrd.clone().unwrap_or_default();
+            let addr = firmware::kernel::place_initrd(layout, kernel, size).map_err(BuildError::BootData)?;
+            file.seek(SeekFrom::Start(0)).map_err(|source| BuildError::InitrdFile { path: path.clone(), source })?;
+            read_into_guest(mem, addr, &mut file, size as usize)
+                .map_err(|source| BuildError::InitrdFile { path, source })?;
+            Some((addr, size))
+        }
+        None => None,
+    };
+
+    let blobs = BootBlobs { cmdline_addr: CMDLINE_START, cmdline_len: (cmdline.len() - 1) as u32, initrd: initrd_range };
+    let e820 = layout.e820();
+    let (zp_addr, zp) = arch::boot::zero_page(kernel.setup_header, &blobs, &e820);
+    write_blob(mem, "zero page", zp_addr, &zp)?;
+    let (pvh_addr, pvh) = arch::boot::pvh_start_info(&blobs, &e820);
+    write_blob(mem, "PVH start info", pvh_addr, &pvh)?;
+    let info = BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        version: BOOT_INFO_VERSION,
+        size: BOOT_INFO_SIZE as u32,
+        vcpus: config.vcpus,
+        flags: 0,
+        mem_size: layout.mem_size(),
+    };
+    write_blob(mem, "boot info", BOOT_INFO_START, &info.to_bytes())?;
+    write_blob(mem, "GDT", GDT_START, &arch::gdt::gdt_bytes())?;
+    for (gpa, page) in arch::paging::identity_map_4g() {
+        write_blob(mem, "page tables", gpa, &page)?;
+    }
+    Ok(kernel.kind.boot_entry(ZERO_PAGE_START, PVH_INFO_START, BOOT_INFO_START))
+}
+
+/// Reads exactly `len` bytes of `file` into guest memory at `addr`.
+fn read_into_guest<F: Read + ReadVolatile>(mem: &GuestMemoryMmap, addr: u64, file: &mut F, len: usize) -> std::io::Result<()> {
+    mem.read_exact_volatile_from(GuestAddress(addr), file, len)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+struct Devices {
+    pio: Bus,
+    mmio: Bus,
+    serial: Arc<Mutex<Console>>,
+    irqfds: Vec<(EventFd, u32)>,
+}
+
+fn create_devices(vm: &Arc<VmFd>, console: Box<dyn Write + Send>, stop: Arc<dyn devices::StopHandler>) -> Result<Devices, BuildError> {
+    let dev_err = |what| move |source| BuildError::Device { what, source };
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+
+    let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(dev_err("serial interrupt"))?;
+    let irqfd = serial_irq.try_clone().map_err(dev_err("serial interrupt"))?;
+    vm.register_irqfd(&irqfd, SERIAL_GSI)
+        .map_err(|e| BuildError::Device { what: "serial interrupt", source: std::io::Error::from_raw_os_error(e.errno()) })?;
+    let serial = Arc::new(Mutex::new(SerialConsole::new(EventFdTrigger(serial_irq), console)));
+
+    let ioapic = Ioapic::new(Arc::new(KvmMsiRouter::new(vm.clone())));
+    let insert = |bus: &mut Bus, dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, what: &'static str| {
+        bus.insert(dev, base, len).map_err(|e| BuildError::Device { what, source: std::io::Error::other(e) })
+    };
+    insert(&mut pio, serial.clone(), u64::from(SERIAL_PORT), SERIAL_PORT_COUNT, "serial console")?;
+    insert(&mut pio, Arc::new(Mutex::new(DebugExit::new(stop.clone()))), u64::from(DEBUG_EXIT_PORT), 1, "debug-exit port")?;
+    insert(&mut pio, Arc::new(Mutex::new(I8042::new(stop))), I8042_BASE, I8042_LEN, "i8042")?;
+    insert(&mut mmio, Arc::new(Mutex::new(ioapic)), IOAPIC_START, IOAPIC_SIZE, "IOAPIC")?;
+    Ok(Devices { pio, mmio, serial, irqfds: vec![(irqfd, SERIAL_GSI)] })
+}
+
+fn create_vcpus(
+    kvm: &Kvm,
+    vm: &VmFd,
+    backend: &mut dyn LaunchBackend,
+    count: u32,
+    entry: BootEntry,
+) -> Result<Vec<(u32, VcpuFd)>, BuildError> {
+    (0..count)
+        .map(|index| {
+            let vcpu = vm.create_vcpu(u64::from(index)).map_err(|source| BuildError::CreateVcpu { index, source })?;
+            let init = VcpuInit { index, count, boot: (index == 0).then_some(entry) };
+            backend.init_vcpu(kvm, &vcpu, &init)?;
+            Ok((index, vcpu))
+        })
+        .collect()
+}

@@ -1,0 +1,23 @@
+//! `vmm`: turns a [`config::VmConfig`] into a running VM and runs it to its end.
+//!
+//! - [`config`]: what a VM is made of, validated before anything is created.
+//! - [`builder`]: the straight-line chain of steps from configuration to a VM ready
+//!   to run ([`builder::build_vm`]).
+//! - [`vm`]: the built VM; [`vm::Vm::run`] starts one thread per vCPU, waits for the
+//!   guest (or the watchdog) to end it, and tears everything down.
+//! - [`vcpu`]: the vCPU run loop, exit dispatch, and the kick that interrupts KVM_RUN.
+//! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
+//!
+//! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
+#![deny(missing_docs)]
+
+pub mod builder;
+pub mod config;
+pub mod irq;
+pub mod stats;
+pub mod vcpu;
+pub mod vm;
+
+pub use builder::{build_vm, BuildError};
+pub use config::{ConfigError, KernelSource, VmConfig};
+pub use vm::{RunError, Vm, VmExit};

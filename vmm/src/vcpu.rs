@@ -1,0 +1,169 @@
+//! The vCPU run loop, its exit dispatch, and the kick that interrupts KVM_RUN.
+//!
+//! Some instructions make KVM_RUN spin forever on hosts like ours (see
+//! docs/ARCHITECTURE.md), so every vCPU can be kicked: the controller sets the stop
+//! flag and sends [`kick_signal`] to the thread; the handler sets
+//! `kvm_run.immediate_exit` through a thread-local pointer, so the kick also works
+//! when it lands between the flag check and the next KVM_RUN.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Once};
+
+use devices::bus::Bus;
+use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+
+use crate::vm::VmEvent;
+
+thread_local! {
+    static KVM_RUN_PTR: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only touches this thread's own kvm_run mapping: async-signal-safe.
+    KVM_RUN_PTR.with(|p| {
+        let run = p.get();
+        if !run.is_null() {
+            // SAFETY: the pointer is this thread's live kvm_run mapping, set by the run
+            // loop and cleared before the VcpuFd is dropped.
+            unsafe { std::ptr::write_volatile(&raw mut (*run).immediate_exit, 1) };
+        }
+    });
+}
+
+/// Installs the kick handler (once per process).
+pub fn install_kick_handler() -> std::io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(kick_signal(), handle_kick)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()));
+    });
+    result
+}
+
+/// What a vCPU thread needs besides its fd.
+pub struct VcpuContext {
+    /// Port I/O devices.
+    pub pio: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio: Arc<Bus>,
+    /// Set by the controller when the VM is ending.
+    pub stopping: Arc<AtomicBool>,
+    /// Where the vCPU reports the end of the VM.
+    pub events: mpsc::Sender<VmEvent>,
+}
+
+impl std::fmt::Debug for VcpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuContext").field("stopping", &self.stopping).finish_non_exhaustive()
+    }
+}
+
+/// What the loop does after an exit.
+enum Next {
+    Continue,
+    /// KVM_EXIT_INTERNAL_ERROR: described once the exit's borrow of the vCPU ends.
+    InternalError,
+    Stop(VmEvent),
+}
+
+/// Runs `vcpu` until the VM ends. Reports why on `ctx.events` when this vCPU is the
+/// one that ended it.
+pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
+    KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
+    let outcome = run_loop(&mut vcpu, index, &ctx);
+    KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
+    if let Some(event) = outcome {
+        // The controller may already be gone if another vCPU ended the VM first.
+        let _ = ctx.events.send(event);
+    }
+}
+
+fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext) -> Option<VmEvent> {
+    loop {
+        if ctx.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        let next = match vcpu.run() {
+            Ok(exit) => dispatch(exit, index, ctx),
+            Err(e) if e.errno() == libc::EINTR => {
+                vcpu.set_kvm_immediate_exit(0);
+                Next::Continue
+            }
+            Err(e) if e.errno() == libc::EAGAIN => Next::Continue,
+            Err(e) => Next::Stop(VmEvent::VcpuFailed { vcpu: index, message: format!("KVM_RUN failed: {e}") }),
+        };
+        match next {
+            Next::Continue => {}
+            Next::InternalError => {
+                return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) });
+            }
+            Next::Stop(event) => return Some(event),
+        }
+    }
+}
+
+fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
+    let run = vcpu.get_kvm_run();
+    // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the live member.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let rip = vcpu.get_regs().map(|r| format!("{:#x}", r.rip)).unwrap_or_else(|_| "?".into());
+    let what = if internal.suberror == 1 { " (instruction emulation failed)" } else { "" };
+    format!("KVM internal error, suberror {}{what}, at rip {rip}", internal.suberror)
+}
+
+fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext) -> Next {
+    match exit {
+        VcpuExit::IoOut(port, data) => {
+            if data.len() <= 4 {
+                ctx.pio.write(u64::from(port), data);
+            } else {
+                // String I/O (rep outs): handled as a run of byte accesses.
+                for b in data.chunks(1) {
+                    ctx.pio.write(u64::from(port), b);
+                }
+            }
+            Next::Continue
+        }
+        VcpuExit::IoIn(port, data) => {
+            if data.len() <= 4 {
+                ctx.pio.read(u64::from(port), data);
+            } else {
+                for b in data.chunks_mut(1) {
+                    ctx.pio.read(u64::from(port), b);
+                }
+            }
+            Next::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            ctx.mmio.read(addr, data);
+            Next::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            ctx.mmio.write(addr, data);
+            Next::Continue
+        }
+        VcpuExit::Hlt | VcpuExit::IoapicEoi(_) | VcpuExit::IrqWindowOpen | VcpuExit::Intr => Next::Continue,
+        VcpuExit::Shutdown => Next::Stop(VmEvent::TripleFault { vcpu: index }),
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => Next::Stop(VmEvent::Shutdown),
+            KVM_SYSTEM_EVENT_RESET => Next::Stop(VmEvent::Guest(devices::GuestStop::Reset)),
+            KVM_SYSTEM_EVENT_CRASH => Next::Stop(VmEvent::Crash { vcpu: index }),
+            other => Next::Stop(VmEvent::VcpuFailed { vcpu: index, message: format!("unexpected system event {other}") }),
+        },
+        VcpuExit::InternalError => Next::InternalError,
+        VcpuExit::FailEntry(reason, cpu) => Next::Stop(VmEvent::VcpuFailed {
+            vcpu: index,
+            message: format!("VM entry failed: hardware reason {reason:#x} on host CPU {cpu}"),
+        }),
+        other => Next::Stop(VmEvent::VcpuFailed { vcpu: index, message: format!("unhandled exit {other:?}") }),
+    }
+}
