@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+/// The `cvmm` binary built for this test run.
+pub fn cvmm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cvmm"))
+}
+
+/// A console writer the test can read back.
+#[derive(Clone, Default)]
+pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SharedBuf {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Load address and entry point of [`tiny_elf`] images.
+pub const TINY_ELF_BASE: u64 = 0x20_0000;
+
+/// A minimal static 64-bit x86-64 ELF whose one PT_LOAD segment is `code`, loaded
+/// and entered (in long mode, cvmm's 64-bit entry) at [`TINY_ELF_BASE`].
+pub fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    let mut e = vec![0u8; 0x78];
+    e[0..4].copy_from_slice(b"\x7fELF");
+    e[4] = 2; // ELFCLASS64
+    e[5] = 1; // little endian
+    e[6] = 1; // EV_CURRENT
+    e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    e[20..24].copy_from_slice(&1u32.to_le_bytes());
+    e[24..32].copy_from_slice(&TINY_ELF_BASE.to_le_bytes()); // e_entry
+    e[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    e[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    e[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    e[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let ph = &mut e[64..120];
+    ph[0..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+    ph[8..16].copy_from_slice(&0x78u64.to_le_bytes()); // p_offset
+    ph[16..24].copy_from_slice(&TINY_ELF_BASE.to_le_bytes()); // p_vaddr
+    ph[24..32].copy_from_slice(&TINY_ELF_BASE.to_le_bytes()); // p_paddr
+    ph[32..40].copy_from_slice(&(code.len() as u64).to_le_bytes()); // p_filesz
+    ph[40..48].copy_from_slice(&(code.len() as u64).to_le_bytes()); // p_memsz
+    ph[48..56].copy_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    e.extend_from_slice(code);
+    e
+}
+
+/// Writes `bytes` to a fresh file in a temporary directory and returns its path.
+pub fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cvmm-test-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Guest code: `mov al, status; out 0xf4, al; hlt`.
+pub fn exit_with(status: u8) -> Vec<u8> {
+    vec![0xb0, status, 0xe6, 0xf4, 0xf4]
+}
+
+/// Number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Number of threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// The thread count once exited threads have left /proc (a joined thread's task entry
+/// can outlive pthread_join by a moment); polls up to two seconds for `expected`.
+pub fn settled_thread_count(expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let n = thread_count();
+        if n == expected || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
