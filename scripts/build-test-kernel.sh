@@ -183,7 +183,7 @@ run "$BUILD_LOG" "${MAKE[@]}" olddefconfig
 
 bad=()
 for o in "${ENABLE[@]}"; do
-    grep -qx "CONFIG_$o=y" .config || bad+=("CONFIG_$o should be y, is: $(grep -E "(^|# )CONFIG_$o[= ]" .config || echo unset)")
+    grep -qx "CONFIG_$o=y" .config || bad+=("CONFIG_$o should be y, is: $(grep -E "(^|# )CONFIG_${o}[= ]" .config || echo unset)")
 done
 for o in "${ENABLE_IF_VISIBLE[@]}"; do
     ! grep -qx "# CONFIG_$o is not set" .config || bad+=("CONFIG_$o should be y, is: not set")
@@ -192,7 +192,7 @@ for o in "${DISABLE[@]}"; do
     ! grep -qx "CONFIG_$o=[ym]" .config || bad+=("CONFIG_$o should be off, is: $(grep -x "CONFIG_$o=[ym]" .config)")
 done
 for o in "${!VALUES[@]}"; do
-    grep -qx "CONFIG_$o=${VALUES[$o]}" .config || bad+=("CONFIG_$o should be ${VALUES[$o]}, is: $(grep -E "(^|# )CONFIG_$o[= ]" .config || echo unset)")
+    grep -qx "CONFIG_$o=${VALUES[$o]}" .config || bad+=("CONFIG_$o should be ${VALUES[$o]}, is: $(grep -E "(^|# )CONFIG_${o}[= ]" .config || echo unset)")
 done
 if [ "${#bad[@]}" -gt 0 ]; then
     for b in "${bad[@]}"; do log "config: $b"; done

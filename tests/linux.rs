@@ -1,0 +1,168 @@
+//! A real Linux kernel, a client no one here wrote, checks cvmm's boot protocol.
+//!
+//! - The tiny test kernel (scripts/build-test-kernel.sh) boots through its PVH entry;
+//!   its console output must show its version, exactly the command line cvmm passed,
+//!   and exactly the e820 map cvmm built for --memory.
+//! - Debian's stock bzImage (scripts/fetch-debian-kernel.sh) is parsed and placed by
+//!   the loader (it is too slow to boot on a host that emulates CPL0 code).
+//!
+//! Both images are prepared by scripts/test.sh; a missing image fails these tests
+//! with the command that makes it (they are never skipped).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Cursor, Read};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use arch::layout::{MemoryLayout, E820_RAM};
+use firmware::kernel::{load_kernel, KernelKind};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+const CMDLINE: &str = "console=ttyS0 earlyprintk=serial noxsave nofsgsbase clearcpuid=308,151,59,534,298 cvmm.test=e820-check";
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("CVMM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/cvmm"))
+}
+
+fn test_kernel() -> PathBuf {
+    let path = std::env::var_os("CVMM_TEST_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("test-kernel/vmlinux"));
+    assert!(path.is_file(), "test kernel {} is missing: run scripts/build-test-kernel.sh (scripts/test.sh does)", path.display());
+    path
+}
+
+fn debian_bzimage() -> PathBuf {
+    if let Some(p) = std::env::var_os("CVMM_DEBIAN_BZIMAGE") {
+        return PathBuf::from(p);
+    }
+    let dir = cache_dir().join("debian-kernel");
+    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok()).map(|e| e.path().join("vmlinuz")).filter(|p| p.is_file()).max()
+    });
+    found.unwrap_or_else(|| panic!("no Debian bzImage under {}: run scripts/fetch-debian-kernel.sh (scripts/test.sh does)", dir.display()))
+}
+
+/// Boots the test kernel and returns its console lines up to the end of the e820 map
+/// (the first line after the "BIOS-e820" block), then stops the VM.
+fn boot_linux_until_e820_printed(memory: &str) -> Vec<String> {
+    let mut child = common::cvmm()
+        .args(["run", "--timeout", "300", "--memory", memory, "--cmdline", CMDLINE, "--kernel"])
+        .arg(test_kernel())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut lines = Vec::new();
+    let done = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                let after_map = !line.starts_with("BIOS-e820")
+                    && lines.last().is_some_and(|l: &String| l.starts_with("BIOS-e820"));
+                lines.push(line);
+                if after_map {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(done, "Linux never printed its e820 map (status {status}); console:\n{}\nstderr:\n{err}", lines.join("\n"));
+    lines
+}
+
+/// Parses "BIOS-e820: [mem 0x...-0x...] usable" lines into (start, end inclusive, type).
+fn printed_e820(lines: &[String]) -> Vec<(u64, u64, String)> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("BIOS-e820: [mem "))
+        .map(|rest| {
+            let (range, kind) = rest.split_once("] ").unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+            (hex(a), hex(b), kind.trim().to_string())
+        })
+        .collect()
+}
+
+fn check_boot(memory: &str, mem_bytes: u64) {
+    let lines = boot_linux_until_e820_printed(memory);
+    assert!(lines.iter().any(|l| l.starts_with("Linux version 6.")), "no version line:\n{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l == &format!("Command line: {CMDLINE}")), "command line not echoed exactly:\n{}", lines.join("\n"));
+    let expected: Vec<(u64, u64, String)> = MemoryLayout::new(mem_bytes)
+        .unwrap()
+        .e820()
+        .iter()
+        .map(|e| (e.addr, e.addr + e.size - 1, if e.kind == E820_RAM { "usable" } else { "reserved" }.to_string()))
+        .collect();
+    assert_eq!(printed_e820(&lines), expected, "Linux's view of the e820 map differs from cvmm's");
+    let usable: u64 = expected.iter().filter(|e| e.2 == "usable").map(|e| e.1 - e.0 + 1).sum();
+    assert_eq!(usable, mem_bytes - 0x60400, "usable RAM is --memory minus the EBDA/legacy hole");
+}
+
+#[test]
+fn linux_boots_via_pvh_with_cvmms_cmdline_and_e820_map() {
+    check_boot("256M", 256 << 20);
+    // Above 3 GiB the map splits around the MMIO hole.
+    check_boot("4G", 4 << 30);
+}
+
+#[test]
+fn debian_bzimage_is_parsed_and_placed() {
+    let path = debian_bzimage();
+    let image = std::fs::read(&path).unwrap();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 512 << 20)]).unwrap();
+    let k = load_kernel(&mem, &mut Cursor::new(&image)).unwrap();
+    let hdr = k.setup_header.expect("a bzImage has a setup header");
+    assert_eq!(k.kind, KernelKind::BzImage { entry: 0x10_0200 }, "64-bit entry at code32_start + 0x200");
+    assert!(hdr.version >= 0x020c, "boot protocol {:#x}", { hdr.version });
+    assert_ne!(hdr.xloadflags & 1, 0, "XLF_KERNEL_64");
+    // The protected-mode payload sits at 1 MiB, byte for byte.
+    let setup = (usize::from(hdr.setup_sects) + 1) * 512;
+    let mut placed = vec![0u8; image.len() - setup];
+    mem.read_slice(&mut placed, GuestAddress(0x10_0000)).unwrap();
+    assert!(placed == image[setup..], "payload at 1 MiB differs from the file");
+    // The kernel's working area (pref_address + init_size) is reserved from the initrd.
+    assert!(k.end >= hdr.pref_address + u64::from(hdr.init_size));
+    let layout = MemoryLayout::new(512 << 20).unwrap();
+    let initrd = firmware::kernel::place_initrd(&layout, &k, 8 << 20).unwrap();
+    assert!(initrd >= k.end && initrd + (8 << 20) <= 512 << 20);
+    // The zero page carries the kernel's own header with the loader fields filled.
+    let blobs = arch::boot::BootBlobs { cmdline_addr: 0x20000, cmdline_len: 13, initrd: Some((initrd, 8 << 20)) };
+    let (_, zp) = arch::boot::zero_page(Some(hdr), &blobs, &layout.e820());
+    assert_eq!(&zp[0x202..0x206], b"HdrS");
+    assert_eq!(u16::from_le_bytes([zp[0x206], zp[0x207]]), { hdr.version });
+    assert_eq!(u32::from_le_bytes(zp[0x218..0x21c].try_into().unwrap()) as u64, initrd);
+}
+
+#[test]
+fn debian_bzimage_builds_into_a_runnable_vm() {
+    let config = vmm::VmConfig {
+        kernel: vmm::KernelSource::File(debian_bzimage()),
+        memory: 512 << 20,
+        cmdline: Some("console=ttyS0".into()),
+        ..Default::default()
+    };
+    let vm = vmm::build_vm(&config, Box::new(std::io::sink())).unwrap();
+    assert_eq!(vm.backend_name(), "plain KVM");
+}

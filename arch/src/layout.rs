@@ -9,8 +9,7 @@
 //! 0x0000_7000  | Linux zero page            |
 //! 0x0000_9000  | PML4, PDPT, 4 x PD         |
 //! 0x0002_0000  | kernel command line        |
-//! 0x0009_fc00  +- reserved (EBDA) ----------+
-//! 0x000a_0000  | legacy VGA/ROM hole (not RAM, not in e820)
+//! 0x0009_fc00  +- reserved: EBDA, VGA, ROMs -+  (not RAM; e820 "reserved")
 //! 0x0010_0000  +---------------------------+  kernel images load at or above here
 //!              | RAM                        |
 //! 0xc000_0000  +- MMIO hole (1 GiB) --------+  IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
@@ -38,8 +37,6 @@ pub const CMDLINE_START: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// End of conventional memory that is usable RAM; the EBDA follows.
 pub const EBDA_START: u64 = 0x9fc00;
-/// Start of the legacy hole below 1 MiB (not RAM).
-pub const LEGACY_HOLE_START: u64 = 0xa0000;
 /// Start of "high" memory: kernels are loaded at or above it.
 pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO hole.
@@ -145,12 +142,14 @@ impl MemoryLayout {
         self.mem_size.min(MMIO_HOLE_START)
     }
 
-    /// The e820 map the guest is given. Every byte of RAM appears exactly once, either
-    /// as RAM or (the EBDA) reserved; the legacy hole 0xa0000-0xfffff is left out.
+    /// The e820 map the guest is given: RAM below the EBDA, the EBDA and the legacy
+    /// VGA/ROM hole as one reserved range up to 1 MiB (what Linux itself reserves for
+    /// the ISA range, so the kernel's printed map equals this one), RAM up to the MMIO
+    /// hole, and RAM above 4 GiB.
     pub fn e820(&self) -> Vec<E820Entry> {
         let mut map = vec![
             E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
-            E820Entry { addr: EBDA_START, size: LEGACY_HOLE_START - EBDA_START, kind: E820_RESERVED },
+            E820Entry { addr: EBDA_START, size: HIGH_MEMORY_START - EBDA_START, kind: E820_RESERVED },
             E820Entry {
                 addr: HIGH_MEMORY_START,
                 size: self.low_ram_end() - HIGH_MEMORY_START,
@@ -213,6 +212,8 @@ mod tests {
         assert_eq!(e.last().unwrap(), &E820Entry { addr: 4 << 30, size: 3 << 30, kind: E820_RAM });
         let ram: u64 = e.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
         assert_eq!(ram, (6 << 30) - (HIGH_MEMORY_START - EBDA_START));
+        let covered: u64 = e.iter().map(|e| e.size).sum();
+        assert_eq!(covered, 6 << 30, "every byte below the top of RAM, minus the MMIO hole, appears once");
     }
 
     #[test]
