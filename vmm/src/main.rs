@@ -1,8 +1,10 @@
 //! `cvmm`: the command line over the `vmm` library.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use vmm::{KernelSource, VmConfig};
@@ -65,6 +67,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    MAIN_START.get_or_init(Instant::now);
     let cli = Cli::parse();
     env_logger::Builder::new().filter_level(cli.log_level).format_timestamp_micros().init();
     match cli.command {
@@ -82,7 +85,13 @@ fn run(args: RunArgs) -> ExitCode {
         kvm_device: args.kvm_device,
         timeout: args.timeout,
     };
-    let mut vm = match vmm::build_vm(&config, Box::new(std::io::stdout())) {
+    // The guest's console goes straight to fd 1, unbuffered: each byte the guest
+    // transmits is visible at once, as on a real serial line.
+    let console: Box<dyn std::io::Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(FirstOutput(std::fs::File::from(fd))),
+        Err(e) => return fail(&e),
+    };
+    let mut vm = match vmm::build_vm(&config, console) {
         Ok(vm) => vm,
         Err(e) => return fail(&e),
     };
@@ -102,7 +111,36 @@ fn run(args: RunArgs) -> ExitCode {
     ExitCode::from(exit.exit_status() as u8)
 }
 
+/// When `main` started, and when the guest first wrote to the console.
+static MAIN_START: OnceLock<Instant> = OnceLock::new();
+static FIRST_OUTPUT: OnceLock<Instant> = OnceLock::new();
+
+/// A console writer that notes the time of the guest's first output.
+struct FirstOutput(std::fs::File);
+
+impl std::io::Write for FirstOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        FIRST_OUTPUT.get_or_init(Instant::now);
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+fn since_main_ms(t: Option<&Instant>) -> f64 {
+    match (MAIN_START.get(), t) {
+        (Some(start), Some(t)) => (*t - *start).as_secs_f64() * 1e3,
+        _ => f64::NAN,
+    }
+}
+
 fn print_stats(vm: &vmm::Vm) {
+    eprintln!(
+        "stats: main_to_first_output_ms={:.3} main_to_exit_ms={:.3}",
+        since_main_ms(FIRST_OUTPUT.get()),
+        since_main_ms(Some(&Instant::now()))
+    );
     for (step, d) in vm.launch_steps() {
         eprintln!("stats: step {:<32} {:>9.3} ms", step, d.as_secs_f64() * 1e3);
     }
