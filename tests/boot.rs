@@ -54,7 +54,8 @@ fn guest_exit_status_becomes_cvmm_exit_status() {
 fn reset_request_ends_the_vm_with_status_zero() {
     // mov al, 0xfe; out 0x64, al; hlt
     let kernel = temp_file("reset.elf", &tiny_elf(&[0xb0, 0xfe, 0xe6, 0x64, 0xf4]));
-    let config = VmConfig { kernel: KernelSource::File(kernel), timeout: Some(Duration::from_secs(30)), ..Default::default() };
+    let config =
+        VmConfig { kernel: KernelSource::File(kernel), timeout: Some(Duration::from_secs(30)), ..Default::default() };
     let mut vm = build_vm(&config, Box::new(SharedBuf::default())).unwrap();
     assert_eq!(vm.run().unwrap(), VmExit::Reset);
 }

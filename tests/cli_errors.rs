@@ -59,7 +59,10 @@ fn initrd_that_does_not_fit_is_rejected() {
 #[test]
 fn missing_initrd_is_named() {
     let kernel = temp_file("k.elf", &tiny_elf(&common::exit_with(0)));
-    assert_fails_with(&["--kernel", kernel.to_str().unwrap(), "--initrd", "/nonexistent/initrd"], "cannot read initrd /nonexistent/initrd");
+    assert_fails_with(
+        &["--kernel", kernel.to_str().unwrap(), "--initrd", "/nonexistent/initrd"],
+        "cannot read initrd /nonexistent/initrd",
+    );
 }
 
 #[test]
@@ -86,7 +89,10 @@ fn overlong_command_line_is_rejected() {
 
 #[test]
 fn missing_kvm_device_is_named() {
-    assert_fails_with(&["--kvm-device", "/nonexistent/kvm"], "cannot open the KVM device /nonexistent/kvm: No such file or directory");
+    assert_fails_with(
+        &["--kvm-device", "/nonexistent/kvm"],
+        "cannot open the KVM device /nonexistent/kvm: No such file or directory",
+    );
 }
 
 #[test]

@@ -24,7 +24,12 @@ fn failed_builds_leave_no_fds_or_threads_behind() {
         VmConfig { kernel: KernelSource::File(not_kernel), ..Default::default() },
         VmConfig { kvm_device: "/dev/null".into(), ..Default::default() },
         // Fails after the VM, its memory and irqchip exist: the late-failure path.
-        VmConfig { kernel: KernelSource::File(fits_not), initrd: Some(big_initrd), memory: 16 << 20, ..Default::default() },
+        VmConfig {
+            kernel: KernelSource::File(fits_not),
+            initrd: Some(big_initrd),
+            memory: 16 << 20,
+            ..Default::default()
+        },
     ];
     // Warm up once so lazily opened process-wide fds don't count.
     let _ = build_vm(&configs[3], Box::new(std::io::sink()));

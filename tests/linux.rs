@@ -21,7 +21,8 @@ use arch::layout::{MemoryLayout, E820_RAM};
 use firmware::kernel::{load_kernel, KernelKind};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-const CMDLINE: &str = "console=ttyS0 earlyprintk=serial noxsave nofsgsbase clearcpuid=308,151,59,534,298 cvmm.test=e820-check";
+const CMDLINE: &str =
+    "console=ttyS0 earlyprintk=serial noxsave nofsgsbase clearcpuid=308,151,59,534,298 cvmm.test=e820-check";
 
 fn cache_dir() -> PathBuf {
     std::env::var_os("CVMM_CACHE_DIR")
@@ -33,7 +34,11 @@ fn test_kernel() -> PathBuf {
     let path = std::env::var_os("CVMM_TEST_KERNEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| cache_dir().join("test-kernel/vmlinux"));
-    assert!(path.is_file(), "test kernel {} is missing: run scripts/build-test-kernel.sh (scripts/test.sh does)", path.display());
+    assert!(
+        path.is_file(),
+        "test kernel {} is missing: run scripts/build-test-kernel.sh (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -45,7 +50,9 @@ fn debian_bzimage() -> PathBuf {
     let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
         entries.filter_map(|e| e.ok()).map(|e| e.path().join("vmlinuz")).filter(|p| p.is_file()).max()
     });
-    found.unwrap_or_else(|| panic!("no Debian bzImage under {}: run scripts/fetch-debian-kernel.sh (scripts/test.sh does)", dir.display()))
+    found.unwrap_or_else(|| {
+        panic!("no Debian bzImage under {}: run scripts/fetch-debian-kernel.sh (scripts/test.sh does)", dir.display())
+    })
 }
 
 /// Boots the test kernel and returns its console lines up to the end of the e820 map
@@ -73,8 +80,8 @@ fn boot_linux_until_e820_printed(memory: &str) -> Vec<String> {
     let done = loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                let after_map = !line.starts_with("BIOS-e820")
-                    && lines.last().is_some_and(|l: &String| l.starts_with("BIOS-e820"));
+                let after_map =
+                    !line.starts_with("BIOS-e820") && lines.last().is_some_and(|l: &String| l.starts_with("BIOS-e820"));
                 lines.push(line);
                 if after_map {
                     break true;
@@ -108,7 +115,11 @@ fn printed_e820(lines: &[String]) -> Vec<(u64, u64, String)> {
 fn check_boot(memory: &str, mem_bytes: u64) {
     let lines = boot_linux_until_e820_printed(memory);
     assert!(lines.iter().any(|l| l.starts_with("Linux version 6.")), "no version line:\n{}", lines.join("\n"));
-    assert!(lines.iter().any(|l| l == &format!("Command line: {CMDLINE}")), "command line not echoed exactly:\n{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l == &format!("Command line: {CMDLINE}")),
+        "command line not echoed exactly:\n{}",
+        lines.join("\n")
+    );
     let expected: Vec<(u64, u64, String)> = MemoryLayout::new(mem_bytes)
         .unwrap()
         .e820()

@@ -32,13 +32,13 @@ pub struct BootBlobs {
 /// The Linux zero page: `header` (from a bzImage, or a synthesized one for ELF
 /// kernels) with the loader fields filled, and the e820 map.
 pub fn zero_page(header: Option<setup_header>, blobs: &BootBlobs, e820: &[E820Entry]) -> (u64, Vec<u8>) {
-    let mut params = boot_params::default();
-    params.hdr = header.unwrap_or_else(|| setup_header {
+    let hdr = header.unwrap_or_else(|| setup_header {
         header: HDRS_MAGIC,
         boot_flag: BOOT_FLAG,
         kernel_alignment: 0x0100_0000,
         ..Default::default()
     });
+    let mut params = boot_params { hdr, ..Default::default() };
     params.hdr.type_of_loader = LOADER_UNDEFINED;
     params.hdr.loadflags |= LOADED_HIGH;
     params.hdr.cmd_line_ptr = blobs.cmdline_addr as u32;

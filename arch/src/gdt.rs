@@ -31,7 +31,7 @@ pub const BOOT_GDT: [u64; 5] = [
 
 /// Decodes a GDT entry into the `kvm_segment` KVM loads for `selector`.
 pub fn kvm_segment_from_gdt(entry: u64, selector: u16) -> kvm_segment {
-    let base = (((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000);
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
     let g = ((entry >> 55) & 1) as u8;
     let limit = if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };

@@ -113,7 +113,7 @@ impl MemoryLayout {
         if mem_size > MAX_MEMORY {
             return Err(LayoutError::TooLarge { size: mem_size });
         }
-        if mem_size % PAGE_SIZE != 0 {
+        if !mem_size.is_multiple_of(PAGE_SIZE) {
             return Err(LayoutError::Unaligned { size: mem_size });
         }
         Ok(Self { mem_size })
@@ -130,10 +130,7 @@ impl MemoryLayout {
         if self.mem_size <= MMIO_HOLE_START {
             vec![(0, self.mem_size)]
         } else {
-            vec![
-                (0, MMIO_HOLE_START),
-                (FOUR_GIB, self.mem_size - MMIO_HOLE_START),
-            ]
+            vec![(0, MMIO_HOLE_START), (FOUR_GIB, self.mem_size - MMIO_HOLE_START)]
         }
     }
 
@@ -150,11 +147,7 @@ impl MemoryLayout {
         let mut map = vec![
             E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
             E820Entry { addr: EBDA_START, size: HIGH_MEMORY_START - EBDA_START, kind: E820_RESERVED },
-            E820Entry {
-                addr: HIGH_MEMORY_START,
-                size: self.low_ram_end() - HIGH_MEMORY_START,
-                kind: E820_RAM,
-            },
+            E820Entry { addr: HIGH_MEMORY_START, size: self.low_ram_end() - HIGH_MEMORY_START, kind: E820_RAM },
         ];
         if self.mem_size > MMIO_HOLE_START {
             map.push(E820Entry { addr: FOUR_GIB, size: self.mem_size - MMIO_HOLE_START, kind: E820_RAM });
@@ -186,9 +179,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => return Err(format!("'{text}' is not a size: unknown suffix '{suffix}' (use K, M, G or T)")),
     };
     let value: u64 = num.parse().map_err(|_| format!("'{text}' is not a size: number too large"))?;
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("'{text}' is not a size: too large"))
+    value.checked_mul(1u64 << shift).ok_or_else(|| format!("'{text}' is not a size: too large"))
 }
 
 #[cfg(test)]

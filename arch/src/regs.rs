@@ -3,8 +3,7 @@
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 
 use crate::gdt::{
-    gdt_table_register, kvm_segment_from_gdt, BOOT_GDT, CODE32_SELECTOR, CODE64_SELECTOR,
-    DATA_SELECTOR, TSS_SELECTOR,
+    gdt_table_register, kvm_segment_from_gdt, BOOT_GDT, CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, TSS_SELECTOR,
 };
 use crate::layout::{GDT_START, PAGE_TABLES_START};
 

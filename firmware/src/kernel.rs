@@ -204,7 +204,10 @@ pub fn cmdline_bytes(cmdline: &str, header: Option<&setup_header>) -> Result<Vec
         }
     }
     if cmdline.len() > limit {
-        return Err(KernelError::Cmdline(format!("{} bytes is longer than the {limit} the kernel accepts", cmdline.len())));
+        return Err(KernelError::Cmdline(format!(
+            "{} bytes is longer than the {limit} the kernel accepts",
+            cmdline.len()
+        )));
     }
     let mut bytes = cmdline.as_bytes().to_vec();
     bytes.push(0);
@@ -264,7 +267,12 @@ mod tests {
     #[test]
     fn initrd_goes_to_the_top_of_low_memory() {
         let layout = MemoryLayout::new(64 << 20).unwrap();
-        let k = LoadedKernel { kind: KernelKind::Elf64 { entry: 0x20_0000 }, start: 0x20_0000, end: 0x30_0000, setup_header: None };
+        let k = LoadedKernel {
+            kind: KernelKind::Elf64 { entry: 0x20_0000 },
+            start: 0x20_0000,
+            end: 0x30_0000,
+            setup_header: None,
+        };
         assert_eq!(place_initrd(&layout, &k, 0x1000).unwrap(), (64 << 20) - 0x1000);
         assert_eq!(place_initrd(&layout, &k, 0x1001).unwrap(), (64 << 20) - 0x2000);
         let err = place_initrd(&layout, &k, 63 << 20).unwrap_err();
@@ -276,7 +284,12 @@ mod tests {
     fn initrd_respects_the_kernels_initrd_addr_max() {
         let layout = MemoryLayout::new(64 << 20).unwrap();
         let hdr = setup_header { initrd_addr_max: (32 << 20) - 1, ..Default::default() };
-        let k = LoadedKernel { kind: KernelKind::BzImage { entry: 0x10_0200 }, start: 0x10_0000, end: 0x20_0000, setup_header: Some(hdr) };
+        let k = LoadedKernel {
+            kind: KernelKind::BzImage { entry: 0x10_0200 },
+            start: 0x10_0000,
+            end: 0x20_0000,
+            setup_header: Some(hdr),
+        };
         assert_eq!(place_initrd(&layout, &k, 0x1000).unwrap(), (32 << 20) - 0x1000);
     }
 

@@ -298,7 +298,11 @@ fn create_guest_memory(layout: &MemoryLayout) -> Result<GuestMemoryMmap, BuildEr
         .map_err(|e| BuildError::GuestMemory { size: layout.mem_size(), message: e.to_string() })
 }
 
-fn load_kernel(mem: &GuestMemoryMmap, source: &KernelSource, image: &mut KernelImage) -> Result<LoadedKernel, BuildError> {
+fn load_kernel(
+    mem: &GuestMemoryMmap,
+    source: &KernelSource,
+    image: &mut KernelImage,
+) -> Result<LoadedKernel, BuildError> {
     let path = match source {
         KernelSource::Demo => PathBuf::from("<demo guest>"),
         KernelSource::File(p) => p.clone(),
@@ -315,8 +319,11 @@ fn load_kernel(mem: &GuestMemoryMmap, source: &KernelSource, image: &mut KernelI
 }
 
 fn write_blob(mem: &GuestMemoryMmap, what: &'static str, gpa: u64, bytes: &[u8]) -> Result<(), BuildError> {
-    mem.write_slice(bytes, GuestAddress(gpa))
-        .map_err(|e| BuildError::WriteBootData { what, gpa, message: e.to_string() })
+    mem.write_slice(bytes, GuestAddress(gpa)).map_err(|e| BuildError::WriteBootData {
+        what,
+        gpa,
+        message: e.to_string(),
+    })
 }
 
 /// Writes the command line, initrd, zero page, PVH start info, cvmm boot info, GDT
@@ -344,7 +351,8 @@ fn write_boot_data(
         None => None,
     };
 
-    let blobs = BootBlobs { cmdline_addr: CMDLINE_START, cmdline_len: (cmdline.len() - 1) as u32, initrd: initrd_range };
+    let blobs =
+        BootBlobs { cmdline_addr: CMDLINE_START, cmdline_len: (cmdline.len() - 1) as u32, initrd: initrd_range };
     let e820 = layout.e820();
     let (zp_addr, zp) = arch::boot::zero_page(kernel.setup_header, &blobs, &e820);
     write_blob(mem, "zero page", zp_addr, &zp)?;
@@ -367,9 +375,13 @@ fn write_boot_data(
 }
 
 /// Reads exactly `len` bytes of `file` into guest memory at `addr`.
-fn read_into_guest<F: Read + ReadVolatile>(mem: &GuestMemoryMmap, addr: u64, file: &mut F, len: usize) -> std::io::Result<()> {
-    mem.read_exact_volatile_from(GuestAddress(addr), file, len)
-        .map_err(|e| std::io::Error::other(e.to_string()))
+fn read_into_guest<F: Read + ReadVolatile>(
+    mem: &GuestMemoryMmap,
+    addr: u64,
+    file: &mut F,
+    len: usize,
+) -> std::io::Result<()> {
+    mem.read_exact_volatile_from(GuestAddress(addr), file, len).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 struct Devices {
@@ -379,15 +391,21 @@ struct Devices {
     irqfds: Vec<(EventFd, u32)>,
 }
 
-fn create_devices(vm: &Arc<VmFd>, console: Box<dyn Write + Send>, stop: Arc<dyn devices::StopHandler>) -> Result<Devices, BuildError> {
+fn create_devices(
+    vm: &Arc<VmFd>,
+    console: Box<dyn Write + Send>,
+    stop: Arc<dyn devices::StopHandler>,
+) -> Result<Devices, BuildError> {
     let dev_err = |what| move |source| BuildError::Device { what, source };
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
 
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(dev_err("serial interrupt"))?;
     let irqfd = serial_irq.try_clone().map_err(dev_err("serial interrupt"))?;
-    vm.register_irqfd(&irqfd, SERIAL_GSI)
-        .map_err(|e| BuildError::Device { what: "serial interrupt", source: std::io::Error::from_raw_os_error(e.errno()) })?;
+    vm.register_irqfd(&irqfd, SERIAL_GSI).map_err(|e| BuildError::Device {
+        what: "serial interrupt",
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    })?;
     let serial = Arc::new(Mutex::new(SerialConsole::new(EventFdTrigger(serial_irq), console)));
 
     let ioapic = Ioapic::new(Arc::new(KvmMsiRouter::new(vm.clone())));
@@ -395,7 +413,13 @@ fn create_devices(vm: &Arc<VmFd>, console: Box<dyn Write + Send>, stop: Arc<dyn 
         bus.insert(dev, base, len).map_err(|e| BuildError::Device { what, source: std::io::Error::other(e) })
     };
     insert(&mut pio, serial.clone(), u64::from(SERIAL_PORT), SERIAL_PORT_COUNT, "serial console")?;
-    insert(&mut pio, Arc::new(Mutex::new(DebugExit::new(stop.clone()))), u64::from(DEBUG_EXIT_PORT), 1, "debug-exit port")?;
+    insert(
+        &mut pio,
+        Arc::new(Mutex::new(DebugExit::new(stop.clone()))),
+        u64::from(DEBUG_EXIT_PORT),
+        1,
+        "debug-exit port",
+    )?;
     insert(&mut pio, Arc::new(Mutex::new(I8042::new(stop))), I8042_BASE, I8042_LEN, "i8042")?;
     insert(&mut mmio, Arc::new(Mutex::new(ioapic)), IOAPIC_START, IOAPIC_SIZE, "IOAPIC")?;
     Ok(Devices { pio, mmio, serial, irqfds: vec![(irqfd, SERIAL_GSI)] })

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use devices::ioapic::{MsiMessage, MsiRouter};
-use kvm_bindings::{kvm_irq_routing_entry, kvm_irq_routing_entry__bindgen_ty_1, kvm_irq_routing_msi, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_irq_routing_entry__bindgen_ty_1, kvm_irq_routing_msi, KvmIrqRouting, KVM_IRQ_ROUTING_MSI,
+};
 use kvm_ioctls::VmFd;
 
 /// Keeps the VM's GSI routing table and rewrites it whenever a route changes.

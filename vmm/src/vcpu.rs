@@ -157,7 +157,9 @@ fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext) -> Next {
             KVM_SYSTEM_EVENT_SHUTDOWN => Next::Stop(VmEvent::Shutdown),
             KVM_SYSTEM_EVENT_RESET => Next::Stop(VmEvent::Guest(devices::GuestStop::Reset)),
             KVM_SYSTEM_EVENT_CRASH => Next::Stop(VmEvent::Crash { vcpu: index }),
-            other => Next::Stop(VmEvent::VcpuFailed { vcpu: index, message: format!("unexpected system event {other}") }),
+            other => {
+                Next::Stop(VmEvent::VcpuFailed { vcpu: index, message: format!("unexpected system event {other}") })
+            }
         },
         VcpuExit::InternalError => Next::InternalError,
         VcpuExit::FailEntry(reason, cpu) => Next::Stop(VmEvent::VcpuFailed {

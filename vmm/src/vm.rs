@@ -103,7 +103,9 @@ impl std::fmt::Display for VmExit {
             VmExit::Shutdown => write!(f, "the guest shut down"),
             VmExit::TripleFault { vcpu } => write!(f, "vCPU {vcpu} triple-faulted; the VM was ended"),
             VmExit::Crash { vcpu } => write!(f, "the guest crashed on vCPU {vcpu}"),
-            VmExit::Timeout(t) => write!(f, "the guest did not finish within {:.1} s; the watchdog ended the VM", t.as_secs_f64()),
+            VmExit::Timeout(t) => {
+                write!(f, "the guest did not finish within {:.1} s; the watchdog ended the VM", t.as_secs_f64())
+            }
             VmExit::VcpuFailed { vcpu, message } => write!(f, "vCPU {vcpu} failed: {message}"),
         }
     }
@@ -214,9 +216,8 @@ impl Vm {
                 stopping: stopping.clone(),
                 events: self.events_tx.clone(),
             };
-            let spawned = std::thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || run_vcpu(vcpu, index, ctx));
+            let spawned =
+                std::thread::Builder::new().name(format!("vcpu{index}")).spawn(move || run_vcpu(vcpu, index, ctx));
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(source) => {
