@@ -1,4 +1,5 @@
-//! Builds cvmm's own guest programs (the demo guest) as static no_std ELF files.
+//! Builds cvmm's own guest programs (`guests/*.rs`: the demo guest, and with the
+//! `test-guests` feature the test guests) as static no_std ELF files.
 //!
 //! Only the x86_64-unknown-linux-gnu standard library is installed on our machines
 //! (no other targets, no rust-src), so the guest is compiled for that target with
@@ -7,22 +8,34 @@
 //! `include_bytes!`.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let src = manifest.join("demo-guest/main.rs");
-    let ld = manifest.join("demo-guest/linker.ld");
-    let abi = manifest.join("../arch/src/abi.rs");
-    for p in [&src, &ld, &abi] {
+    let guests = manifest.join("guests");
+    let ld = guests.join("linker.ld");
+    for p in [guests.join("rt.rs"), ld.clone(), manifest.join("../arch/src/abi.rs")] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
-    let elf = out.join("demo-guest.elf");
-    let status = Command::new(&rustc)
-        .args(["--edition", "2021", "--crate-type", "bin", "--crate-name", "cvmm_demo_guest"])
+    let mut programs = vec!["demo"];
+    if env::var_os("CARGO_FEATURE_TEST_GUESTS").is_some() {
+        programs.push("irq_test");
+    }
+    for name in programs {
+        let src = guests.join(format!("{name}.rs"));
+        println!("cargo:rerun-if-changed={}", src.display());
+        build_guest(&rustc, &src, &ld, &out.join(format!("{name}.elf")));
+    }
+}
+
+/// Compiles one guest program into a static ELF at `elf`.
+fn build_guest(rustc: &str, src: &Path, ld: &Path, elf: &Path) {
+    let name = src.file_stem().and_then(|s| s.to_str()).expect("guest file name");
+    let status = Command::new(rustc)
+        .args(["--edition", "2021", "--crate-type", "bin", "--crate-name", &format!("cvmm_guest_{name}")])
         .args(["--target", "x86_64-unknown-linux-gnu"])
         .args(["-C", "opt-level=s", "-C", "panic=abort", "-C", "debuginfo=0", "-C", "strip=symbols"])
         .args(["-C", "relocation-model=static", "-C", "code-model=small"])
@@ -35,12 +48,12 @@ fn main() {
         .arg("-C")
         .arg(format!("link-arg=-Wl,-T,{}", ld.display()))
         .arg("-o")
-        .arg(&elf)
-        .arg(&src)
+        .arg(elf)
+        .arg(src)
         // Cargo's flags for the host build (e.g. coverage, sanitizers) must not leak
         // into the guest.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
-        .expect("failed to run rustc for the demo guest");
-    assert!(status.success(), "building the demo guest failed");
+        .unwrap_or_else(|e| panic!("cannot run {rustc} for guest {name}: {e}"));
+    assert!(status.success(), "building guest {name} failed");
 }

@@ -95,3 +95,16 @@ fn serial_output_of_a_hand_made_guest_reaches_stdout() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(out.stdout, b"K\n");
 }
+
+#[test]
+fn serial_interrupt_reaches_the_guest_through_ioapic_msi_route_and_irqfd() {
+    // The guest programs IOAPIC pin 4 to vector 0x30 and enables the UART's THRE
+    // interrupt; only a delivered interrupt ends the VM with status 0x30.
+    let kernel = temp_file("irq.elf", firmware::test_guests::irq());
+    let console = SharedBuf::default();
+    let config =
+        VmConfig { kernel: KernelSource::File(kernel), timeout: Some(Duration::from_secs(20)), ..Default::default() };
+    let mut vm = build_vm(&config, Box::new(console.clone())).unwrap();
+    assert_eq!(vm.run().unwrap(), VmExit::GuestExit(0x30), "console: {:?}", console.text());
+    assert_eq!(console.text(), "irq\n");
+}

@@ -3,19 +3,30 @@
 //! It owns the guest images and their formats: kernel loading (64-bit ELF with or
 //! without a PVH entry note, bzImage) through linux-loader ([`kernel`]), initrd
 //! placement and the command line ([`kernel::place_initrd`], [`kernel::cmdline_bytes`]),
-//! and the project's own guest-side code, built from this crate and embedded in the
-//! `cvmm` binary ([`demo_guest`]).
+//! and the project's own guest-side code, built from `firmware/guests/` and embedded in
+//! the `cvmm` binary ([`demo_guest`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod kernel;
 
-/// The bundled demo guest: a static 64-bit ELF built from `firmware/demo-guest/`.
+/// The bundled demo guest: a static 64-bit ELF built from `firmware/guests/demo.rs`.
 ///
 /// ```
 /// let elf = firmware::demo_guest();
 /// assert_eq!(&elf[..4], b"\x7fELF");
 /// ```
 pub fn demo_guest() -> &'static [u8] {
-    include_bytes!(concat!(env!("OUT_DIR"), "/demo-guest.elf"))
+    include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"))
+}
+
+/// Guest programs that exercise one VMM feature each, for integration tests
+/// (feature `test-guests`).
+#[cfg(feature = "test-guests")]
+pub mod test_guests {
+    /// Routes COM1's interrupt through the IOAPIC to vector 0x30 and exits with
+    /// status 0x30 from the interrupt handler (`firmware/guests/irq_test.rs`).
+    pub fn irq() -> &'static [u8] {
+        include_bytes!(concat!(env!("OUT_DIR"), "/irq_test.elf"))
+    }
 }

@@ -1,22 +1,15 @@
-//! The cvmm demo guest: a tiny no_std program `cvmm run` boots when no kernel is given.
+//! The runtime every cvmm guest program shares: entry, port I/O, console output,
+//! exit, panic handler, and the memory functions the compiler may call.
 //!
-//! Entered in 64-bit mode with `RDI` = cvmm boot info and `RSI` = Linux zero page
-//! (arch::regs::BootEntry::Long64). It prints a greeting with the vCPU count and memory
-//! size from the boot information, then ends the VM through the debug-exit port with
-//! status 0 (or 1 when the boot information is missing or malformed).
-//!
-//! Constraints: this host emulates CPL0 code at ~2 M instructions/s, so the whole boot
-//! path is a few thousand instructions; no core::fmt, no SSE-heavy code, no interrupts.
-#![no_std]
-#![no_main]
-
-#[path = "../../arch/src/abi.rs"]
-#[allow(dead_code)]
-mod abi;
+//! Included with `#[path]` by each guest program, which defines
+//! `#[no_mangle] extern "C" fn guest_main(boot_info: *const BootInfo, zero_page: *const u8) -> !`.
+//! Guests run at CPL0 on hosts that emulate CPL0 code slowly and cannot emulate SSE,
+//! so this code is built without SSE and kept to a few instructions per operation.
+#![allow(dead_code)]
 
 use core::arch::{asm, global_asm};
 
-use abi::{BootInfo, DEBUG_EXIT_PORT, SERIAL_PORT};
+use crate::abi::{DEBUG_EXIT_PORT, SERIAL_PORT};
 
 global_asm!(
     ".section .text.start, \"ax\"",
@@ -24,24 +17,26 @@ global_asm!(
     "_start:",
     "    lea rsp, [rip + __stack_top]",
     "    xor ebp, ebp",
-    "    call {main}",
+    "    call guest_main",
     "2:  hlt",
     "    jmp 2b",
-    main = sym demo_main,
 );
 
-fn outb(port: u16, value: u8) {
+/// Writes one byte to an I/O port.
+pub fn outb(port: u16, value: u8) {
     // SAFETY: port I/O has no memory effects in this guest; cvmm handles the exit.
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
-fn puts(s: &[u8]) {
+/// Writes bytes to the serial console.
+pub fn puts(s: &[u8]) {
     for &b in s {
         outb(SERIAL_PORT, b);
     }
 }
 
-fn put_u64(mut v: u64) {
+/// Writes a number in decimal to the serial console.
+pub fn put_u64(mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -55,7 +50,8 @@ fn put_u64(mut v: u64) {
     puts(&buf[i..]);
 }
 
-fn exit(status: u8) -> ! {
+/// Ends the VM with `status` through the debug-exit port.
+pub fn exit(status: u8) -> ! {
     outb(DEBUG_EXIT_PORT, status);
     loop {
         // SAFETY: halting with interrupts off parks the vCPU; cvmm has already ended the VM.
@@ -63,30 +59,9 @@ fn exit(status: u8) -> ! {
     }
 }
 
-extern "C" fn demo_main(boot_info: *const BootInfo, _zero_page: *const u8) -> ! {
-    // Read the block once, by value (no double fetch of host-provided data).
-    // SAFETY: cvmm maps the boot-info page; a bad pointer faults and cvmm reports it.
-    let info = unsafe { core::ptr::read_volatile(boot_info) };
-    if !info.is_valid() {
-        puts(b"cvmm demo guest: no valid boot information\n");
-        exit(1);
-    }
-    puts(b"Hello from the cvmm demo guest: ");
-    put_u64(u64::from(info.vcpus));
-    puts(if info.vcpus == 1 { b" vCPU, " } else { b" vCPUs, " });
-    if info.mem_size % (1 << 20) == 0 {
-        put_u64(info.mem_size >> 20);
-        puts(b" MiB of memory\n");
-    } else {
-        put_u64(info.mem_size);
-        puts(b" bytes of memory\n");
-    }
-    exit(0);
-}
-
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
-    puts(b"cvmm demo guest: panic\n");
+    puts(b"cvmm guest: panic\n");
     exit(2);
 }
 
