@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kernel;
+pub mod ovmf;
 
 /// The bundled demo guest: a static 64-bit ELF built from `firmware/guests/demo.rs`.
 ///

@@ -7,7 +7,9 @@
 //! feature and never by silently falling back.
 #![deny(missing_docs)]
 
+pub mod measure;
 pub mod plain;
+pub mod plan;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};

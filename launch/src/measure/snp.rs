@@ -1,0 +1,1 @@
+//! The SEV-SNP launch digest (placeholder until the SNP measurement lands).

@@ -1,0 +1,1 @@
+//! The TDX MRTD and RTMRs (placeholder until the TDX measurement lands).

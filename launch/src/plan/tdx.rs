@@ -1,0 +1,1 @@
+//! TDX launch plans (owned by the TDX measurement work; placeholder until then).
