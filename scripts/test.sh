@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/setup.sh
 echo "test.sh: preparing the test kernel (cached after the first build)" >&2
 CVMM_TEST_KERNEL=$(scripts/build-test-kernel.sh | tail -n 1)
 echo "test.sh: fetching Debian's stock bzImage (cached)" >&2
