@@ -5,6 +5,7 @@
 //! calculators (`crate::measure`), so the three cannot drift apart. Builders:
 //! [`snp::plan_snp`] and [`tdx::plan_tdx`] (firmware images), and the IGVM import.
 
+pub mod igvm;
 pub mod snp;
 pub mod tdx;
 
