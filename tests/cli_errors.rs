@@ -26,9 +26,33 @@ fn missing_kernel_is_named() {
 }
 
 #[test]
-fn unreadable_kernel_is_named() {
+fn kernel_that_is_a_directory_is_named() {
     let dir = std::env::temp_dir();
     assert_fails_with(&["--kernel", dir.to_str().unwrap()], "not a regular file");
+}
+
+#[test]
+fn unreadable_kernel_is_named() {
+    let path = temp_file("secret-vmlinux", &tiny_elf(&common::exit_with(0)));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // SAFETY: geteuid has no side effects.
+    let out = if unsafe { libc_geteuid() } == 0 {
+        // Root reads any file: run as 'nobody', for whom mode 000 means no access.
+        let dir = path.parent().unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_cvmm"))
+            .args(["run", "--kernel"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    } else {
+        cvmm().args(["run", "--kernel"]).arg(&path).output().unwrap()
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot read kernel") && err.contains("Permission denied"), "{err}");
 }
 
 #[test]

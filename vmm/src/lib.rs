@@ -7,6 +7,7 @@
 //!   guest (or the watchdog) to end it, and tears everything down.
 //! - [`vcpu`]: the vCPU run loop, exit dispatch, and the kick that interrupts KVM_RUN.
 //! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
+//! - [`launch_log`]: a launch plan as JSON lines, for auditors.
 //!
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
@@ -14,6 +15,7 @@
 pub mod builder;
 pub mod config;
 pub mod irq;
+pub mod launch_log;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;
