@@ -10,6 +10,8 @@
 
 pub mod kernel;
 pub mod ovmf;
+pub mod sev;
+pub mod tdvf;
 
 /// The bundled demo guest: a static 64-bit ELF built from `firmware/guests/demo.rs`.
 ///

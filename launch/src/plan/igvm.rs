@@ -139,17 +139,16 @@ pub fn plan_igvm(file: &[u8], target: IgvmTarget) -> Result<IgvmPlan, IgvmError>
                 };
                 pages.add(p.gpa, len.div_ceil(PAGE_SIZE) * PAGE_SIZE, page_type, None);
             }
-            IgvmDirectiveHeader::RequiredMemory { gpa, compatibility_mask, number_of_bytes, .. } => {
-                if compatibility_mask & mask != 0 && target == IgvmTarget::Tdx {
-                    let len = u64::from(*number_of_bytes).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-                    pages.add(*gpa, len, PageType::Tdx(TdxPageType::Aug), None);
-                }
+            IgvmDirectiveHeader::RequiredMemory { gpa, compatibility_mask, number_of_bytes, .. }
+                if compatibility_mask & mask != 0 && target == IgvmTarget::Tdx =>
+            {
+                let len = u64::from(*number_of_bytes).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+                pages.add(*gpa, len, PageType::Tdx(TdxPageType::Aug), None);
             }
-            IgvmDirectiveHeader::SnpVpContext { compatibility_mask, vp_index, vmsa, .. } => {
-                if compatibility_mask & mask != 0 {
-                    let bytes = zerocopy_bytes(vmsa.as_ref());
-                    out.snp_vmsas.push((*vp_index, bytes));
-                }
+            IgvmDirectiveHeader::SnpVpContext { compatibility_mask, vp_index, vmsa, .. }
+                if compatibility_mask & mask != 0 =>
+            {
+                out.snp_vmsas.push((*vp_index, zerocopy_bytes(vmsa.as_ref())));
             }
             _ => {}
         }

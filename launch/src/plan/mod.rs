@@ -94,9 +94,29 @@ impl PlanRange {
     pub fn pages(&self) -> u64 {
         self.len / PAGE_SIZE
     }
+
+    /// Checks that the range is page-aligned, a whole non-zero number of pages, does
+    /// not wrap, and that byte contents are exactly `len` long.
+    pub fn check(&self) -> Result<(), PlanError> {
+        if self.gpa & (PAGE_SIZE - 1) != 0 || self.len & (PAGE_SIZE - 1) != 0 || self.len == 0 {
+            return Err(PlanError::Unaligned { what: self.what.clone(), gpa: self.gpa, len: self.len });
+        }
+        if self.gpa.checked_add(self.len).is_none() {
+            return Err(PlanError::Wraps { what: self.what.clone(), gpa: self.gpa });
+        }
+        if let Contents::Bytes(b) = &self.contents {
+            if b.len() as u64 != self.len {
+                return Err(PlanError::ContentsLength { what: self.what.clone(), bytes: b.len(), len: self.len });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A vCPU's initial state, per TEE.
+// The SNP variant is large (a full register set), but a plan holds at most a few
+// hundred vCPUs and they are built once per launch: no point in boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VcpuState {
     /// SEV-SNP: the register state the vCPU's VMSA is built from (by KVM at
@@ -164,19 +184,9 @@ pub struct LaunchPlan {
 }
 
 impl LaunchPlan {
-    /// Appends a range after checking its alignment and contents length.
+    /// Appends a range after [`PlanRange::check`].
     pub fn push(&mut self, range: PlanRange) -> Result<(), PlanError> {
-        if range.gpa % PAGE_SIZE != 0 || range.len % PAGE_SIZE != 0 || range.len == 0 {
-            return Err(PlanError::Unaligned { what: range.what, gpa: range.gpa, len: range.len });
-        }
-        if range.gpa.checked_add(range.len).is_none() {
-            return Err(PlanError::Wraps { what: range.what, gpa: range.gpa });
-        }
-        if let Contents::Bytes(b) = &range.contents {
-            if b.len() as u64 != range.len {
-                return Err(PlanError::ContentsLength { what: range.what, bytes: b.len(), len: range.len });
-            }
-        }
+        range.check()?;
         self.ranges.push(range);
         Ok(())
     }

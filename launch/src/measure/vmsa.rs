@@ -1,0 +1,178 @@
+//! The SEV-ES/SNP VMSA page (the encrypted save area, AMD APM vol. 2 table B-4; Linux
+//! `struct sev_es_save_area`) built from an [`SnpVcpu`]: what KVM writes at
+//! SNP_LAUNCH_FINISH for a vCPU with that register state, and what the firmware
+//! measures as the vCPU's VMSA page.
+
+use crate::plan::snp::{SnpSegment, SnpVcpu};
+
+/// Size of a VMSA page.
+pub const VMSA_SIZE: usize = 0x1000;
+
+/// Byte offsets of the fields [`vmsa_page`] writes.
+mod offset {
+    pub const ES: usize = 0x000;
+    pub const CS: usize = 0x010;
+    pub const SS: usize = 0x020;
+    pub const DS: usize = 0x030;
+    pub const FS: usize = 0x040;
+    pub const GS: usize = 0x050;
+    pub const GDTR: usize = 0x060;
+    pub const LDTR: usize = 0x070;
+    pub const IDTR: usize = 0x080;
+    pub const TR: usize = 0x090;
+    pub const EFER: usize = 0x0d0;
+    pub const XSS: usize = 0x140;
+    pub const CR4: usize = 0x148;
+    pub const CR3: usize = 0x150;
+    pub const CR0: usize = 0x158;
+    pub const DR7: usize = 0x160;
+    pub const DR6: usize = 0x168;
+    pub const RFLAGS: usize = 0x170;
+    pub const RIP: usize = 0x178;
+    pub const RSP: usize = 0x1d8;
+    pub const RAX: usize = 0x1f8;
+    pub const CR2: usize = 0x240;
+    pub const G_PAT: usize = 0x268;
+    pub const RCX: usize = 0x308;
+    pub const RDX: usize = 0x310;
+    pub const RBX: usize = 0x318;
+    pub const RBP: usize = 0x328;
+    pub const RSI: usize = 0x330;
+    pub const RDI: usize = 0x338;
+    pub const R8: usize = 0x340;
+    pub const SEV_FEATURES: usize = 0x3b0;
+    pub const XCR0: usize = 0x3e8;
+    pub const MXCSR: usize = 0x408;
+    pub const X87_FCW: usize = 0x410;
+}
+
+fn put(page: &mut [u8; VMSA_SIZE], at: usize, bytes: &[u8]) {
+    page[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+fn put_segment(page: &mut [u8; VMSA_SIZE], at: usize, s: &SnpSegment) {
+    put(page, at, &s.selector.to_le_bytes());
+    put(page, at + 2, &s.attrib.to_le_bytes());
+    put(page, at + 4, &s.limit.to_le_bytes());
+    put(page, at + 8, &s.base.to_le_bytes());
+}
+
+/// The VMSA page of a vCPU with state `v`; every field not in [`SnpVcpu`] is zero.
+pub fn vmsa_page(v: &SnpVcpu) -> [u8; VMSA_SIZE] {
+    use offset::*;
+    let mut p = [0u8; VMSA_SIZE];
+    let segments = [
+        (ES, &v.es),
+        (CS, &v.cs),
+        (SS, &v.ss),
+        (DS, &v.ds),
+        (FS, &v.fs),
+        (GS, &v.gs),
+        (GDTR, &v.gdtr),
+        (LDTR, &v.ldtr),
+        (IDTR, &v.idtr),
+        (TR, &v.tr),
+    ];
+    for (at, s) in segments {
+        put_segment(&mut p, at, s);
+    }
+    let qwords = [
+        (EFER, v.efer),
+        (XSS, v.xss),
+        (CR4, v.cr4),
+        (CR3, v.cr3),
+        (CR0, v.cr0),
+        (DR7, v.dr7),
+        (DR6, v.dr6),
+        (RFLAGS, v.rflags),
+        (RIP, v.rip),
+        (RSP, v.rsp),
+        (RAX, v.rax),
+        (CR2, v.cr2),
+        (G_PAT, v.g_pat),
+        (RCX, v.rcx),
+        (RDX, v.rdx),
+        (RBX, v.rbx),
+        (RBP, v.rbp),
+        (RSI, v.rsi),
+        (RDI, v.rdi),
+        (SEV_FEATURES, v.sev_features),
+        (XCR0, v.xcr0),
+    ];
+    for (at, value) in qwords {
+        put(&mut p, at, &value.to_le_bytes());
+    }
+    for (i, r) in v.r8_to_r15.iter().enumerate() {
+        put(&mut p, R8 + 8 * i, &r.to_le_bytes());
+    }
+    put(&mut p, MXCSR, &v.mxcsr.to_le_bytes());
+    put(&mut p, X87_FCW, &v.x87_fcw.to_le_bytes());
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::snp::{VcpuType, VmmType, BSP_RESET_EIP};
+    use sha2::{Digest, Sha384};
+
+    fn u64_at(p: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(p[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn offsets_match_the_kernel_save_area_layout() {
+        // struct sev_es_save_area (arch/x86/include/asm/svm.h), checked against
+        // sev-snp-measure's ctypes layout of the same structure.
+        use offset::*;
+        assert_eq!((TR, EFER, XSS, RIP, RSP, RAX, CR2, G_PAT), (0x90, 0xd0, 0x140, 0x178, 0x1d8, 0x1f8, 0x240, 0x268));
+        assert_eq!(
+            (RCX, RDX, RBX, RBP, R8 + 7 * 8, SEV_FEATURES, XCR0),
+            (0x308, 0x310, 0x318, 0x328, 0x378, 0x3b0, 0x3e8)
+        );
+        assert_eq!((MXCSR, X87_FCW), (0x408, 0x410));
+    }
+
+    #[test]
+    fn every_field_lands_at_its_offset_and_nothing_else_is_written() {
+        let v = SnpVcpu {
+            cs: SnpSegment { selector: 0x1111, attrib: 0x2222, limit: 0x3333_3333, base: 0x4444_4444_4444_4444 },
+            rdx: 0x55,
+            r8_to_r15: [1, 2, 3, 4, 5, 6, 7, 8],
+            x87_fcw: 0x37f,
+            ..SnpVcpu::default()
+        };
+
+        let p = vmsa_page(&v);
+
+        assert_eq!(
+            p[0x10..0x20],
+            [0x11, 0x11, 0x22, 0x22, 0x33, 0x33, 0x33, 0x33, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44, 0x44]
+        );
+        assert_eq!(u64_at(&p, 0x310), 0x55);
+        assert_eq!(u64_at(&p, 0x340), 1);
+        assert_eq!(u64_at(&p, 0x378), 8);
+        assert_eq!(p[0x410..0x412], [0x7f, 0x03]);
+        let nonzero = p.iter().filter(|&&b| b != 0).count();
+        assert_eq!(nonzero, 16 + 1 + 8 + 2);
+    }
+
+    #[test]
+    fn default_state_is_an_all_zero_page() {
+        assert_eq!(vmsa_page(&SnpVcpu::default()), [0u8; VMSA_SIZE]);
+    }
+
+    #[test]
+    fn qemu_bsp_vmsa_equals_sev_snp_measure_dump() {
+        // sha384 of vmsa0.bin from `sev-snp-measure --mode snp --vcpus 1 --vcpu-type EPYC-v4
+        // --ovmf /usr/share/ovmf/OVMF.fd --dump-vmsa` (guest features 0x1).
+        let v = SnpVcpu::at_reset(BSP_RESET_EIP, VcpuType::EpycV4.signature(), 0x1, VmmType::Qemu);
+
+        let page = vmsa_page(&v);
+
+        assert_eq!(hex::encode(Sha384::digest(page)), QEMU_EPYC_V4_BSP_SHA384);
+    }
+
+    const QEMU_EPYC_V4_BSP_SHA384: &str =
+        "77920c4c629ff47e90c0e174fc1ad0eb6fa664f88cd4739488058a8c6cb1a77b3856f55378e9518d0da99452d51c553a";
+}
