@@ -54,7 +54,15 @@ pub fn log_entries(plan: &LaunchPlan, vmsa_page: impl Fn(&VcpuState) -> Option<(
                 Contents::Zero => (None, true),
                 Contents::Bytes(b) => (Some(hex::encode(Sha384::digest(b))), false),
             };
-            LogEntry { index, gpa: format!("{:#x}", r.gpa), len: r.len, kind: type_name(r.page_type).into(), what: r.what.clone(), sha384, zero }
+            LogEntry {
+                index,
+                gpa: format!("{:#x}", r.gpa),
+                len: r.len,
+                kind: type_name(r.page_type).into(),
+                what: r.what.clone(),
+                sha384,
+                zero,
+            }
         })
         .collect();
     for (i, v) in plan.vcpus.iter().enumerate() {

@@ -8,6 +8,7 @@
 //! - [`vcpu`]: the vCPU run loop, exit dispatch, and the kick that interrupts KVM_RUN.
 //! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
+//! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
 //!
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
@@ -16,6 +17,7 @@ pub mod builder;
 pub mod config;
 pub mod irq;
 pub mod launch_log;
+pub mod measure;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;

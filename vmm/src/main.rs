@@ -23,6 +23,62 @@ struct Cli {
 enum Command {
     /// Boot a guest and run it until it ends; exits with the guest's status.
     Run(RunArgs),
+    /// Print the launch measurement (SNP launch digest or TDX MRTD) a firmware and
+    /// configuration produce; the value is alone on the last line of stdout.
+    Measure(MeasureArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MeasureArgs {
+    /// The TEE: snp (launch digest) or tdx (MRTD).
+    #[arg(long, value_parser = parse_tee)]
+    tee: vmm::measure::Tee,
+    /// Firmware image (an OVMF.fd with SEV/TDX metadata).
+    #[arg(long, alias = "ovmf")]
+    firmware: PathBuf,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// SNP vCPU type, as sev-snp-measure names them: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...
+    #[arg(long)]
+    vcpu_type: Option<String>,
+    /// SNP guest features: the VMSA's SEV_FEATURES (hex with 0x, or decimal).
+    #[arg(long, default_value = "0x1", value_parser = parse_u64)]
+    guest_features: u64,
+    /// SNP: whose launch conventions to follow: qemu (default), ec2 or gce.
+    #[arg(long)]
+    vmm_type: Option<String>,
+    /// SNP measured direct boot: the kernel whose hash goes into the kernel-hashes page.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// SNP measured direct boot: the initrd.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// SNP measured direct boot: the kernel command line.
+    #[arg(long, alias = "append")]
+    cmdline: Option<String>,
+    /// Print every value as one JSON object instead of the bare measurement.
+    #[arg(long)]
+    json: bool,
+    /// Write the plan as it is measured to this file, one JSON line per range.
+    #[arg(long)]
+    launch_log: Option<PathBuf>,
+}
+
+fn parse_tee(s: &str) -> Result<vmm::measure::Tee, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "snp" | "sev-snp" => Ok(vmm::measure::Tee::Snp),
+        "tdx" => Ok(vmm::measure::Tee::Tdx),
+        _ => Err(format!("'{s}' is not a TEE cvmm measures (snp or tdx)")),
+    }
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("'{s}' is not a number"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +128,44 @@ fn main() -> ExitCode {
     env_logger::Builder::new().filter_level(cli.log_level).format_timestamp_micros().init();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Measure(args) => measure(args),
     }
+}
+
+fn measure(args: MeasureArgs) -> ExitCode {
+    let opts = vmm::measure::MeasureOptions {
+        tee: args.tee,
+        firmware: args.firmware,
+        vcpus: args.vcpus,
+        vcpu_type: args.vcpu_type,
+        vmm_type: args.vmm_type,
+        guest_features: args.guest_features,
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+    };
+    let report = match vmm::measure::measure(&opts) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if let Some(path) = &args.launch_log {
+        let lines = vmm::launch_log::to_json_lines(&report.launch_log);
+        if let Err(e) = std::fs::write(path, lines) {
+            return fail(&std::io::Error::new(
+                e.kind(),
+                format!("cannot write the launch log {}: {e}", path.display()),
+            ));
+        }
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => return fail(&e),
+        }
+    } else {
+        println!("{}", report.measurement());
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(args: RunArgs) -> ExitCode {
