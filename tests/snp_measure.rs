@@ -129,16 +129,17 @@ fn cvmm_digest(case: &Case) -> Result<String, SnpPlanError> {
     let kernel = case.kernel.as_deref().map(read);
     let initrd = case.initrd.as_deref().map(read);
     let opts = SnpPlanOptions {
-        firmware: &firmware,
+        firmware: firmware.as_slice().into(),
         vcpus: case.vcpus,
         vcpu_type: case.vcpu_type.parse()?,
         vmm_type: case.vmm.parse()?,
         guest_features: case.guest_features,
-        kernel_hashes: kernel.as_deref().map(|kernel| KernelHashesInput {
-            kernel,
-            initrd: initrd.as_deref(),
-            cmdline: case.append.unwrap_or(""),
-        }),
+        kernel_hashes: kernel
+            .as_deref()
+            .map(|kernel| {
+                KernelHashesInput { kernel, initrd: initrd.as_deref(), cmdline: case.append.unwrap_or("") }.hashes()
+            })
+            .transpose()?,
     };
     let plan = plan_snp(&opts)?;
     Ok(hex::encode(launch_digest(&plan).expect("an SNP plan measures")))
@@ -299,7 +300,7 @@ fn vmsa_pages_equal_sev_snp_measure_dumps() {
             .unwrap_or_else(|e| panic!("cannot run sev-snp-measure ({e}): scripts/setup.sh installs it"));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let opts = SnpPlanOptions {
-            firmware: &fw,
+            firmware: fw.as_slice().into(),
             vcpus: 2,
             vcpu_type: VcpuType::EpycMilan,
             vmm_type: vmm.parse().unwrap(),
@@ -370,7 +371,7 @@ fn qemu_digests_agree_with_the_sev_crate() {
 fn sixteen_vcpu_measurement_takes_milliseconds() {
     let fw = read(Path::new(OVMF));
     let opts = SnpPlanOptions {
-        firmware: &fw,
+        firmware: fw.as_slice().into(),
         vcpus: 16,
         vcpu_type: VcpuType::EpycGenoa,
         vmm_type: VmmType::Qemu,

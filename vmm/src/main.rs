@@ -143,6 +143,8 @@ fn measure(args: MeasureArgs) -> ExitCode {
         kernel: args.kernel,
         initrd: args.initrd,
         cmdline: args.cmdline,
+        firmware_hashes: args.json,
+        launch_log: args.launch_log.is_some(),
     };
     let report = match vmm::measure::measure(&opts) {
         Ok(r) => r,

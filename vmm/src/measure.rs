@@ -1,8 +1,11 @@
 //! `cvmm measure`: the launch measurement a configuration will produce, computed from
 //! the same launch plan the launch itself uses.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use firmware::sev::KernelHashes;
 use launch::plan::snp::{plan_snp, KernelHashesInput, SnpPlanOptions, VcpuType, VmmType};
 use launch::plan::tdx::{plan_tdx, TdxPlanOptions};
 use launch::plan::{LaunchPlan, VcpuState};
@@ -42,6 +45,10 @@ pub struct MeasureOptions {
     pub initrd: Option<PathBuf>,
     /// Command line for a measured direct boot.
     pub cmdline: Option<String>,
+    /// Also compute the firmware's own hashes (for `--json`).
+    pub firmware_hashes: bool,
+    /// Also build the launch log (for `--launch-log`); it hashes every range again.
+    pub launch_log: bool,
 }
 
 /// Errors from `cvmm measure`.
@@ -97,10 +104,12 @@ pub struct MeasureReport {
     /// TDX MRTD (hex).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mrtd: Option<String>,
-    /// SHA-256 of the firmware file.
-    pub firmware_sha256: String,
-    /// SHA-384 of the firmware file.
-    pub firmware_sha384: String,
+    /// SHA-256 of the firmware file (when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware_sha256: Option<String>,
+    /// SHA-384 of the firmware file (when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware_sha384: Option<String>,
     /// vCPU count.
     pub vcpus: u32,
     /// SNP vCPU type.
@@ -129,19 +138,30 @@ impl MeasureReport {
     }
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, MeasureError> {
-    std::fs::read(path).map_err(|source| MeasureError::Read { what, path: path.to_path_buf(), source })
+/// Reads a whole file straight into shared memory (the plan shares it, no second copy).
+fn read_shared(what: &'static str, path: &Path) -> Result<Arc<[u8]>, MeasureError> {
+    let err = |source| MeasureError::Read { what, path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let len = file.metadata().map_err(err)?.len();
+    let len = usize::try_from(len).map_err(|_| err(std::io::Error::other("file too large")))?;
+    let mut buf = Arc::<[u8]>::new_zeroed_slice(len);
+    let slot = Arc::get_mut(&mut buf).expect("a fresh Arc is unique");
+    // SAFETY: zeroed memory is a valid [u8]; the bytes are then overwritten by the read.
+    let bytes: &mut [u8] = unsafe { &mut *(slot as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+    file.read_exact(bytes).map_err(err)?;
+    // SAFETY: every element was initialized (zeroed, then read into).
+    Ok(unsafe { buf.assume_init() })
 }
 
 /// Builds the plan for `opts` and measures it.
 pub fn measure(opts: &MeasureOptions) -> Result<MeasureReport, MeasureError> {
-    let firmware = read("firmware", &opts.firmware)?;
+    let firmware = read_shared("firmware", &opts.firmware)?;
     let base = MeasureReport {
         tee: "snp",
         digest: None,
         mrtd: None,
-        firmware_sha256: hex::encode(Sha256::digest(&firmware)),
-        firmware_sha384: hex::encode(Sha384::digest(&firmware)),
+        firmware_sha256: opts.firmware_hashes.then(|| hex::encode(Sha256::digest(&firmware))),
+        firmware_sha384: opts.firmware_hashes.then(|| hex::encode(Sha384::digest(&firmware))),
         vcpus: opts.vcpus,
         vcpu_type: None,
         vmm_type: None,
@@ -156,7 +176,11 @@ pub fn measure(opts: &MeasureOptions) -> Result<MeasureReport, MeasureError> {
     }
 }
 
-fn measure_snp(opts: &MeasureOptions, firmware: &[u8], base: MeasureReport) -> Result<MeasureReport, MeasureError> {
+fn measure_snp(
+    opts: &MeasureOptions,
+    firmware: &Arc<[u8]>,
+    base: MeasureReport,
+) -> Result<MeasureReport, MeasureError> {
     let vcpu_type_name = opts
         .vcpu_type
         .as_deref()
@@ -166,25 +190,22 @@ fn measure_snp(opts: &MeasureOptions, firmware: &[u8], base: MeasureReport) -> R
     if opts.kernel.is_none() && (opts.initrd.is_some() || opts.cmdline.is_some()) {
         return Err(MeasureError::Usage("--initrd and --cmdline measure a direct boot: give --kernel too".into()));
     }
-    let kernel = opts.kernel.as_deref().map(|p| read("kernel", p)).transpose()?;
-    let initrd = opts.initrd.as_deref().map(|p| read("initrd", p)).transpose()?;
-    let hashes_input = kernel.as_deref().map(|k| KernelHashesInput {
-        kernel: k,
-        initrd: initrd.as_deref(),
-        cmdline: opts.cmdline.as_deref().unwrap_or(""),
-    });
-    let kernel_hashes = hashes_input.as_ref().map(|h| h.hashes()).transpose()?.map(|h| KernelHashesReport {
+    let hashes = match &opts.kernel {
+        Some(kernel) => Some(kernel_hashes(kernel, opts.initrd.as_deref(), opts.cmdline.as_deref().unwrap_or(""))?),
+        None => None,
+    };
+    let kernel_hashes = hashes.map(|h| KernelHashesReport {
         kernel_sha256: hex::encode(h.kernel),
         initrd_sha256: hex::encode(h.initrd),
         cmdline_sha256: hex::encode(h.cmdline),
     });
     let plan = plan_snp(&SnpPlanOptions {
-        firmware,
+        firmware: firmware.clone(),
         vcpus: opts.vcpus,
         vcpu_type,
         vmm_type,
         guest_features: opts.guest_features,
-        kernel_hashes: hashes_input,
+        kernel_hashes: hashes,
     })?;
     let digest = launch::measure::snp::launch_digest(&plan)?;
     Ok(MeasureReport {
@@ -195,9 +216,38 @@ fn measure_snp(opts: &MeasureOptions, firmware: &[u8], base: MeasureReport) -> R
         guest_features: Some(format!("{:#x}", opts.guest_features)),
         kernel_hashes,
         plan_ranges: plan.ranges.len(),
-        launch_log: snp_log(&plan),
+        launch_log: if opts.launch_log { snp_log(&plan) } else { Vec::new() },
         ..base
     })
+}
+
+/// SHA-256 of a file, read in 1 MiB pieces (a large initrd is never held whole).
+fn sha256_file(what: &'static str, path: &Path) -> Result<[u8; 32], MeasureError> {
+    let err = |source| MeasureError::Read { what, path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// The kernel-hashes digests, hashing the kernel and the initrd in parallel.
+fn kernel_hashes(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<KernelHashes, MeasureError> {
+    // The command line's digest (with its NUL) comes from the plan's own helper.
+    let cmdline_only = KernelHashesInput { kernel: &[], initrd: None, cmdline }.hashes()?;
+    let (kernel, initrd) = std::thread::scope(|s| {
+        let initrd = s.spawn(|| initrd.map(|p| sha256_file("initrd", p)).transpose());
+        let kernel = sha256_file("kernel", kernel);
+        (kernel, initrd.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    });
+    Ok(KernelHashes { cmdline: cmdline_only.cmdline, initrd: initrd?.unwrap_or(cmdline_only.initrd), kernel: kernel? })
 }
 
 fn snp_log(plan: &LaunchPlan) -> Vec<LogEntry> {
@@ -227,7 +277,7 @@ fn measure_tdx(opts: &MeasureOptions, firmware: &[u8], base: MeasureReport) -> R
         tee: "tdx",
         mrtd: Some(hex::encode(mrtd)),
         plan_ranges: plan.ranges.len(),
-        launch_log: log_entries(&plan, |_| None),
+        launch_log: if opts.launch_log { log_entries(&plan, |_| None) } else { Vec::new() },
         ..base
     })
 }

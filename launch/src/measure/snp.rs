@@ -246,7 +246,8 @@ mod tests {
     }
 
     fn digest_hex(fw: &[u8], vcpus: u32, vcpu_type: VcpuType, vmm_type: VmmType, guest_features: u64) -> String {
-        let opts = SnpPlanOptions { firmware: fw, vcpus, vcpu_type, vmm_type, guest_features, kernel_hashes: None };
+        let opts =
+            SnpPlanOptions { firmware: fw.into(), vcpus, vcpu_type, vmm_type, guest_features, kernel_hashes: None };
         hex::encode(launch_digest(&plan_snp(&opts).unwrap()).unwrap())
     }
 
@@ -339,7 +340,7 @@ mod tests {
     fn step_function_gives_the_plan_digest() {
         let fw = debian_ovmf();
         let opts = SnpPlanOptions {
-            firmware: &fw,
+            firmware: fw.as_slice().into(),
             vcpus: 2,
             vcpu_type: VcpuType::EpycMilan,
             vmm_type: VmmType::Qemu,
@@ -474,7 +475,7 @@ mod tests {
         // A synthetic firmware with an SNP_KERNEL_HASHES section (built like an AmdSev OVMF).
         let fw = amd_sev_like_firmware();
         let base = SnpPlanOptions {
-            firmware: &fw,
+            firmware: fw.as_slice().into(),
             vcpus: 1,
             vcpu_type: VcpuType::EpycV4,
             vmm_type: VmmType::Qemu,
@@ -484,7 +485,7 @@ mod tests {
         let input = KernelHashesInput { kernel: b"kernel", initrd: Some(b"initrd"), cmdline: "console=ttyS0" };
 
         let without = plan_snp(&base).unwrap();
-        let with = plan_snp(&SnpPlanOptions { kernel_hashes: Some(input), ..base }).unwrap();
+        let with = plan_snp(&SnpPlanOptions { kernel_hashes: Some(input.hashes().unwrap()), ..base }).unwrap();
 
         let page = |p: &LaunchPlan| p.ranges.iter().find(|r| r.what == "SNP_KERNEL_HASHES").cloned().unwrap();
         assert_eq!(page(&without).page_type, PageType::Snp(SnpPageType::Zero));

@@ -371,10 +371,10 @@ impl KernelHashesInput<'_> {
 }
 
 /// Everything an SNP launch plan depends on.
-#[derive(Debug, Clone, Copy)]
-pub struct SnpPlanOptions<'a> {
+#[derive(Debug, Clone)]
+pub struct SnpPlanOptions {
     /// The firmware image (OVMF-style, with the SEV footer entries), loaded to end at 4 GiB.
-    pub firmware: &'a [u8],
+    pub firmware: Arc<[u8]>,
     /// Number of vCPUs, 1 to [`MAX_SNP_VCPUS`].
     pub vcpus: u32,
     /// The vCPU model (its signature goes into RDX under [`VmmType::Qemu`]).
@@ -384,7 +384,10 @@ pub struct SnpPlanOptions<'a> {
     /// The VMSA's SEV_FEATURES (sev-snp-measure's `--guest-features`, default 0x1).
     pub guest_features: u64,
     /// Kernel, initrd and command line for a measured direct boot, if any.
-    pub kernel_hashes: Option<KernelHashesInput<'a>>,
+    /// SHA-256 digests of the kernel, initrd and command line for a measured direct
+    /// boot, if any (from [`KernelHashesInput::hashes`], or computed while streaming
+    /// the files): the plan depends only on the digests.
+    pub kernel_hashes: Option<KernelHashes>,
 }
 
 /// Errors from building an SNP plan.
@@ -418,7 +421,7 @@ pub enum SnpPlanError {
 
 /// Builds the SNP launch plan for `opts`: the firmware, the metadata sections and the
 /// vCPUs, in the order the launch issues (and the firmware measures) them.
-pub fn plan_snp(opts: &SnpPlanOptions<'_>) -> Result<LaunchPlan, SnpPlanError> {
+pub fn plan_snp(opts: &SnpPlanOptions) -> Result<LaunchPlan, SnpPlanError> {
     if opts.vcpus == 0 || opts.vcpus > MAX_SNP_VCPUS {
         return Err(SnpPlanError::VcpuCount(opts.vcpus));
     }
@@ -426,13 +429,13 @@ pub fn plan_snp(opts: &SnpPlanOptions<'_>) -> Result<LaunchPlan, SnpPlanError> {
     if size == 0 || size as u64 & (PAGE_SIZE - 1) != 0 || size as u64 > 1 << 32 {
         return Err(SnpPlanError::FirmwareSize(size));
     }
-    let fw = SevFirmware::parse(opts.firmware)?;
+    let fw = SevFirmware::parse(&opts.firmware)?;
     let ap_eip = match fw.ap_reset_eip {
         Some(eip) if eip != 0 || opts.vcpus == 1 => eip,
         _ => return Err(SnpPlanError::NoApResetVector),
     };
     let hashes_page = match &opts.kernel_hashes {
-        Some(input) => Some(fw.kernel_hashes_page(&input.hashes()?)?),
+        Some(hashes) => Some(fw.kernel_hashes_page(hashes)?),
         None => None,
     };
 
@@ -441,7 +444,8 @@ pub fn plan_snp(opts: &SnpPlanOptions<'_>) -> Result<LaunchPlan, SnpPlanError> {
         gpa: (1u64 << 32) - size as u64,
         len: size as u64,
         page_type: PageType::Snp(SnpPageType::Normal),
-        contents: Contents::Bytes(Arc::from(opts.firmware)),
+        // Shared, not copied: the firmware range is the whole image.
+        contents: Contents::Bytes(opts.firmware.clone()),
         what: "firmware".into(),
     })?;
     let mut deferred_cpuid = Vec::new();
@@ -491,9 +495,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("/usr/share/ovmf/OVMF.fd: {e}: apt-get install ovmf (scripts/setup.sh does)"))
     }
 
-    fn options(firmware: &[u8]) -> SnpPlanOptions<'_> {
+    fn options(firmware: &[u8]) -> SnpPlanOptions {
         SnpPlanOptions {
-            firmware,
+            firmware: firmware.into(),
             vcpus: 2,
             vcpu_type: VcpuType::EpycV4,
             vmm_type: VmmType::Qemu,
@@ -627,7 +631,8 @@ mod tests {
         let fw = debian_ovmf();
         let input = KernelHashesInput { kernel: b"kernel", initrd: None, cmdline: "" };
 
-        let err = plan_snp(&SnpPlanOptions { kernel_hashes: Some(input), ..options(&fw) }).unwrap_err();
+        let err =
+            plan_snp(&SnpPlanOptions { kernel_hashes: Some(input.hashes().unwrap()), ..options(&fw) }).unwrap_err();
 
         assert_eq!(err, SnpPlanError::Firmware(SevError::NoKernelHashesSection));
     }
