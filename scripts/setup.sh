@@ -15,7 +15,13 @@ if [ ${#apt_need[@]} -gt 0 ]; then
 fi
 
 # sev-snp-measure: the third-party SNP launch-digest calculator the tests compare with.
-if ! python3 -c 'import sevsnpmeasure' 2>/dev/null; then
+if ! command -v sev-snp-measure >/dev/null; then
     echo "setup.sh: installing sev-snp-measure" >&2
     python3 -m pip install -q 'sev-snp-measure==0.0.13' >&2
+    # pyenv puts console scripts behind shims that exist only after a rehash.
+    if command -v pyenv >/dev/null; then pyenv rehash; fi
+    command -v sev-snp-measure >/dev/null || {
+        echo "setup.sh: sev-snp-measure was installed but is not on PATH ($(python3 -m pip show -f sev-snp-measure | grep -m1 bin/ || true))" >&2
+        exit 1
+    }
 fi
