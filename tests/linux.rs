@@ -12,7 +12,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Cursor, Read};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -24,43 +23,12 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 const CMDLINE: &str =
     "console=ttyS0 earlyprintk=serial noxsave nofsgsbase clearcpuid=308,151,59,534,298 cvmm.test=e820-check";
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("CVMM_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/cvmm"))
-}
-
-fn test_kernel() -> PathBuf {
-    let path = std::env::var_os("CVMM_TEST_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache_dir().join("test-kernel/vmlinux"));
-    assert!(
-        path.is_file(),
-        "test kernel {} is missing: run scripts/build-test-kernel.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
-fn debian_bzimage() -> PathBuf {
-    if let Some(p) = std::env::var_os("CVMM_DEBIAN_BZIMAGE") {
-        return PathBuf::from(p);
-    }
-    let dir = cache_dir().join("debian-kernel");
-    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
-        entries.filter_map(|e| e.ok()).map(|e| e.path().join("vmlinuz")).filter(|p| p.is_file()).max()
-    });
-    found.unwrap_or_else(|| {
-        panic!("no Debian bzImage under {}: run scripts/fetch-debian-kernel.sh (scripts/test.sh does)", dir.display())
-    })
-}
-
 /// Boots the test kernel and returns its console lines up to the end of the e820 map
 /// (the first line after the "BIOS-e820" block), then stops the VM.
 fn boot_linux_until_e820_printed(memory: &str) -> Vec<String> {
     let mut child = common::cvmm()
         .args(["run", "--timeout", "300", "--memory", memory, "--cmdline", CMDLINE, "--kernel"])
-        .arg(test_kernel())
+        .arg(common::test_kernel())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,7 +108,7 @@ fn linux_boots_via_pvh_with_cvmms_cmdline_and_e820_map() {
 
 #[test]
 fn debian_bzimage_is_parsed_and_placed() {
-    let path = debian_bzimage();
+    let path = common::debian_bzimage();
     let image = std::fs::read(&path).unwrap();
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 512 << 20)]).unwrap();
     let k = load_kernel(&mem, &mut Cursor::new(&image)).unwrap();
@@ -169,7 +137,7 @@ fn debian_bzimage_is_parsed_and_placed() {
 #[test]
 fn debian_bzimage_builds_into_a_runnable_vm() {
     let config = vmm::VmConfig {
-        kernel: vmm::KernelSource::File(debian_bzimage()),
+        kernel: vmm::KernelSource::File(common::debian_bzimage()),
         memory: 512 << 20,
         cmdline: Some("console=ttyS0".into()),
         ..Default::default()

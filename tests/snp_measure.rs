@@ -35,26 +35,6 @@ fn amd_sev_ovmf() -> PathBuf {
     path
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("CVMM_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/cvmm"))
-}
-
-/// Debian's stock bzImage: $CVMM_DEBIAN_BZIMAGE or the newest cached one.
-fn debian_bzimage() -> PathBuf {
-    if let Some(p) = std::env::var_os("CVMM_DEBIAN_BZIMAGE") {
-        return PathBuf::from(p);
-    }
-    let dir = cache_dir().join("debian-kernel");
-    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
-        entries.filter_map(|e| e.ok()).map(|e| e.path().join("vmlinuz")).filter(|p| p.is_file()).max()
-    });
-    found.unwrap_or_else(|| {
-        panic!("no Debian bzImage under {}: run scripts/fetch-debian-kernel.sh (scripts/test.sh does)", dir.display())
-    })
-}
-
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh installs ovmf)", path.display()))
 }
@@ -208,7 +188,7 @@ fn ec2_and_gce_digests_agree() {
 #[test]
 fn kernel_hash_digests_agree_with_debian_kernel_initrd_and_cmdline() {
     let fw = amd_sev_ovmf();
-    let kernel = debian_bzimage();
+    let kernel = common::debian_bzimage();
     let initrd = test_initrd();
     let cmdline = "console=ttyS0 root=/dev/vda1 ro quiet cvmm.test=snp-measure";
     let mut cases = Vec::new();
@@ -274,8 +254,11 @@ fn kernel_hash_digests_equal_virtee_sev_test_values() {
 
 #[test]
 fn kernel_hashes_on_firmware_without_the_section_fail_in_both() {
-    let case =
-        Case { kernel: Some(debian_bzimage()), append: Some("quiet"), ..Case::qemu(Path::new(OVMF), 1, "EPYC-v4", 1) };
+    let case = Case {
+        kernel: Some(common::debian_bzimage()),
+        append: Some("quiet"),
+        ..Case::qemu(Path::new(OVMF), 1, "EPYC-v4", 1)
+    };
 
     let theirs = sev_snp_measure(&case);
     let ours = cvmm_digest(&case);
@@ -346,7 +329,7 @@ fn sev_crate_digest(case: &Case) -> String {
 fn qemu_digests_agree_with_the_sev_crate() {
     let ovmf = Path::new(OVMF);
     let fw = amd_sev_ovmf();
-    let kernel = debian_bzimage();
+    let kernel = common::debian_bzimage();
     let initrd = test_initrd();
     let mut cases = Vec::new();
     for (vcpus, vcpu_type, gf) in

@@ -105,3 +105,39 @@ pub fn settled_thread_count(expected: usize) -> usize {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// cvmm's cache of test images: $CVMM_CACHE_DIR or ~/.cache/cvmm.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("CVMM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/cvmm"))
+}
+
+/// The tiny Linux test kernel: $CVMM_TEST_KERNEL or the cached build of
+/// scripts/build-test-kernel.sh. Missing, it fails the test (never a skip).
+pub fn test_kernel() -> PathBuf {
+    let path = std::env::var_os("CVMM_TEST_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("test-kernel/vmlinux"));
+    assert!(
+        path.is_file(),
+        "test kernel {} is missing: run scripts/build-test-kernel.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Debian's stock bzImage: $CVMM_DEBIAN_BZIMAGE or the newest one cached by
+/// scripts/fetch-debian-kernel.sh. Missing, it fails the test (never a skip).
+pub fn debian_bzimage() -> PathBuf {
+    if let Some(p) = std::env::var_os("CVMM_DEBIAN_BZIMAGE") {
+        return PathBuf::from(p);
+    }
+    let dir = cache_dir().join("debian-kernel");
+    let found = std::fs::read_dir(&dir).ok().and_then(|entries| {
+        entries.filter_map(|e| e.ok()).map(|e| e.path().join("vmlinuz")).filter(|p| p.is_file()).max()
+    });
+    found.unwrap_or_else(|| {
+        panic!("no Debian bzImage under {}: run scripts/fetch-debian-kernel.sh (scripts/test.sh does)", dir.display())
+    })
+}
