@@ -16,6 +16,7 @@ pub mod bus;
 pub mod ioapic;
 pub mod legacy;
 pub mod serial;
+pub mod virtio;
 
 /// Why the guest asked to end the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
