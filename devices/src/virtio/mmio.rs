@@ -309,7 +309,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         data.fill(0);
-        if data.len() == 4 && offset % 4 == 0 {
+        if data.len() == 4 && offset.is_multiple_of(4) {
             let v = self.read_register(offset);
             data.copy_from_slice(&v.to_le_bytes());
         }
@@ -322,7 +322,7 @@ impl BusDevice for MmioTransport {
             return;
         }
         match <[u8; 4]>::try_from(data) {
-            Ok(b) if offset % 4 == 0 => self.write_register(offset, u32::from_le_bytes(b)),
+            Ok(b) if offset.is_multiple_of(4) => self.write_register(offset, u32::from_le_bytes(b)),
             _ => log::debug!("virtio-mmio: ignoring a {}-byte write at {offset:#x}", data.len()),
         }
     }

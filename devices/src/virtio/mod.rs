@@ -13,9 +13,13 @@
 //! - [`shared_memory::SharedMemory`]: the guest memory a device may touch: only pages
 //!   the guest has shared. A descriptor that points at private memory fails the request.
 
+pub mod block;
+pub mod console;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod shared_memory;
+pub mod vsock;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

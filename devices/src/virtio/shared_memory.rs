@@ -280,7 +280,7 @@ mod tests {
         let s = SharedMemory::all_private(&mem());
         assert!(matches!(s.set_shared(0x1001, 0x1000, true), Err(SharedMemoryError::Unaligned { .. })));
         assert!(matches!(s.set_shared(0x1000, 0, true), Err(SharedMemoryError::Unaligned { .. })));
-        assert!(matches!(s.set_shared(u64::MAX & !0xfff, 0x2000, true), Err(SharedMemoryError::Unaligned { .. })));
+        assert!(matches!(s.set_shared(0xffff_ffff_ffff_f000, 0x2000, true), Err(SharedMemoryError::Unaligned { .. })));
         assert!(matches!(s.set_shared(0x20_0000, 0x1000, true), Err(SharedMemoryError::OutsideMemory { .. })));
         assert!(matches!(s.set_shared(0xf_f000, 0x2000, true), Err(SharedMemoryError::OutsideMemory { .. })));
     }
