@@ -43,6 +43,15 @@ pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 /// First address above 4 GiB.
 pub const FOUR_GIB: u64 = 0x1_0000_0000;
+/// First virtio-mmio device window (in the MMIO hole); devices follow every
+/// [`VIRTIO_MMIO_STRIDE`] bytes.
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// Distance between virtio-mmio device windows.
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// IOAPIC pin (and GSI) of the first virtio-mmio device; devices follow one pin each.
+pub const VIRTIO_FIRST_GSI: u32 = 5;
+/// Most virtio-mmio devices (pins 5 to 23).
+pub const VIRTIO_MAX_DEVICES: u32 = 19;
 /// The IOAPIC's MMIO window.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Size of the IOAPIC's MMIO window.

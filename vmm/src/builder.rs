@@ -20,17 +20,19 @@ use devices::bus::{Bus, BusDevice};
 use devices::ioapic::Ioapic;
 use devices::legacy::{DebugExit, I8042};
 use devices::serial::{SerialConsole, SERIAL_PORT_COUNT};
+use devices::virtio::{self, mmio::MmioTransport, rng::Rng, SharedMemory, VirtioDevice, VirtioInterrupt};
 use devices::EventFdTrigger;
 use firmware::kernel::{KernelError, LoadedKernel};
 use kvm_bindings::{kvm_enable_cap, KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP};
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use launch::plain::PlainKvm;
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{ConfigError, KernelSource, VmConfig};
+use crate::config::{ConfigError, KernelSource, VirtioKind, VmConfig};
+use crate::device_loop::Subscriber;
 use crate::irq::KvmMsiRouter;
 use crate::stats::StepTimes;
 use crate::vm::{ChannelStop, Console, Vm};
@@ -183,6 +185,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     enable_split_irqchip(&vm)?;
     let mem = create_guest_memory(&layout)?;
     backend.add_memory(&vm, &mem)?;
+    // A plain VM shares all of its memory with the devices.
+    let shared = Arc::new(SharedMemory::all_shared(&mem));
     steps.mark("create VM and guest memory");
 
     let kernel = load_kernel(&mem, &config.kernel, &mut kernel_image)?;
@@ -191,7 +195,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
 
     let (events_tx, events_rx) = mpsc::channel();
     let stop: Arc<dyn devices::StopHandler> = Arc::new(ChannelStop(events_tx.clone()));
-    let devs = create_devices(&vm, console, stop)?;
+    let mut devs = create_devices(&vm, console, stop)?;
+    let subscribers = create_virtio_devices(&vm, config, &shared, &mut devs)?;
     steps.mark("create devices");
 
     let vcpus = create_vcpus(&kvm, &vm, backend.as_mut(), config.vcpus, entry)?;
@@ -204,6 +209,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         mmio: Arc::new(devs.mmio),
         serial: devs.serial,
         irqfds: devs.irqfds,
+        subscribers,
+        shared,
         events_tx,
         events_rx,
         timeout: config.timeout,
@@ -335,7 +342,7 @@ fn write_boot_data(
     kernel: &LoadedKernel,
     initrd: Option<(File, u64)>,
 ) -> Result<BootEntry, BuildError> {
-    let cmdline = firmware::kernel::cmdline_bytes(config.effective_cmdline(), kernel.setup_header.as_ref())
+    let cmdline = firmware::kernel::cmdline_bytes(&config.effective_cmdline(), kernel.setup_header.as_ref())
         .map_err(BuildError::BootData)?;
     write_blob(mem, "command line", CMDLINE_START, &cmdline)?;
 
@@ -423,6 +430,47 @@ fn create_devices(
     insert(&mut pio, Arc::new(Mutex::new(I8042::new(stop))), I8042_BASE, I8042_LEN, "i8042")?;
     insert(&mut mmio, Arc::new(Mutex::new(ioapic)), IOAPIC_START, IOAPIC_SIZE, "IOAPIC")?;
     Ok(Devices { pio, mmio, serial, irqfds: vec![(irqfd, SERIAL_GSI)] })
+}
+
+/// Creates the configured virtio devices: each gets a virtio-mmio window on the MMIO
+/// bus, an ioeventfd per queue on its QueueNotify register (datamatch = queue index),
+/// and an irqfd on its GSI. Returns them as event-loop subscribers.
+fn create_virtio_devices(
+    vm: &Arc<VmFd>,
+    config: &VmConfig,
+    shared: &SharedMemory,
+    devs: &mut Devices,
+) -> Result<Vec<Subscriber>, BuildError> {
+    let err = |what| move |source: std::io::Error| BuildError::Device { what, source };
+    let kvm_err = |what| {
+        move |e: kvm_ioctls::Error| BuildError::Device { what, source: std::io::Error::from_raw_os_error(e.errno()) }
+    };
+    let mut subscribers: Vec<Subscriber> = Vec::new();
+    for slot in config.virtio_devices() {
+        let what = match slot.kind {
+            VirtioKind::Rng => "virtio-rng",
+        };
+        let queue_event = EventFd::new(EFD_NONBLOCK).map_err(err(what))?;
+        let (device, subscriber): (Arc<Mutex<dyn VirtioDevice>>, Subscriber) = match slot.kind {
+            VirtioKind::Rng => {
+                let rng = Arc::new(Mutex::new(Rng::new(queue_event.try_clone().map_err(err(what))?)));
+                (rng.clone(), rng)
+            }
+        };
+        let irq = EventFd::new(EFD_NONBLOCK).map_err(err(what))?;
+        let irqfd = irq.try_clone().map_err(err(what))?;
+        vm.register_irqfd(&irqfd, slot.gsi).map_err(kvm_err(what))?;
+        devs.irqfds.push((irqfd, slot.gsi));
+        let notify = IoEventAddress::Mmio(slot.base + virtio::mmio::QUEUE_NOTIFY);
+        vm.register_ioevent(&queue_event, &notify, 0u32).map_err(kvm_err(what))?;
+        let transport = MmioTransport::new(device, shared.view(), VirtioInterrupt::new(irq), vec![queue_event], false)
+            .map_err(err(what))?;
+        devs.mmio
+            .insert(Arc::new(Mutex::new(transport)), slot.base, virtio::mmio::MMIO_WINDOW)
+            .map_err(|e| BuildError::Device { what, source: std::io::Error::other(e) })?;
+        subscribers.push(subscriber);
+    }
+    Ok(subscribers)
 }
 
 fn create_vcpus(

@@ -40,6 +40,8 @@ pub struct VmConfig {
     pub kvm_device: PathBuf,
     /// End the VM if the guest has not ended it after this long.
     pub timeout: Option<Duration>,
+    /// Give the guest a virtio-rng device.
+    pub rng: bool,
 }
 
 impl Default for VmConfig {
@@ -52,6 +54,7 @@ impl Default for VmConfig {
             cmdline: None,
             kvm_device: PathBuf::from("/dev/kvm"),
             timeout: None,
+            rng: false,
         }
     }
 }
@@ -89,15 +92,60 @@ impl VmConfig {
         Ok(MemoryLayout::new(self.memory)?)
     }
 
-    /// The command line the guest will get.
-    pub fn effective_cmdline(&self) -> &str {
-        match (&self.cmdline, &self.kernel) {
-            (Some(c), _) => c,
+    /// The command line the guest will get: the configured (or default) one, then one
+    /// `virtio_mmio.device=` entry per virtio device so Linux finds them.
+    pub fn effective_cmdline(&self) -> String {
+        let base = match (&self.cmdline, &self.kernel) {
+            (Some(c), _) => c.as_str(),
             (None, KernelSource::File(_)) => DEFAULT_CMDLINE,
             (None, KernelSource::Demo) => "",
+        };
+        let mut cmdline = base.to_string();
+        for d in self.virtio_devices() {
+            if !cmdline.is_empty() {
+                cmdline.push(' ');
+            }
+            cmdline.push_str(&format!("virtio_mmio.device=4K@{:#x}:{}", d.base, d.gsi));
         }
+        cmdline
+    }
+
+    /// The virtio devices this configuration asks for, with their MMIO windows and
+    /// interrupt lines (fixed by their order).
+    pub fn virtio_devices(&self) -> Vec<VirtioSlot> {
+        let kinds = [(self.rng, VirtioKind::Rng)];
+        kinds
+            .iter()
+            .filter(|(wanted, _)| *wanted)
+            .enumerate()
+            .map(|(i, (_, kind))| VirtioSlot {
+                kind: *kind,
+                base: arch::layout::VIRTIO_MMIO_START + i as u64 * arch::layout::VIRTIO_MMIO_STRIDE,
+                gsi: arch::layout::VIRTIO_FIRST_GSI + i as u32,
+            })
+            .collect()
     }
 }
+
+/// Which virtio device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioKind {
+    /// virtio-rng.
+    Rng,
+}
+
+/// Where a virtio device sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioSlot {
+    /// The device.
+    pub kind: VirtioKind,
+    /// Its virtio-mmio window.
+    pub base: u64,
+    /// Its IOAPIC pin / GSI.
+    pub gsi: u32,
+}
+
+impl VmConfig {}
 
 #[cfg(test)]
 mod tests {
@@ -133,5 +181,7 @@ mod tests {
         assert_eq!(VmConfig::default().effective_cmdline(), "");
         let c = VmConfig { kernel: KernelSource::File("k".into()), ..Default::default() };
         assert_eq!(c.effective_cmdline(), DEFAULT_CMDLINE);
+        let c = VmConfig { rng: true, ..c };
+        assert_eq!(c.effective_cmdline(), "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5");
     }
 }

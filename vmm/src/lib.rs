@@ -6,6 +6,7 @@
 //! - [`vm`]: the built VM; [`vm::Vm::run`] starts one thread per vCPU, waits for the
 //!   guest (or the watchdog) to end it, and tears everything down.
 //! - [`vcpu`]: the vCPU run loop, exit dispatch, and the kick that interrupts KVM_RUN.
+//! - [`device_loop`]: the thread that runs the virtio devices (event-manager).
 //! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
 //! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
@@ -15,6 +16,7 @@
 
 pub mod builder;
 pub mod config;
+pub mod device_loop;
 pub mod irq;
 pub mod launch_log;
 pub mod measure;

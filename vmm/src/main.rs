@@ -108,6 +108,9 @@ struct RunArgs {
     /// Print launch-step timings and memory use to stderr when the VM ends.
     #[arg(long)]
     stats: bool,
+    /// Give the guest a virtio-rng device (entropy from the host's getrandom).
+    #[arg(long)]
+    rng: bool,
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
@@ -179,6 +182,7 @@ fn run(args: RunArgs) -> ExitCode {
         cmdline: args.cmdline,
         kvm_device: args.kvm_device,
         timeout: args.timeout,
+        rng: args.rng,
     };
     // The guest's console goes straight to fd 1, unbuffered: each byte the guest
     // transmits is visible at once, as on a real serial line.

@@ -133,6 +133,9 @@ pub enum RunError {
     /// The kick signal handler could not be installed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     KickHandler(#[source] std::io::Error),
+    /// The device event loop could not be started.
+    #[error("cannot start the device event loop: {0}")]
+    DeviceLoop(#[source] std::io::Error),
     /// A vCPU thread could not be started.
     #[error("cannot start the thread of vCPU {vcpu}: {source}")]
     SpawnVcpu {
@@ -164,6 +167,8 @@ pub struct Vm {
     pub(crate) mmio: Arc<Bus>,
     pub(crate) serial: Arc<Mutex<Console>>,
     pub(crate) irqfds: Vec<(EventFd, u32)>,
+    pub(crate) subscribers: Vec<crate::device_loop::Subscriber>,
+    pub(crate) shared: Arc<devices::virtio::SharedMemory>,
     pub(crate) events_tx: mpsc::Sender<VmEvent>,
     pub(crate) events_rx: mpsc::Receiver<VmEvent>,
     pub(crate) timeout: Option<Duration>,
@@ -194,6 +199,11 @@ impl Vm {
         self.steps.steps()
     }
 
+    /// The private/shared state of guest memory, as the devices see it.
+    pub fn shared_memory(&self) -> &devices::virtio::SharedMemory {
+        &self.shared
+    }
+
     /// Which launch backend built this VM.
     pub fn backend_name(&self) -> &'static str {
         self.backend_name
@@ -207,6 +217,8 @@ impl Vm {
             return Err(RunError::AlreadyRan);
         }
         install_kick_handler().map_err(RunError::KickHandler)?;
+        let mut device_loop = crate::device_loop::DeviceLoop::start(std::mem::take(&mut self.subscribers))
+            .map_err(RunError::DeviceLoop)?;
         let stopping = Arc::new(AtomicBool::new(false));
         let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(self.vcpus.len());
         for (index, vcpu) in self.vcpus.drain(..) {
@@ -233,6 +245,9 @@ impl Vm {
             None => self.events_rx.recv().map_err(|_| Duration::ZERO),
         };
         stop_vcpus(&stopping, handles);
+        if let Some(l) = device_loop.as_mut() {
+            l.stop();
+        }
         let exit = match event {
             Ok(e) => VmExit::from(e),
             Err(t) => VmExit::Timeout(t),
