@@ -22,7 +22,7 @@ fn main() {
     }
     let mut programs = vec!["demo"];
     if env::var_os("CARGO_FEATURE_TEST_GUESTS").is_some() {
-        programs.push("irq_test");
+        programs.extend(["irq_test", "virtio_rng_test"]);
     }
     for name in programs {
         let src = guests.join(format!("{name}.rs"));

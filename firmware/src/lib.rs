@@ -32,4 +32,10 @@ pub mod test_guests {
     pub fn irq() -> &'static [u8] {
         include_bytes!(concat!(env!("OUT_DIR"), "/irq_test.elf"))
     }
+
+    /// A minimal virtio-mmio driver that reads 32 bytes from the virtio-rng device in
+    /// the first virtio slot and prints them as hex (`firmware/guests/virtio_rng_test.rs`).
+    pub fn virtio_rng() -> &'static [u8] {
+        include_bytes!(concat!(env!("OUT_DIR"), "/virtio_rng_test.elf"))
+    }
 }
