@@ -6,11 +6,31 @@
 //! A guest entered through the 64-bit entry finds the block's guest-physical address
 //! in `RDI` (and the Linux zero page in `RSI`); it is always at
 //! [`crate::layout::BOOT_INFO_START`].
+//!
+//! Layout (little-endian, [`BOOT_INFO_SIZE`] bytes):
+//!
+//! | offset | field |
+//! |---|---|
+//! | 0x00 | magic `"CVMMBOOT"` |
+//! | 0x08 | version (2) |
+//! | 0x0c | size of the block |
+//! | 0x10 | vCPU count |
+//! | 0x14 | flags (bit 0: confidential guest) |
+//! | 0x18 | guest RAM in bytes |
+//! | 0x20 | bounce region base: where the guest should place every device buffer |
+//! | 0x28 | bounce region size |
+//! | 0x30 | number of virtio-mmio devices (at most [`MAX_VIRTIO_DEVICES`]) |
+//! | 0x34 | reserved |
+//! | 0x38 | virtio devices: 16 bytes each: window base (u64), device ID (u32), GSI (u32) |
 
 /// `"CVMMBOOT"` as a little-endian `u64`.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"CVMMBOOT");
 /// Version of [`BootInfo`] this build writes.
-pub const BOOT_INFO_VERSION: u32 = 1;
+pub const BOOT_INFO_VERSION: u32 = 2;
+/// Most virtio devices the block lists.
+pub const MAX_VIRTIO_DEVICES: usize = 16;
+/// `flags` bit: the guest is confidential (its memory is private until it shares it).
+pub const FLAG_CONFIDENTIAL: u32 = 1;
 
 /// I/O port of the 16550 debug serial console (COM1).
 pub const SERIAL_PORT: u16 = 0x3f8;
@@ -19,6 +39,18 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// I/O port of the i8042 controller's command register: writing 0xfe resets (ends) the VM.
 pub const I8042_COMMAND_PORT: u16 = 0x64;
+
+/// One virtio-mmio device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VirtioDeviceInfo {
+    /// Guest-physical base of its virtio-mmio window.
+    pub base: u64,
+    /// Virtio device ID (1 net, 2 block, 3 console, 4 rng, 19 vsock).
+    pub device_id: u32,
+    /// Its interrupt: IOAPIC pin / GSI.
+    pub gsi: u32,
+}
 
 /// What cvmm tells its own guests about the machine they run on.
 #[repr(C)]
@@ -32,10 +64,20 @@ pub struct BootInfo {
     pub size: u32,
     /// Number of vCPUs the VM was given.
     pub vcpus: u32,
-    /// Reserved, zero.
+    /// [`FLAG_CONFIDENTIAL`] and reserved zero bits.
     pub flags: u32,
     /// Guest RAM in bytes (what `--memory` asked for).
     pub mem_size: u64,
+    /// Base of the region the guest uses for every device buffer (shared memory).
+    pub bounce_base: u64,
+    /// Size of that region.
+    pub bounce_size: u64,
+    /// Number of valid entries in `virtio`.
+    pub virtio_count: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// The virtio-mmio devices.
+    pub virtio: [VirtioDeviceInfo; MAX_VIRTIO_DEVICES],
 }
 
 impl BootInfo {
@@ -45,11 +87,22 @@ impl BootInfo {
         self.magic == BOOT_INFO_MAGIC
             && self.version == BOOT_INFO_VERSION
             && self.size as usize >= core::mem::size_of::<BootInfo>()
+            && self.virtio_count as usize <= MAX_VIRTIO_DEVICES
+    }
+
+    /// The valid virtio entries.
+    pub fn virtio_devices(&self) -> &[VirtioDeviceInfo] {
+        &self.virtio[..(self.virtio_count as usize).min(MAX_VIRTIO_DEVICES)]
+    }
+
+    /// The first virtio device with `device_id`.
+    pub fn find_virtio(&self, device_id: u32) -> Option<VirtioDeviceInfo> {
+        self.virtio_devices().iter().copied().find(|d| d.device_id == device_id)
     }
 }
 
 /// Size in bytes of [`BootInfo`] as written to guest memory.
-pub const BOOT_INFO_SIZE: usize = 32;
+pub const BOOT_INFO_SIZE: usize = 0x38 + 16 * MAX_VIRTIO_DEVICES;
 
 impl BootInfo {
     /// The block's little-endian bytes, as the guest reads them.
@@ -61,6 +114,16 @@ impl BootInfo {
         b[16..20].copy_from_slice(&self.vcpus.to_le_bytes());
         b[20..24].copy_from_slice(&self.flags.to_le_bytes());
         b[24..32].copy_from_slice(&self.mem_size.to_le_bytes());
+        b[32..40].copy_from_slice(&self.bounce_base.to_le_bytes());
+        b[40..48].copy_from_slice(&self.bounce_size.to_le_bytes());
+        b[48..52].copy_from_slice(&self.virtio_count.to_le_bytes());
+        b[52..56].copy_from_slice(&self.reserved.to_le_bytes());
+        for (i, d) in self.virtio.iter().enumerate() {
+            let o = 0x38 + 16 * i;
+            b[o..o + 8].copy_from_slice(&d.base.to_le_bytes());
+            b[o + 8..o + 12].copy_from_slice(&d.device_id.to_le_bytes());
+            b[o + 12..o + 16].copy_from_slice(&d.gsi.to_le_bytes());
+        }
         b
     }
 }
@@ -72,12 +135,30 @@ mod tests {
     #[test]
     fn serialized_layout_matches_the_repr_c_struct() {
         assert_eq!(core::mem::size_of::<BootInfo>(), BOOT_INFO_SIZE);
-        let info = BootInfo { magic: BOOT_INFO_MAGIC, version: 1, size: 32, vcpus: 3, flags: 0, mem_size: 1 << 30 };
+        let mut info = BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            version: BOOT_INFO_VERSION,
+            size: BOOT_INFO_SIZE as u32,
+            vcpus: 3,
+            mem_size: 1 << 30,
+            bounce_base: 0x80_0000,
+            bounce_size: 0x10_0000,
+            virtio_count: 1,
+            ..Default::default()
+        };
+        info.virtio[0] = VirtioDeviceInfo { base: 0xd000_0000, device_id: 4, gsi: 5 };
         let b = info.to_bytes();
         assert_eq!(&b[0..8], b"CVMMBOOT");
         assert_eq!(u32::from_le_bytes(b[16..20].try_into().unwrap()), 3);
         assert_eq!(u64::from_le_bytes(b[24..32].try_into().unwrap()), 1 << 30);
+        assert_eq!(u64::from_le_bytes(b[0x38..0x40].try_into().unwrap()), 0xd000_0000);
+        assert_eq!(u32::from_le_bytes(b[0x40..0x44].try_into().unwrap()), 4);
+        assert_eq!(u32::from_le_bytes(b[0x44..0x48].try_into().unwrap()), 5);
+        // The struct's own memory image is the same (repr(C), little-endian host).
         assert!(info.is_valid());
-        assert!(!BootInfo { version: 2, ..info }.is_valid());
+        assert_eq!(info.find_virtio(4).unwrap().gsi, 5);
+        assert!(info.find_virtio(2).is_none());
+        assert!(!BootInfo { version: 1, ..info }.is_valid());
+        assert!(!BootInfo { virtio_count: 17, ..info }.is_valid());
     }
 }

@@ -43,6 +43,11 @@ pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 /// First address above 4 GiB.
 pub const FOUR_GIB: u64 = 0x1_0000_0000;
+/// The region cvmm's own guests place every device buffer in (announced in the boot
+/// info): shared memory, which a confidential guest converts before use.
+pub const BOUNCE_START: u64 = 0x40_0000;
+/// Size of the bounce region.
+pub const BOUNCE_SIZE: u64 = 0x40_0000;
 /// First virtio-mmio device window (in the MMIO hole); devices follow every
 /// [`VIRTIO_MMIO_STRIDE`] bytes.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;

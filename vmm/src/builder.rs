@@ -9,7 +9,9 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
-use arch::abi::{BootInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, DEBUG_EXIT_PORT, SERIAL_PORT};
+use arch::abi::{
+    BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, DEBUG_EXIT_PORT, SERIAL_PORT,
+};
 use arch::boot::BootBlobs;
 use arch::layout::{
     MemoryLayout, BOOT_INFO_START, CMDLINE_START, GDT_START, HIGH_MEMORY_START, IOAPIC_SIZE, IOAPIC_START,
@@ -365,14 +367,22 @@ fn write_boot_data(
     write_blob(mem, "zero page", zp_addr, &zp)?;
     let (pvh_addr, pvh) = arch::boot::pvh_start_info(&blobs, &e820);
     write_blob(mem, "PVH start info", pvh_addr, &pvh)?;
-    let info = BootInfo {
+    let mut info = BootInfo {
         magic: BOOT_INFO_MAGIC,
         version: BOOT_INFO_VERSION,
         size: BOOT_INFO_SIZE as u32,
         vcpus: config.vcpus,
         flags: 0,
         mem_size: layout.mem_size(),
+        bounce_base: arch::layout::BOUNCE_START,
+        bounce_size: arch::layout::BOUNCE_SIZE,
+        ..Default::default()
     };
+    let slots = config.virtio_devices();
+    for (entry, slot) in info.virtio.iter_mut().zip(&slots) {
+        *entry = VirtioDeviceInfo { base: slot.base, device_id: slot.kind.device_id(), gsi: slot.gsi };
+    }
+    info.virtio_count = slots.len().min(arch::abi::MAX_VIRTIO_DEVICES) as u32;
     write_blob(mem, "boot info", BOOT_INFO_START, &info.to_bytes())?;
     write_blob(mem, "GDT", GDT_START, &arch::gdt::gdt_bytes())?;
     for (gpa, page) in arch::paging::identity_map_4g() {

@@ -134,6 +134,15 @@ pub enum VirtioKind {
     Rng,
 }
 
+impl VirtioKind {
+    /// The virtio device ID.
+    pub fn device_id(self) -> u32 {
+        match self {
+            VirtioKind::Rng => devices::virtio::device_id::RNG,
+        }
+    }
+}
+
 /// Where a virtio device sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VirtioSlot {
