@@ -242,4 +242,57 @@ mod tests {
         let mut rng = Rng::new(EventFd::new(EFD_NONBLOCK).unwrap());
         assert_eq!(rng.process_queue(), 0);
     }
+
+    const VRING_DESC_F_NEXT: u16 = 1;
+
+    #[test]
+    fn a_descriptor_loop_ends_without_hanging() {
+        let (m, s) = setup(true);
+        let mock = MockSplitQueue::new(&m, 16);
+        let flags = VRING_DESC_F_NEXT | VRING_DESC_F_WRITE;
+        mock.desc_table().store(0, RawDescriptor::from(Descriptor::new(0x10_0000, 16, flags, 1))).unwrap();
+        mock.desc_table().store(1, RawDescriptor::from(Descriptor::new(0x10_1000, 16, flags, 0))).unwrap();
+        mock.avail().ring().ref_at(0).unwrap().store(0);
+        mock.avail().idx().store(1);
+        let (mut rng, _) = activated(&s, mock.create_queue().unwrap());
+
+        // The chain is cut after at most queue-size descriptors (virtio-queue's TTL).
+        rng.process_queue();
+
+        assert!(rng.served() <= 16 * 16, "bounded by the queue size: {}", rng.served());
+    }
+
+    #[test]
+    fn an_avail_index_beyond_the_queue_size_is_refused() {
+        let (m, s) = setup(true);
+        let mock = MockSplitQueue::new(&m, 16);
+        mock.add_desc_chains(&[RawDescriptor::from(Descriptor::new(0x10_0000, 8, VRING_DESC_F_WRITE, 0))], 0).unwrap();
+        mock.avail().idx().store(1000); // claims 1000 new entries in a 16-entry ring
+        let (mut rng, _) = activated(&s, mock.create_queue().unwrap());
+
+        assert_eq!(rng.process_queue(), 0);
+        assert_eq!(rng.served(), 0);
+        assert_eq!(mock.used().idx().load(), 0);
+    }
+
+    #[test]
+    fn a_descriptor_index_outside_the_table_is_refused() {
+        let (m, s) = setup(true);
+        let mock = MockSplitQueue::new(&m, 16);
+        mock.avail().ring().ref_at(0).unwrap().store(40); // head index 40 in a 16-entry table
+        mock.avail().idx().store(1);
+        let (mut rng, _) = activated(&s, mock.create_queue().unwrap());
+        rng.process_queue();
+        assert_eq!(rng.served(), 0);
+    }
+
+    #[test]
+    fn rings_in_private_memory_cannot_be_read() {
+        let (m, s) = setup(false);
+        let mock = MockSplitQueue::new(&m, 16);
+        mock.add_desc_chains(&[RawDescriptor::from(Descriptor::new(0x10_0000, 8, VRING_DESC_F_WRITE, 0))], 0).unwrap();
+        let (mut rng, _) = activated(&s, mock.create_queue().unwrap());
+        assert_eq!(rng.process_queue(), 0, "the available ring is private: nothing is read");
+        assert_eq!(m.read_obj::<u64>(GuestAddress(0x10_0000)).unwrap(), 0);
+    }
 }
