@@ -1,1 +1,680 @@
-//! virtio-net (being written).
+//! virtio-net: moves Ethernet frames between the guest's rx/tx queues and a host
+//! backend ([`NetBackend`]: a tap device or a Unix datagram socket).
+//!
+//! Only VIRTIO_NET_F_MAC is offered: no offloads, no mergeable buffers. Every rx buffer
+//! gets the 12-byte `virtio_net_hdr_v1` (all zero but `num_buffers = 1`) followed by one
+//! whole frame; every tx chain is a header (read once, ignored: nothing was negotiated
+//! that could give it meaning) followed by one frame of at most [`MAX_FRAME_LEN`] bytes.
+//!
+//! Hostile input: a tx chain that is too short, too long, points outside shared memory,
+//! or is write-only is completed with nothing sent and counted; an rx frame that finds
+//! no buffer, or a buffer that is too small or unusable, is dropped and counted.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestAddressSpace;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{device_id, read_config_bytes, ActivateContext, ActivateError, GuestMem, VirtioDevice, VirtioInterrupt};
+
+/// Size of each queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Index of the receive queue.
+pub const RX_QUEUE: usize = 0;
+/// Index of the transmit queue.
+pub const TX_QUEUE: usize = 1;
+/// VIRTIO_NET_F_MAC: the device has a MAC address in its configuration.
+pub const VIRTIO_NET_F_MAC: u64 = 1 << 5;
+/// Size of `virtio_net_hdr_v1` (VERSION_1 always uses the 12-byte header).
+pub const NET_HDR_LEN: usize = 12;
+/// Largest frame (without the virtio header) cvmm moves in either direction.
+pub const MAX_FRAME_LEN: usize = 65_550;
+/// VIRTIO_NET_S_LINK_UP.
+const LINK_UP: u16 = 1;
+/// Most frames taken from the backend per wake-up, so tx is not starved.
+const RX_BURST: usize = 64;
+
+/// Errors from opening a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The tap interface name is empty, too long, or contains a NUL.
+    #[error("invalid tap interface name {0:?} (1 to 15 bytes, no NUL)")]
+    TapName(String),
+    /// /dev/net/tun could not be opened.
+    #[error("cannot open /dev/net/tun: {0}")]
+    OpenTun(#[source] io::Error),
+    /// TUNSETIFF failed (usually: no CAP_NET_ADMIN, or the name is in use).
+    #[error("TUNSETIFF {name}: {source}")]
+    TunSetIff {
+        /// Interface name.
+        name: String,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The Unix datagram socket could not be set up.
+    #[error("unix datagram backend: {0}")]
+    Socket(#[source] io::Error),
+}
+
+/// Where frames go to and come from on the host. Frames are whole Ethernet frames with
+/// no virtio header.
+pub trait NetBackend: Send {
+    /// Sends one frame.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+
+    /// Receives one frame into `buf`: `Ok(None)` when none is pending. A frame longer
+    /// than `buf` may be truncated; the returned length is then `buf.len()`.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+
+    /// The descriptor that becomes readable when a frame is pending (for the event loop).
+    fn raw_fd(&self) -> RawFd;
+}
+
+fn would_block(r: io::Result<usize>) -> io::Result<Option<usize>> {
+    match r {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// One frame per datagram over a Unix datagram socket (needs no privileges).
+#[derive(Debug)]
+pub struct UnixDatagramBackend {
+    sock: UnixDatagram,
+}
+
+impl UnixDatagramBackend {
+    /// Uses a connected socket (e.g. one end of `UnixDatagram::pair()`), made non-blocking.
+    pub fn new(sock: UnixDatagram) -> Result<Self, NetError> {
+        sock.set_nonblocking(true).map_err(NetError::Socket)?;
+        Ok(Self { sock })
+    }
+
+    /// Binds an unnamed socket and connects it to the datagram socket at `peer`.
+    pub fn connect(peer: &Path) -> Result<Self, NetError> {
+        let sock = UnixDatagram::unbound().map_err(NetError::Socket)?;
+        sock.connect(peer).map_err(NetError::Socket)?;
+        Self::new(sock)
+    }
+}
+
+impl NetBackend for UnixDatagramBackend {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.sock.send(frame).map(|_| ())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        would_block(self.sock.recv(buf))
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+/// The TUN/TAP ioctl numbers (the macro declares `pub fn`s; they stay private here).
+mod tun_ioctls {
+    #![allow(missing_docs)]
+    use vmm_sys_util::ioctl_iow_nr;
+
+    const TUNTAP: u32 = b'T' as u32;
+    ioctl_iow_nr!(TUNSETIFF, TUNTAP, 202, std::os::raw::c_int);
+}
+use tun_ioctls::TUNSETIFF;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFNAMSIZ: usize = 16;
+
+/// `struct ifreq` as TUNSETIFF reads it: the name and the flags member of the union.
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; IFNAMSIZ],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+/// A tap interface (IFF_TAP | IFF_NO_PI, no vnet header): one frame per read/write.
+#[derive(Debug)]
+pub struct TapBackend {
+    file: File,
+    name: String,
+}
+
+impl TapBackend {
+    /// Opens (or creates) the tap interface `name`; needs CAP_NET_ADMIN unless the
+    /// interface already exists and belongs to this user.
+    pub fn open(name: &str) -> Result<Self, NetError> {
+        let mut req = IfReqFlags { name: [0; IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI, _pad: [0; 22] };
+        if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
+            return Err(NetError::TapName(name.to_owned()));
+        }
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/net/tun")
+            .map_err(NetError::OpenTun)?;
+        tunsetiff(&file, &mut req).map_err(|source| NetError::TunSetIff { name: name.to_owned(), source })?;
+        Ok(Self { file, name: name.to_owned() })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// TUNSETIFF: attaches `tun` to the interface named in `req`.
+fn tunsetiff(tun: &File, req: &mut IfReqFlags) -> io::Result<()> {
+    #[allow(unsafe_code)]
+    // SAFETY: `tun` is an open /dev/net/tun descriptor and `req` is a valid, exclusively
+    // borrowed ifreq-sized (40-byte) struct that outlives the call; TUNSETIFF reads it and
+    // writes back at most the interface name within it.
+    let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_mut_ref(tun, TUNSETIFF(), req) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl NetBackend for TapBackend {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.file.write(frame).map(|_| ())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        would_block(self.file.read(buf))
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Frame and drop counters (shared, cheap to read from another thread).
+#[derive(Debug, Default)]
+pub struct NetCounters {
+    /// Frames the guest sent that reached the backend.
+    pub tx_frames: AtomicU64,
+    /// Tx chains dropped: too short, too long, unreadable, or the backend failed.
+    pub tx_dropped: AtomicU64,
+    /// Frames delivered into rx buffers.
+    pub rx_frames: AtomicU64,
+    /// Frames dropped: no rx buffer, buffer too small or unusable.
+    pub rx_dropped: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Active {
+    mem: GuestMem,
+    rx: Queue,
+    tx: Queue,
+    interrupt: VirtioInterrupt,
+}
+
+const TOKEN_RX: u32 = 0;
+const TOKEN_TX: u32 = 1;
+const TOKEN_BACKEND: u32 = 2;
+
+/// The virtio-net device.
+pub struct Net {
+    mac: [u8; 6],
+    backend: Box<dyn NetBackend>,
+    queue_events: [EventFd; 2],
+    active: Option<Active>,
+    counters: Arc<NetCounters>,
+    frame: Vec<u8>,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net").field("mac", &self.mac).field("active", &self.active.is_some()).finish()
+    }
+}
+
+impl Net {
+    /// A virtio-net device with address `mac`, moving frames to and from `backend`,
+    /// woken by `queue_events` (rx, tx).
+    pub fn new(mac: [u8; 6], backend: Box<dyn NetBackend>, queue_events: [EventFd; 2]) -> Self {
+        Self {
+            mac,
+            backend,
+            queue_events,
+            active: None,
+            counters: Arc::new(NetCounters::default()),
+            frame: vec![0; MAX_FRAME_LEN],
+        }
+    }
+
+    /// The device's counters.
+    pub fn counters(&self) -> Arc<NetCounters> {
+        self.counters.clone()
+    }
+
+    /// Sends every frame the guest queued; returns how many chains were completed.
+    pub fn process_tx(&mut self) -> usize {
+        let Some(active) = self.active.as_mut() else { return 0 };
+        let mem = active.mem.memory();
+        let mut done = 0;
+        while let Some(chain) = active.tx.pop_descriptor_chain(&*mem) {
+            let head = chain.head_index();
+            match chain.reader(&*mem) {
+                Ok(mut r) => {
+                    let total = r.available_bytes();
+                    let frame_len = total.saturating_sub(NET_HDR_LEN);
+                    let mut hdr = [0u8; NET_HDR_LEN];
+                    if total < NET_HDR_LEN || frame_len > MAX_FRAME_LEN {
+                        log::debug!("virtio-net: tx chain {head} of {total} bytes dropped");
+                        bump(&self.counters.tx_dropped);
+                    } else if let Err(e) =
+                        r.read_exact(&mut hdr).and_then(|()| r.read_exact(&mut self.frame[..frame_len]))
+                    {
+                        log::debug!("virtio-net: tx chain {head}: {e}");
+                        bump(&self.counters.tx_dropped);
+                    } else if let Err(e) = self.backend.send(&self.frame[..frame_len]) {
+                        log::debug!("virtio-net: backend send: {e}");
+                        bump(&self.counters.tx_dropped);
+                    } else {
+                        bump(&self.counters.tx_frames);
+                    }
+                }
+                Err(e) => {
+                    log::warn!("virtio-net: tx chain {head} refused: {e:?}");
+                    bump(&self.counters.tx_dropped);
+                }
+            }
+            if let Err(e) = active.tx.add_used(&*mem, head, 0) {
+                log::warn!("virtio-net: cannot complete tx chain {head}: {e:?}");
+                break;
+            }
+            done += 1;
+        }
+        if done > 0 && active.tx.needs_notification(&*mem).unwrap_or(true) {
+            active.interrupt.signal_used_queue();
+        }
+        done
+    }
+
+    /// Moves pending backend frames into rx buffers (at most a burst per call); returns
+    /// how many frames were taken from the backend.
+    pub fn process_rx(&mut self) -> usize {
+        let Some(active) = self.active.as_mut() else { return 0 };
+        let mem = active.mem.memory();
+        let mut taken = 0;
+        let mut used = false;
+        while taken < RX_BURST {
+            let len = match self.backend.recv(&mut self.frame) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("virtio-net: backend receive: {e}");
+                    break;
+                }
+            };
+            taken += 1;
+            let Some(chain) = active.rx.pop_descriptor_chain(&*mem) else {
+                bump(&self.counters.rx_dropped);
+                continue;
+            };
+            let head = chain.head_index();
+            let written = match chain.writer(&*mem) {
+                Ok(mut w) if w.available_bytes() >= NET_HDR_LEN + len => {
+                    let mut hdr = [0u8; NET_HDR_LEN];
+                    hdr[10..].copy_from_slice(&1u16.to_le_bytes()); // num_buffers
+                    match w.write_all(&hdr).and_then(|()| w.write_all(&self.frame[..len])) {
+                        Ok(()) => {
+                            bump(&self.counters.rx_frames);
+                            NET_HDR_LEN + len
+                        }
+                        Err(e) => {
+                            log::debug!("virtio-net: rx chain {head}: {e}");
+                            bump(&self.counters.rx_dropped);
+                            0
+                        }
+                    }
+                }
+                Ok(_) => {
+                    log::debug!("virtio-net: rx chain {head} too small for a {len}-byte frame");
+                    bump(&self.counters.rx_dropped);
+                    0
+                }
+                Err(e) => {
+                    log::warn!("virtio-net: rx chain {head} refused: {e:?}");
+                    bump(&self.counters.rx_dropped);
+                    0
+                }
+            };
+            if let Err(e) = active.rx.add_used(&*mem, head, written as u32) {
+                log::warn!("virtio-net: cannot complete rx chain {head}: {e:?}");
+                break;
+            }
+            used = true;
+        }
+        if used && active.rx.needs_notification(&*mem).unwrap_or(true) {
+            active.interrupt.signal_used_queue();
+        }
+        taken
+    }
+
+    fn config(&self) -> [u8; 8] {
+        let mut c = [0u8; 8];
+        c[..6].copy_from_slice(&self.mac);
+        c[6..].copy_from_slice(&LINK_UP.to_le_bytes());
+        c
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        device_id::NET
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_NET_F_MAC
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config(), offset, data);
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        let got = ctx.queues.len();
+        if got != 2 {
+            return Err(ActivateError::QueueCount { got, want: 2 });
+        }
+        let mut queues = ctx.queues.into_iter();
+        let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
+            return Err(ActivateError::QueueCount { got, want: 2 });
+        };
+        self.active = Some(Active { mem: ctx.mem, rx, tx, interrupt: ctx.interrupt });
+        // Frames queued before activation are sent at once.
+        let _ = self.queue_events[TX_QUEUE].write(1);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+    }
+}
+
+impl MutEventSubscriber for Net {
+    fn process(&mut self, events: Events, _ops: &mut EventOps<'_>) {
+        if !events.event_set().contains(EventSet::IN) {
+            return;
+        }
+        match events.data() {
+            TOKEN_RX => {
+                // New rx buffers: nothing waits for them (frames without one are dropped).
+                let _ = self.queue_events[RX_QUEUE].read();
+            }
+            TOKEN_TX => {
+                let _ = self.queue_events[TX_QUEUE].read();
+                self.process_tx();
+            }
+            TOKEN_BACKEND => {
+                if self.active.is_some() {
+                    self.process_rx();
+                } else {
+                    // Not running: drain the backend so the level-triggered event stops.
+                    while let Ok(Some(_)) = self.backend.recv(&mut self.frame) {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps<'_>) {
+        let watches = [
+            Events::with_data(&self.queue_events[RX_QUEUE], TOKEN_RX, EventSet::IN),
+            Events::with_data(&self.queue_events[TX_QUEUE], TOKEN_TX, EventSet::IN),
+            Events::with_data_raw(self.backend.raw_fd(), TOKEN_BACKEND, EventSet::IN),
+        ];
+        for w in watches {
+            if let Err(e) = ops.add(w) {
+                log::error!("virtio-net: cannot watch an event: {e:?}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::SharedMemory;
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+    const RX_RING: u64 = 0;
+    const TX_RING: u64 = 0x1_0000;
+
+    fn setup(shared: bool) -> (GuestMemoryMmap, SharedMemory) {
+        let m = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap();
+        let s = if shared { SharedMemory::all_shared(&m) } else { SharedMemory::all_private(&m) };
+        (m, s)
+    }
+
+    fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+        RawDescriptor::from(Descriptor::new(addr, len, flags, next))
+    }
+
+    fn events() -> [EventFd; 2] {
+        [EventFd::new(EFD_NONBLOCK).unwrap(), EventFd::new(EFD_NONBLOCK).unwrap()]
+    }
+
+    struct Rig<'a> {
+        net: Net,
+        rx: MockSplitQueue<'a, GuestMemoryMmap>,
+        tx: MockSplitQueue<'a, GuestMemoryMmap>,
+        peer: UnixDatagram,
+    }
+
+    fn rig<'a>(m: &'a GuestMemoryMmap, s: &SharedMemory) -> Rig<'a> {
+        let (mine, peer) = UnixDatagram::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let backend = Box::new(UnixDatagramBackend::new(mine).unwrap());
+        let mut net = Net::new([2, 0, 0, 0, 0, 1], backend, events());
+        let rx = MockSplitQueue::create(m, GuestAddress(RX_RING), 16);
+        let tx = MockSplitQueue::create(m, GuestAddress(TX_RING), 16);
+        let ctx = ActivateContext {
+            mem: s.view(),
+            queues: vec![rx.create_queue().unwrap(), tx.create_queue().unwrap()],
+            interrupt: VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            acked_features: VIRTIO_NET_F_MAC,
+        };
+        net.activate(ctx).unwrap();
+        Rig { net, rx, tx, peer }
+    }
+
+    fn used_len(q: &MockSplitQueue<'_, GuestMemoryMmap>, i: usize) -> u32 {
+        q.used().ring().ref_at(i).unwrap().load().len()
+    }
+
+    #[test]
+    fn config_space_holds_the_mac_and_link_up() {
+        let (a, _b) = UnixDatagram::pair().unwrap();
+        let net = Net::new([2, 1, 2, 3, 4, 5], Box::new(UnixDatagramBackend::new(a).unwrap()), events());
+        let mut c = [0xffu8; 10];
+        net.read_config(0, &mut c);
+        assert_eq!(c, [2, 1, 2, 3, 4, 5, 1, 0, 0, 0]);
+        assert_eq!(net.features(), VIRTIO_NET_F_MAC);
+        assert_eq!(net.device_type(), device_id::NET);
+    }
+
+    #[test]
+    fn a_frame_sent_by_the_guest_arrives_at_the_peer() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        m.write_slice(&[0u8; NET_HDR_LEN], GuestAddress(0x10_0000)).unwrap();
+        m.write_slice(b"hello, ", GuestAddress(0x11_0000)).unwrap();
+        m.write_slice(b"frame", GuestAddress(0x12_0000)).unwrap();
+        // Header and frame split over three descriptors.
+        let chain =
+            [desc(0x10_0000, NET_HDR_LEN as u32, F_NEXT, 1), desc(0x11_0000, 7, F_NEXT, 2), desc(0x12_0000, 5, 0, 0)];
+        r.tx.add_desc_chains(&chain, 0).unwrap();
+
+        assert_eq!(r.net.process_tx(), 1);
+
+        let mut got = [0u8; 64];
+        let n = r.peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], b"hello, frame");
+        assert_eq!(r.tx.used().idx().load(), 1);
+        assert_eq!(r.net.counters().tx_frames.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_frame_from_the_peer_lands_in_an_rx_buffer_after_the_header() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        r.rx.add_desc_chains(&[desc(0x20_0000, 2048, F_WRITE, 0)], 0).unwrap();
+        m.write_slice(&[0xaa; 64], GuestAddress(0x20_0000)).unwrap();
+        r.peer.send(b"incoming frame").unwrap();
+
+        assert_eq!(r.net.process_rx(), 1);
+
+        let mut got = [0u8; NET_HDR_LEN + 14];
+        m.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
+        assert_eq!(&got[..NET_HDR_LEN], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], "num_buffers = 1");
+        assert_eq!(&got[NET_HDR_LEN..], b"incoming frame");
+        assert_eq!(used_len(&r.rx, 0), (NET_HDR_LEN + 14) as u32);
+        assert_eq!(r.net.counters().rx_frames.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn rx_frames_without_a_big_enough_buffer_are_dropped_and_counted() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        r.rx.add_desc_chains(&[desc(0x20_0000, 16, F_WRITE, 0)], 0).unwrap();
+        r.peer.send(&[7u8; 100]).unwrap(); // too big for 16 bytes
+        r.peer.send(&[8u8; 10]).unwrap(); // no buffer left
+
+        assert_eq!(r.net.process_rx(), 2);
+
+        assert_eq!(r.net.counters().rx_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(used_len(&r.rx, 0), 0);
+        assert_eq!(m.read_obj::<u64>(GuestAddress(0x20_0000)).unwrap(), 0, "nothing written");
+    }
+
+    #[test]
+    fn read_only_rx_buffers_get_nothing() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        r.rx.add_desc_chains(&[desc(0x20_0000, 2048, 0, 0)], 0).unwrap();
+        r.peer.send(b"frame").unwrap();
+        r.net.process_rx();
+        assert_eq!(r.net.counters().rx_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(m.read_obj::<u64>(GuestAddress(0x20_0000)).unwrap(), 0);
+    }
+
+    #[test]
+    fn oversize_tx_chains_are_dropped_and_counted() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        let len = (NET_HDR_LEN + MAX_FRAME_LEN + 1) as u32;
+        r.tx.add_desc_chains(&[desc(0x10_0000, len, 0, 0)], 0).unwrap();
+
+        assert_eq!(r.net.process_tx(), 1);
+
+        assert_eq!(r.net.counters().tx_dropped.load(Ordering::Relaxed), 1);
+        assert!(r.peer.recv(&mut [0u8; 16]).is_err(), "nothing sent");
+    }
+
+    #[test]
+    fn the_largest_tx_frame_is_sent_whole() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        let len = (NET_HDR_LEN + MAX_FRAME_LEN) as u32;
+        r.tx.add_desc_chains(&[desc(0x10_0000, len, 0, 0)], 0).unwrap();
+        r.peer.set_nonblocking(false).unwrap();
+
+        r.net.process_tx();
+
+        let mut got = vec![0u8; MAX_FRAME_LEN + 1];
+        assert_eq!(r.peer.recv(&mut got).unwrap(), MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn tx_chains_shorter_than_the_header_or_write_only_are_dropped() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        r.tx.add_desc_chains(&[desc(0x10_0000, 4, 0, 0)], 0).unwrap();
+        r.tx.add_desc_chains(&[desc(0x11_0000, 64, F_WRITE, 0)], 1).unwrap();
+
+        assert_eq!(r.net.process_tx(), 2);
+
+        assert_eq!(r.net.counters().tx_dropped.load(Ordering::Relaxed), 2);
+        assert!(r.peer.recv(&mut [0u8; 16]).is_err());
+    }
+
+    #[test]
+    fn buffers_in_private_memory_are_refused_and_untouched() {
+        let (m, s) = setup(false);
+        s.set_shared(0, 0x2_0000, true).unwrap(); // the rings only
+        let mut r = rig(&m, &s);
+        m.write_slice(b"private secret data", GuestAddress(0x10_0000)).unwrap();
+        r.tx.add_desc_chains(&[desc(0x10_0000, 40, 0, 0)], 0).unwrap();
+        r.rx.add_desc_chains(&[desc(0x20_0000, 2048, F_WRITE, 0)], 0).unwrap();
+        r.peer.send(b"frame").unwrap();
+
+        assert_eq!(r.net.process_tx(), 1);
+        assert_eq!(r.net.process_rx(), 1);
+
+        let c = r.net.counters();
+        assert_eq!(c.tx_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(c.rx_dropped.load(Ordering::Relaxed), 1);
+        assert!(r.peer.recv(&mut [0u8; 64]).is_err(), "private data never leaves");
+        assert_eq!(m.read_obj::<u64>(GuestAddress(0x20_0000)).unwrap(), 0, "private memory untouched");
+    }
+
+    #[test]
+    fn activation_needs_two_queues() {
+        let (m, s) = setup(true);
+        let (a, _b) = UnixDatagram::pair().unwrap();
+        let mut net = Net::new([2, 0, 0, 0, 0, 1], Box::new(UnixDatagramBackend::new(a).unwrap()), events());
+        let q = MockSplitQueue::new(&m, 16);
+        let ctx = ActivateContext {
+            mem: s.view(),
+            queues: vec![q.create_queue().unwrap()],
+            interrupt: VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            acked_features: 0,
+        };
+        assert!(matches!(net.activate(ctx), Err(ActivateError::QueueCount { got: 1, want: 2 })));
+        assert_eq!(net.process_tx() + net.process_rx(), 0);
+    }
+
+    #[test]
+    fn bad_tap_names_are_rejected_before_any_syscall() {
+        assert!(matches!(TapBackend::open(""), Err(NetError::TapName(_))));
+        assert!(matches!(TapBackend::open("a-name-far-too-long"), Err(NetError::TapName(_))));
+        assert!(matches!(TapBackend::open("tap\0x"), Err(NetError::TapName(_))));
+    }
+
+    #[test]
+    fn ifreq_matches_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<IfReqFlags>(), 40);
+        assert_eq!(std::mem::offset_of!(IfReqFlags, flags), 16);
+        assert_eq!(TUNSETIFF(), 0x4004_54ca);
+    }
+}
