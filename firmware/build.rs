@@ -17,6 +17,9 @@ fn main() {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let guests = manifest.join("guests");
     let ld = guests.join("linker.ld");
+    // The guests share modules (rt.rs, virtio.rs, sha256.rs...): any change in the
+    // directory rebuilds them all.
+    println!("cargo:rerun-if-changed={}", guests.display());
     for p in [guests.join("rt.rs"), ld.clone(), manifest.join("../arch/src/abi.rs")] {
         println!("cargo:rerun-if-changed={}", p.display());
     }

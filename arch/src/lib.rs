@@ -16,5 +16,6 @@ pub mod boot;
 pub mod cpuid;
 pub mod gdt;
 pub mod layout;
+pub mod mptable;
 pub mod paging;
 pub mod regs;

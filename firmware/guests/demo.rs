@@ -2,11 +2,27 @@
 //!
 //! Entered in 64-bit mode with `RDI` = cvmm boot info and `RSI` = Linux zero page
 //! (arch::regs::BootEntry::Long64). It prints a greeting with the vCPU count and memory
-//! size from the boot information, then ends the VM through the debug-exit port with
-//! status 0 (or 1 when the boot information is missing or malformed).
+//! size from the boot information, then drives each virtio device the boot information
+//! lists, in this order, through the guest-side driver in `virtio.rs`, with every ring
+//! and buffer in the bounce region:
+//!
+//! - virtio-console (ID 3): every line below, the greeting included, goes out through
+//!   its transmit queue instead of COM1;
+//! - virtio-blk (ID 2): reads sector 0 and prints `disk: sector 0 sha256 <hex>`; unless
+//!   the device is read-only (`disk: read-only`), writes [`SECTOR1_PATTERN`] to sector 1
+//!   (this overwrites the image's sector 1), reads it back and prints
+//!   `disk: write/read-back ok`;
+//! - virtio-rng (ID 4): prints `rng: <hex>` for 32 bytes;
+//! - virtio-vsock (ID 19): connects to host CID 2 port 1234, sends [`VSOCK_MESSAGE`],
+//!   shuts the connection down and prints `vsock: sent`.
+//!
+//! A part that fails prints a line saying so; the guest then ends the VM through the
+//! debug-exit port with the status of the first failure (0 when everything worked):
+//! 1 no valid boot information, 2 panic, 3 console, 4 disk I/O, 5 disk read-back
+//! mismatch, 6 rng, 7 vsock.
 //!
 //! Constraints: this host emulates CPL0 code at ~2 M instructions/s, so the whole boot
-//! path is a few thousand instructions; no core::fmt, no SSE, no interrupts.
+//! path is tens of thousands of instructions; no core::fmt, no SSE, no interrupts.
 #![no_std]
 #![no_main]
 
@@ -15,9 +31,106 @@
 mod abi;
 #[path = "rt.rs"]
 mod rt;
+#[path = "sha256.rs"]
+mod sha256;
+#[path = "virtio.rs"]
+mod virtio;
 
 use abi::BootInfo;
-use rt::{exit, put_u64, puts};
+use virtio::{Buf, Bump, Device, Queue};
+
+const STATUS_CONSOLE: u8 = 3;
+const STATUS_DISK: u8 = 4;
+const STATUS_DISK_MISMATCH: u8 = 5;
+const STATUS_RNG: u8 = 6;
+const STATUS_VSOCK: u8 = 7;
+
+/// What the demo writes to sector 1: this, repeated to fill 512 bytes.
+pub const SECTOR1_PATTERN: &[u8; 16] = b"cvmm-demo-guest\n";
+/// What the demo sends over vsock.
+pub const VSOCK_MESSAGE: &[u8] = b"hello from the cvmm demo guest\n";
+/// The host port the demo connects to.
+const VSOCK_PORT: u32 = 1234;
+/// The guest's own (ephemeral) port.
+const VSOCK_LOCAL_PORT: u32 = 49152;
+
+const SECTOR: usize = 512;
+
+/// Where lines go: the virtio console once it works, COM1 otherwise. One line is
+/// collected and sent as one transmit request (one notification per line).
+struct Out {
+    console: Option<(Device, Queue, u64)>,
+    line: [u8; 128],
+    len: usize,
+}
+
+impl Out {
+    fn put(&mut self, s: &[u8]) {
+        for &b in s {
+            if self.len < self.line.len() {
+                self.line[self.len] = b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn dec(&mut self, mut v: u64) {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.put(&buf[i..]);
+    }
+
+    fn hex(&mut self, bytes: &[u8]) {
+        const D: &[u8; 16] = b"0123456789abcdef";
+        for &b in bytes {
+            self.put(&[D[(b >> 4) as usize], D[(b & 15) as usize]]);
+        }
+    }
+
+    /// Ends the line and sends it.
+    fn end(&mut self) {
+        self.put(b"\n");
+        let len = self.len;
+        self.len = 0;
+        if let Some((dev, q, buf)) = self.console.as_mut() {
+            virtio::write_bytes(*buf, &self.line[..len]);
+            match q.transfer(&[Buf::out(*buf, len as u32)]) {
+                Ok(_) => return,
+                Err(e) => {
+                    dev.fail();
+                    self.console = None;
+                    rt::puts(b"console: ");
+                    rt::puts(e.text());
+                    rt::puts(b"\n");
+                }
+            }
+        }
+        rt::puts(&self.line[..len]);
+    }
+
+    /// Prints `<what>: <error>` for a failed part.
+    fn failed(&mut self, what: &[u8], e: virtio::Error) {
+        self.put(what);
+        self.put(b": ");
+        self.put(e.text());
+        self.end();
+    }
+}
+
+/// The first failure's status wins.
+fn note(status: &mut u8, failure: u8) {
+    if *status == 0 {
+        *status = failure;
+    }
+}
 
 #[no_mangle]
 extern "C" fn guest_main(boot_info: *const BootInfo, _zero_page: *const u8) -> ! {
@@ -25,18 +138,300 @@ extern "C" fn guest_main(boot_info: *const BootInfo, _zero_page: *const u8) -> !
     // SAFETY: cvmm maps the boot-info page; a bad pointer faults and cvmm reports it.
     let info = unsafe { core::ptr::read_volatile(boot_info) };
     if !info.is_valid() {
-        puts(b"cvmm demo guest: no valid boot information\n");
-        exit(1);
+        rt::puts(b"cvmm demo guest: no valid boot information\n");
+        rt::exit(1);
     }
-    puts(b"Hello from the cvmm demo guest: ");
-    put_u64(u64::from(info.vcpus));
-    puts(if info.vcpus == 1 { b" vCPU, " } else { b" vCPUs, " });
-    if info.mem_size % (1 << 20) == 0 {
-        put_u64(info.mem_size >> 20);
-        puts(b" MiB of memory\n");
+    let mut mem = Bump::new(info.bounce_base, info.bounce_size);
+    let mut out = Out { console: None, line: [0; 128], len: 0 };
+    let mut status = 0;
+
+    if let Some(d) = info.find_virtio(3) {
+        match console(d.base, &mut mem) {
+            Ok(c) => out.console = Some(c),
+            Err(e) => {
+                out.failed(b"console", e);
+                note(&mut status, STATUS_CONSOLE);
+            }
+        }
+    }
+    greet(&mut out, &info);
+    if out.console.is_none() && info.find_virtio(3).is_some() {
+        note(&mut status, STATUS_CONSOLE);
+    }
+    if let Some(d) = info.find_virtio(2) {
+        if let Err(s) = disk(d.base, &mut mem, &mut out) {
+            note(&mut status, s);
+        }
+    }
+    if let Some(d) = info.find_virtio(4) {
+        if !rng(d.base, &mut mem, &mut out) {
+            note(&mut status, STATUS_RNG);
+        }
+    }
+    if let Some(d) = info.find_virtio(19) {
+        if !vsock(d.base, &mut mem, &mut out) {
+            note(&mut status, STATUS_VSOCK);
+        }
+    }
+    rt::exit(status);
+}
+
+fn greet(out: &mut Out, info: &BootInfo) {
+    out.put(b"Hello from the cvmm demo guest: ");
+    out.dec(u64::from(info.vcpus));
+    out.put(if info.vcpus == 1 { b" vCPU, " } else { b" vCPUs, " });
+    if info.mem_size.is_multiple_of(1 << 20) {
+        out.dec(info.mem_size >> 20);
+        out.put(b" MiB of memory");
     } else {
-        put_u64(info.mem_size);
-        puts(b" bytes of memory\n");
+        out.dec(info.mem_size);
+        out.put(b" bytes of memory");
     }
-    exit(0);
+    out.end();
+}
+
+/// virtio-console: both queues (the device wants them), output through transmitq (1).
+fn console(base: u64, mem: &mut Bump) -> Result<(Device, Queue, u64), virtio::Error> {
+    let dev = Device::init(base, 3, 0)?;
+    let _rx = dev.queue(0, mem)?;
+    let tx = dev.queue(1, mem)?;
+    let buf = mem.alloc(128, 64).ok_or(virtio::Error::OutOfMemory)?;
+    dev.driver_ok();
+    Ok((dev, tx, buf))
+}
+
+/// A virtio-blk queue with one request header (and status byte) in the bounce region.
+struct Blk {
+    q: Queue,
+    hdr: u64,
+}
+
+impl Blk {
+    /// One request: header, optional data buffer, status byte. Prints what failed.
+    fn request(&mut self, out: &mut Out, what: &[u8], kind: u32, sector: u64, data: Option<Buf>) -> Result<(), u8> {
+        let st = self.hdr + 16;
+        virtio::poke::<u32>(self.hdr, kind);
+        virtio::poke::<u32>(self.hdr + 4, 0);
+        virtio::poke::<u64>(self.hdr + 8, sector);
+        virtio::poke::<u8>(st, 0xff);
+        let (h, s) = (Buf::out(self.hdr, 16), Buf::input(st, 1));
+        let done = match data {
+            Some(d) => self.q.transfer(&[h, d, s]),
+            None => self.q.transfer(&[h, s]),
+        };
+        let status = match done {
+            Ok(_) => virtio::peek::<u8>(st),
+            Err(e) => {
+                out.put(b"disk: ");
+                out.put(what);
+                out.put(b": ");
+                out.put(e.text());
+                out.end();
+                return Err(STATUS_DISK);
+            }
+        };
+        if status == 0 {
+            return Ok(());
+        }
+        out.put(b"disk: ");
+        out.put(what);
+        out.put(b" failed with status ");
+        out.dec(u64::from(status));
+        out.end();
+        Err(STATUS_DISK)
+    }
+}
+
+fn disk(base: u64, mem: &mut Bump, out: &mut Out) -> Result<(), u8> {
+    const F_RO: u32 = 5;
+    const F_FLUSH: u32 = 9;
+    const IN: u32 = 0;
+    const OUT: u32 = 1;
+    const FLUSH: u32 = 4;
+    let mut setup = || -> Result<(Device, Blk, u64), virtio::Error> {
+        let dev = Device::init(base, 2, (1 << F_RO) | (1 << F_FLUSH))?;
+        let q = dev.queue(0, mem)?;
+        let hdr = mem.alloc(32, 16).ok_or(virtio::Error::OutOfMemory)?;
+        let data = mem.alloc(SECTOR as u64, SECTOR as u64).ok_or(virtio::Error::OutOfMemory)?;
+        dev.driver_ok();
+        Ok((dev, Blk { q, hdr }, data))
+    };
+    let (dev, mut blk, data) = setup().map_err(|e| {
+        out.failed(b"disk", e);
+        STATUS_DISK
+    })?;
+    let mut sector = [0u8; SECTOR];
+    blk.request(out, b"read of sector 0", IN, 0, Some(Buf::input(data, SECTOR as u32)))?;
+    virtio::read_bytes(data, &mut sector);
+    out.put(b"disk: sector 0 sha256 ");
+    out.hex(&sha256::sha256(&sector));
+    out.end();
+    if dev.has(F_RO) {
+        out.put(b"disk: read-only");
+        out.end();
+        return Ok(());
+    }
+    if dev.config_u64(0) < 2 {
+        out.put(b"disk: too small for the write test");
+        out.end();
+        return Ok(());
+    }
+    for chunk in sector.chunks_exact_mut(SECTOR1_PATTERN.len()) {
+        chunk.copy_from_slice(SECTOR1_PATTERN);
+    }
+    virtio::write_bytes(data, &sector);
+    blk.request(out, b"write of sector 1", OUT, 1, Some(Buf::out(data, SECTOR as u32)))?;
+    if dev.has(F_FLUSH) {
+        blk.request(out, b"flush", FLUSH, 0, None)?;
+    }
+    virtio::write_bytes(data, &[0u8; SECTOR]);
+    blk.request(out, b"read of sector 1", IN, 1, Some(Buf::input(data, SECTOR as u32)))?;
+    let mut back = [0u8; SECTOR];
+    virtio::read_bytes(data, &mut back);
+    if back == sector {
+        out.put(b"disk: write/read-back ok");
+        out.end();
+        Ok(())
+    } else {
+        out.put(b"disk: write/read-back mismatch");
+        out.end();
+        Err(STATUS_DISK_MISMATCH)
+    }
+}
+
+/// Returns whether 32 random bytes arrived (having printed them, or what failed).
+fn rng(base: u64, mem: &mut Bump, out: &mut Out) -> bool {
+    const LEN: usize = 32;
+    let mut fetch = || -> Result<u32, virtio::Error> {
+        let dev = Device::init(base, 4, 0)?;
+        let mut q = dev.queue(0, mem)?;
+        let buf = mem.alloc(LEN as u64, 64).ok_or(virtio::Error::OutOfMemory)?;
+        dev.driver_ok();
+        let got = q.transfer(&[Buf::input(buf, LEN as u32)])?;
+        let mut bytes = [0u8; LEN];
+        virtio::read_bytes(buf, &mut bytes);
+        out.put(b"rng: ");
+        if got as usize == LEN {
+            out.hex(&bytes);
+        }
+        Ok(got)
+    };
+    match fetch() {
+        Ok(got) if got as usize == LEN => {
+            out.end();
+            true
+        }
+        Ok(got) => {
+            out.put(b"short read of ");
+            out.dec(u64::from(got));
+            out.put(b" bytes");
+            out.end();
+            false
+        }
+        Err(e) => {
+            out.failed(b"rng", e);
+            false
+        }
+    }
+}
+
+// virtio-vsock (virtio 1.2, 5.10): `struct virtio_vsock_hdr` is 44 bytes.
+const VSOCK_HDR: u64 = 44;
+const OP_REQUEST: u16 = 1;
+const OP_RESPONSE: u16 = 2;
+const OP_RST: u16 = 3;
+const OP_SHUTDOWN: u16 = 4;
+const OP_RW: u16 = 5;
+const VSOCK_RX_DATA: u32 = 256;
+const VSOCK_BUF_ALLOC: u32 = 2 * VSOCK_RX_DATA;
+
+/// Fills in a stream packet header to host port [`VSOCK_PORT`].
+fn vsock_hdr(at: u64, guest_cid: u64, op: u16, len: u32, flags: u32) {
+    virtio::poke::<u64>(at, guest_cid);
+    virtio::poke::<u64>(at + 8, 2);
+    virtio::poke::<u32>(at + 16, VSOCK_LOCAL_PORT);
+    virtio::poke::<u32>(at + 20, VSOCK_PORT);
+    virtio::poke::<u32>(at + 24, len);
+    virtio::poke::<u16>(at + 28, 1); // VIRTIO_VSOCK_TYPE_STREAM
+    virtio::poke::<u16>(at + 30, op);
+    virtio::poke::<u32>(at + 32, flags);
+    virtio::poke::<u32>(at + 36, VSOCK_BUF_ALLOC);
+    virtio::poke::<u32>(at + 40, 0); // fwd_cnt: nothing received yet
+}
+
+/// Returns whether the message was sent (having printed the outcome).
+fn vsock(base: u64, mem: &mut Bump, out: &mut Out) -> bool {
+    match vsock_send(base, mem) {
+        Ok(Some(OP_RESPONSE)) => {
+            out.put(b"vsock: sent");
+            out.end();
+            return true;
+        }
+        Ok(Some(_)) => out.put(b"vsock: connection refused"),
+        Ok(None) => out.put(b"vsock: no response"),
+        Err(e) => {
+            out.put(b"vsock: ");
+            out.put(e.text());
+        }
+    }
+    out.end();
+    false
+}
+
+/// Connects, and once the host accepts (RESPONSE) sends the message and shuts the
+/// connection down. Returns the host's answer to the request (RESPONSE or RST), `None`
+/// when it never answered.
+fn vsock_send(base: u64, mem: &mut Bump) -> Result<Option<u16>, virtio::Error> {
+    let oom = virtio::Error::OutOfMemory;
+    let dev = Device::init(base, 19, 1)?; // VIRTIO_VSOCK_F_STREAM, if offered
+    let mut rx = dev.queue(0, mem)?;
+    let mut tx = dev.queue(1, mem)?;
+    let _event = dev.queue(2, mem)?;
+    let guest_cid = dev.config_u64(0);
+    // Two receive buffers (header + data descriptors), the transmit header and payload.
+    let rx_bufs = mem.alloc(2 * 512, 64).ok_or(oom)?;
+    let tx_hdr = mem.alloc(64 + 64, 64).ok_or(oom)?;
+    let tx_data = tx_hdr + 64;
+    dev.driver_ok();
+    let mut heads = [0u16; 2];
+    for (i, head) in heads.iter_mut().enumerate() {
+        let b = rx_bufs + 512 * i as u64;
+        *head = rx.submit(&[Buf::input(b, VSOCK_HDR as u32), Buf::input(b + VSOCK_HDR, VSOCK_RX_DATA)])?;
+    }
+    vsock_hdr(tx_hdr, guest_cid, OP_REQUEST, 0, 0);
+    tx.transfer(&[Buf::out(tx_hdr, VSOCK_HDR as u32)])?;
+
+    // Wait for the answer to our request, skipping packets for other connections
+    // (re-posting their buffers) and credit updates.
+    let mut answer = None;
+    for _ in 0..8 {
+        let (id, _len) = match rx.wait(virtio::DEFAULT_SPINS) {
+            Ok(done) => done,
+            Err(virtio::Error::Timeout) => break,
+            Err(e) => return Err(e),
+        };
+        let Some(i) = heads.iter().position(|&h| h == id) else { return Err(virtio::Error::BadUsedEntry) };
+        let b = rx_bufs + 512 * i as u64;
+        let mut hdr = [0u8; VSOCK_HDR as usize];
+        virtio::read_bytes(b, &mut hdr);
+        let src_port = u32::from_le_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]);
+        let dst_port = u32::from_le_bytes([hdr[20], hdr[21], hdr[22], hdr[23]]);
+        let op = u16::from_le_bytes([hdr[30], hdr[31]]);
+        if src_port == VSOCK_PORT && dst_port == VSOCK_LOCAL_PORT && (op == OP_RESPONSE || op == OP_RST) {
+            answer = Some(op);
+            break;
+        }
+        heads[i] = rx.submit(&[Buf::input(b, VSOCK_HDR as u32), Buf::input(b + VSOCK_HDR, VSOCK_RX_DATA)])?;
+    }
+    if answer != Some(OP_RESPONSE) {
+        return Ok(answer);
+    }
+    virtio::write_bytes(tx_data, VSOCK_MESSAGE);
+    vsock_hdr(tx_hdr, guest_cid, OP_RW, VSOCK_MESSAGE.len() as u32, 0);
+    tx.transfer(&[Buf::out(tx_hdr, VSOCK_HDR as u32), Buf::out(tx_data, VSOCK_MESSAGE.len() as u32)])?;
+    // VIRTIO_VSOCK_SHUTDOWN_RCV | VIRTIO_VSOCK_SHUTDOWN_SEND. The host answers with RST
+    // once it has closed its side; the guest does not wait for that.
+    vsock_hdr(tx_hdr, guest_cid, OP_SHUTDOWN, 0, 3);
+    tx.transfer(&[Buf::out(tx_hdr, VSOCK_HDR as u32)])?;
+    Ok(answer)
 }

@@ -22,6 +22,9 @@ use devices::bus::{Bus, BusDevice};
 use devices::ioapic::Ioapic;
 use devices::legacy::{DebugExit, I8042};
 use devices::serial::{SerialConsole, SERIAL_PORT_COUNT};
+use devices::virtio::block::{Block, BlockOptions};
+use devices::virtio::net::{Net, NetBackend, TapBackend, UnixDatagramBackend};
+use devices::virtio::vsock::Vsock;
 use devices::virtio::{self, mmio::MmioTransport, rng::Rng, SharedMemory, VirtioDevice, VirtioInterrupt};
 use devices::EventFdTrigger;
 use firmware::kernel::{KernelError, LoadedKernel};
@@ -33,7 +36,7 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{ConfigError, KernelSource, VirtioKind, VmConfig};
+use crate::config::{ConfigError, KernelSource, NetConfig, VirtioKind, VmConfig};
 use crate::device_loop::Subscriber;
 use crate::irq::KvmMsiRouter;
 use crate::stats::StepTimes;
@@ -145,6 +148,17 @@ pub enum BuildError {
         /// The error.
         message: String,
     },
+    /// The MP table cannot describe the configured vCPUs.
+    #[error("cannot build the MP table: {0}")]
+    MpTable(#[source] arch::mptable::MptableError),
+    /// A disk image could not be opened.
+    #[error("disk {path}: {message}")]
+    Disk {
+        /// The image path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A device could not be set up.
     #[error("cannot set up the {what}: {source}")]
     Device {
@@ -197,8 +211,9 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
 
     let (events_tx, events_rx) = mpsc::channel();
     let stop: Arc<dyn devices::StopHandler> = Arc::new(ChannelStop(events_tx.clone()));
-    let mut devs = create_devices(&vm, console, stop)?;
-    let subscribers = create_virtio_devices(&vm, config, &shared, &mut devs)?;
+    let console = SharedWriter(Arc::new(Mutex::new(console)));
+    let mut devs = create_devices(&vm, Box::new(console.clone()), stop)?;
+    let subscribers = create_virtio_devices(&vm, config, &shared, &mut devs, &console)?;
     steps.mark("create devices");
 
     let vcpus = create_vcpus(&kvm, &vm, backend.as_mut(), config.vcpus, entry)?;
@@ -335,8 +350,8 @@ fn write_blob(mem: &GuestMemoryMmap, what: &'static str, gpa: u64, bytes: &[u8])
     })
 }
 
-/// Writes the command line, initrd, zero page, PVH start info, cvmm boot info, GDT
-/// and page tables, and returns the boot vCPU's entry state.
+/// Writes the command line, initrd, zero page, PVH start info, cvmm boot info, GDT,
+/// MP table and page tables, and returns the boot vCPU's entry state.
 fn write_boot_data(
     mem: &GuestMemoryMmap,
     layout: &MemoryLayout,
@@ -385,6 +400,8 @@ fn write_boot_data(
     info.virtio_count = slots.len().min(arch::abi::MAX_VIRTIO_DEVICES) as u32;
     write_blob(mem, "boot info", BOOT_INFO_START, &info.to_bytes())?;
     write_blob(mem, "GDT", GDT_START, &arch::gdt::gdt_bytes())?;
+    let (mp_addr, mp) = arch::mptable::mptable(config.vcpus).map_err(BuildError::MpTable)?;
+    write_blob(mem, "MP table", mp_addr, &mp)?;
     for (gpa, page) in arch::paging::identity_map_4g() {
         write_blob(mem, "page tables", gpa, &page)?;
     }
@@ -400,6 +417,22 @@ fn read_into_guest<F: Read + ReadVolatile>(
 ) -> std::io::Result<()> {
     mem.read_exact_volatile_from(GuestAddress(addr), file, len).map_err(|e| std::io::Error::other(e.to_string()))
 }
+
+/// The console output, shared by the serial port and virtio-console.
+#[derive(Clone)]
+struct SharedWriter(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+/// The guest's MAC address: locally administered, fixed.
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xc7, 0x00, 0x01];
 
 struct Devices {
     pio: Bus,
@@ -450,6 +483,7 @@ fn create_virtio_devices(
     config: &VmConfig,
     shared: &SharedMemory,
     devs: &mut Devices,
+    console: &SharedWriter,
 ) -> Result<Vec<Subscriber>, BuildError> {
     let err = |what| move |source: std::io::Error| BuildError::Device { what, source };
     let kvm_err = |what| {
@@ -457,23 +491,72 @@ fn create_virtio_devices(
     };
     let mut subscribers: Vec<Subscriber> = Vec::new();
     for slot in config.virtio_devices() {
-        let what = match slot.kind {
-            VirtioKind::Rng => "virtio-rng",
+        let what = slot.kind.name();
+        let events = |n: usize| -> Result<Vec<EventFd>, BuildError> {
+            (0..n).map(|_| EventFd::new(EFD_NONBLOCK).map_err(err(what))).collect()
         };
-        let queue_event = EventFd::new(EFD_NONBLOCK).map_err(err(what))?;
-        let (device, subscriber): (Arc<Mutex<dyn VirtioDevice>>, Subscriber) = match slot.kind {
-            VirtioKind::Rng => {
-                let rng = Arc::new(Mutex::new(Rng::new(queue_event.try_clone().map_err(err(what))?)));
-                (rng.clone(), rng)
-            }
+        let clones = |evts: &[EventFd]| -> Result<Vec<EventFd>, BuildError> {
+            evts.iter().map(|e| e.try_clone().map_err(err(what))).collect()
         };
+        let backend = |e: String| BuildError::Device { what, source: std::io::Error::other(e) };
+        let (queue_events, device, subscriber): (Vec<EventFd>, Arc<Mutex<dyn VirtioDevice>>, Subscriber) =
+            match slot.kind {
+                VirtioKind::Rng => {
+                    let evts = events(1)?;
+                    let rng = Arc::new(Mutex::new(Rng::new(evts[0].try_clone().map_err(err(what))?)));
+                    (evts, rng.clone(), rng)
+                }
+                VirtioKind::Console => {
+                    let evts = events(2)?;
+                    let c = clones(&evts)?;
+                    let q: [EventFd; 2] = c.try_into().map_err(|_| backend("queue events".into()))?;
+                    let dev = Arc::new(Mutex::new(virtio::console::Console::new(q, Box::new(console.clone()))));
+                    (evts, dev.clone(), dev)
+                }
+                VirtioKind::Block(i) => {
+                    let disk = &config.disks[i];
+                    let evts = events(1)?;
+                    let options = BlockOptions { read_only: disk.read_only, id: format!("cvmm-disk{i}") };
+                    let dev = Block::open(&disk.path, options, evts[0].try_clone().map_err(err(what))?)
+                        .map_err(|e| BuildError::Disk { path: disk.path.clone(), message: e.to_string() })?;
+                    let dev = Arc::new(Mutex::new(dev));
+                    (evts, dev.clone(), dev)
+                }
+                VirtioKind::Net => {
+                    let evts = events(2)?;
+                    let q: [EventFd; 2] = clones(&evts)?.try_into().map_err(|_| backend("queue events".into()))?;
+                    let net_backend: Box<dyn NetBackend> = match config.net.as_ref() {
+                        Some(NetConfig::Tap(name)) => {
+                            Box::new(TapBackend::open(name).map_err(|e| backend(format!("tap {name}: {e}")))?)
+                        }
+                        Some(NetConfig::Socket(path)) => {
+                            let sock = std::os::unix::net::UnixDatagram::unbound().map_err(err(what))?;
+                            sock.connect(path).map_err(|e| backend(format!("socket {}: {e}", path.display())))?;
+                            Box::new(UnixDatagramBackend::new(sock).map_err(|e| backend(e.to_string()))?)
+                        }
+                        None => return Err(backend("no backend configured".into())),
+                    };
+                    let dev = Arc::new(Mutex::new(Net::new(GUEST_MAC, net_backend, q)));
+                    (evts, dev.clone(), dev)
+                }
+                VirtioKind::Vsock => {
+                    let v = config.vsock.as_ref().ok_or_else(|| backend("no vsock configured".into()))?;
+                    let evts = events(3)?;
+                    let q: [EventFd; 3] = clones(&evts)?.try_into().map_err(|_| backend("queue events".into()))?;
+                    let dev = Vsock::new(v.cid, v.uds_path.clone(), q).map_err(|e| backend(e.to_string()))?;
+                    let dev = Arc::new(Mutex::new(dev));
+                    (evts, dev.clone(), dev)
+                }
+            };
         let irq = EventFd::new(EFD_NONBLOCK).map_err(err(what))?;
         let irqfd = irq.try_clone().map_err(err(what))?;
         vm.register_irqfd(&irqfd, slot.gsi).map_err(kvm_err(what))?;
         devs.irqfds.push((irqfd, slot.gsi));
         let notify = IoEventAddress::Mmio(slot.base + virtio::mmio::QUEUE_NOTIFY);
-        vm.register_ioevent(&queue_event, &notify, 0u32).map_err(kvm_err(what))?;
-        let transport = MmioTransport::new(device, shared.view(), VirtioInterrupt::new(irq), vec![queue_event], false)
+        for (index, evt) in queue_events.iter().enumerate() {
+            vm.register_ioevent(evt, &notify, index as u32).map_err(kvm_err(what))?;
+        }
+        let transport = MmioTransport::new(device, shared.view(), VirtioInterrupt::new(irq), queue_events, false)
             .map_err(err(what))?;
         devs.mmio
             .insert(Arc::new(Mutex::new(transport)), slot.base, virtio::mmio::MMIO_WINDOW)

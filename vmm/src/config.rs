@@ -42,6 +42,100 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Give the guest a virtio-rng device.
     pub rng: bool,
+    /// Give the guest a virtio-console writing to the VMM's console output.
+    pub console: bool,
+    /// Disks (virtio-blk), in order.
+    pub disks: Vec<DiskConfig>,
+    /// A network card (virtio-net).
+    pub net: Option<NetConfig>,
+    /// A socket device (virtio-vsock, hybrid: host side over Unix sockets).
+    pub vsock: Option<VsockConfig>,
+}
+
+/// A virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Refuse writes.
+    pub read_only: bool,
+}
+
+/// A virtio-net backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetConfig {
+    /// A tap device, by name.
+    Tap(String),
+    /// A Unix datagram socket to connect to (one frame per datagram).
+    Socket(PathBuf),
+}
+
+/// A virtio-vsock device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The guest's context ID (3 or more).
+    pub cid: u64,
+    /// Host side: a guest connection to port P goes to the Unix socket `<path>_<P>`.
+    pub uds_path: PathBuf,
+}
+
+/// Splits `a=b,c=d,flag` into pairs (a bare word has an empty value).
+fn options(s: &str) -> impl Iterator<Item = (&str, &str)> {
+    s.split(',').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = String;
+
+    /// `PATH[,ro]`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let path = parts.next().filter(|p| !p.is_empty()).ok_or("disk: a path is required (PATH[,ro])")?;
+        let mut read_only = false;
+        for opt in parts {
+            match opt {
+                "ro" | "readonly" => read_only = true,
+                "rw" => read_only = false,
+                other => return Err(format!("disk: unknown option '{other}' (PATH[,ro])")),
+            }
+        }
+        Ok(DiskConfig { path: path.into(), read_only })
+    }
+}
+
+impl std::str::FromStr for NetConfig {
+    type Err = String;
+
+    /// `tap=NAME` or `socket=PATH`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some(("tap", name)) if !name.is_empty() && name.len() < 16 => Ok(NetConfig::Tap(name.into())),
+            Some(("tap", _)) => Err("net: a tap name has 1 to 15 characters".into()),
+            Some(("socket", path)) if !path.is_empty() => Ok(NetConfig::Socket(path.into())),
+            _ => Err(format!("net: '{s}' is neither tap=NAME nor socket=PATH")),
+        }
+    }
+}
+
+impl std::str::FromStr for VsockConfig {
+    type Err = String;
+
+    /// `cid=N,socket=PATH`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (mut cid, mut path) = (None, None);
+        for (k, v) in options(s) {
+            match k {
+                "cid" => cid = Some(v.parse::<u64>().map_err(|_| format!("vsock: cid '{v}' is not a number"))?),
+                "socket" | "uds" | "uds_path" if !v.is_empty() => path = Some(PathBuf::from(v)),
+                other => return Err(format!("vsock: unknown option '{other}' (cid=N,socket=PATH)")),
+            }
+        }
+        let cid = cid.ok_or("vsock: cid=N is required")?;
+        if cid < 3 || cid > u64::from(u32::MAX) {
+            return Err(format!("vsock: cid {cid} is reserved or too large (3 to 4294967295)"));
+        }
+        Ok(VsockConfig { cid, uds_path: path.ok_or("vsock: socket=PATH is required")? })
+    }
 }
 
 impl Default for VmConfig {
@@ -55,6 +149,10 @@ impl Default for VmConfig {
             kvm_device: PathBuf::from("/dev/kvm"),
             timeout: None,
             rng: false,
+            console: false,
+            disks: Vec::new(),
+            net: None,
+            vsock: None,
         }
     }
 }
@@ -74,6 +172,9 @@ pub enum ConfigError {
     /// A timeout of zero.
     #[error("timeout: must be greater than zero")]
     ZeroTimeout,
+    /// More virtio devices than interrupt lines.
+    #[error("devices: {0} virtio devices, more than the {max} cvmm can wire", max = arch::layout::VIRTIO_MAX_DEVICES)]
+    TooManyDevices(usize),
 }
 
 impl VmConfig {
@@ -88,6 +189,10 @@ impl VmConfig {
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConfigError::ZeroTimeout);
+        }
+        let n = self.virtio_devices().len();
+        if n > arch::layout::VIRTIO_MAX_DEVICES as usize {
+            return Err(ConfigError::TooManyDevices(n));
         }
         Ok(MemoryLayout::new(self.memory)?)
     }
@@ -113,13 +218,25 @@ impl VmConfig {
     /// The virtio devices this configuration asks for, with their MMIO windows and
     /// interrupt lines (fixed by their order).
     pub fn virtio_devices(&self) -> Vec<VirtioSlot> {
-        let kinds = [(self.rng, VirtioKind::Rng)];
+        let mut kinds = Vec::new();
+        if self.console {
+            kinds.push(VirtioKind::Console);
+        }
+        kinds.extend((0..self.disks.len()).map(VirtioKind::Block));
+        if self.net.is_some() {
+            kinds.push(VirtioKind::Net);
+        }
+        if self.vsock.is_some() {
+            kinds.push(VirtioKind::Vsock);
+        }
+        if self.rng {
+            kinds.push(VirtioKind::Rng);
+        }
         kinds
-            .iter()
-            .filter(|(wanted, _)| *wanted)
+            .into_iter()
             .enumerate()
-            .map(|(i, (_, kind))| VirtioSlot {
-                kind: *kind,
+            .map(|(i, kind)| VirtioSlot {
+                kind,
                 base: arch::layout::VIRTIO_MMIO_START + i as u64 * arch::layout::VIRTIO_MMIO_STRIDE,
                 gsi: arch::layout::VIRTIO_FIRST_GSI + i as u32,
             })
@@ -130,15 +247,39 @@ impl VmConfig {
 /// Which virtio device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtioKind {
+    /// virtio-console.
+    Console,
+    /// virtio-blk: the index into [`VmConfig::disks`].
+    Block(usize),
+    /// virtio-net.
+    Net,
+    /// virtio-vsock.
+    Vsock,
     /// virtio-rng.
     Rng,
 }
 
 impl VirtioKind {
+    /// A name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            VirtioKind::Console => "virtio-console",
+            VirtioKind::Block(_) => "virtio-blk",
+            VirtioKind::Net => "virtio-net",
+            VirtioKind::Vsock => "virtio-vsock",
+            VirtioKind::Rng => "virtio-rng",
+        }
+    }
+
     /// The virtio device ID.
     pub fn device_id(self) -> u32 {
+        use devices::virtio::device_id;
         match self {
-            VirtioKind::Rng => devices::virtio::device_id::RNG,
+            VirtioKind::Console => device_id::CONSOLE,
+            VirtioKind::Block(_) => device_id::BLOCK,
+            VirtioKind::Net => device_id::NET,
+            VirtioKind::Vsock => device_id::VSOCK,
+            VirtioKind::Rng => device_id::RNG,
         }
     }
 }
@@ -183,6 +324,39 @@ mod tests {
     fn initrd_needs_a_kernel() {
         let c = VmConfig { initrd: Some("x".into()), ..Default::default() };
         assert_eq!(c.validate(), Err(ConfigError::InitrdWithoutKernel));
+    }
+
+    #[test]
+    fn device_options_parse_and_bad_ones_are_named() {
+        assert_eq!("/d.img,ro".parse::<DiskConfig>(), Ok(DiskConfig { path: "/d.img".into(), read_only: true }));
+        assert!("/d.img,rx".parse::<DiskConfig>().unwrap_err().contains("unknown option 'rx'"));
+        assert!("".parse::<DiskConfig>().is_err());
+        assert_eq!("tap=tap0".parse::<NetConfig>(), Ok(NetConfig::Tap("tap0".into())));
+        assert_eq!("socket=/s".parse::<NetConfig>(), Ok(NetConfig::Socket("/s".into())));
+        assert!("tap=".parse::<NetConfig>().is_err());
+        assert!("vde=x".parse::<NetConfig>().is_err());
+        let v: VsockConfig = "cid=3,socket=/tmp/v".parse().unwrap();
+        assert_eq!((v.cid, v.uds_path.to_str().unwrap()), (3, "/tmp/v"));
+        assert!("cid=2,socket=/x".parse::<VsockConfig>().unwrap_err().contains("reserved"));
+        assert!("socket=/x".parse::<VsockConfig>().unwrap_err().contains("cid=N is required"));
+        assert!("cid=x,socket=/x".parse::<VsockConfig>().is_err());
+    }
+
+    #[test]
+    fn devices_get_consecutive_windows_and_pins_in_a_fixed_order() {
+        let c = VmConfig {
+            rng: true,
+            console: true,
+            disks: vec!["/a".parse().unwrap(), "/b".parse().unwrap()],
+            ..Default::default()
+        };
+        let slots = c.virtio_devices();
+        let kinds: Vec<_> = slots.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, vec![VirtioKind::Console, VirtioKind::Block(0), VirtioKind::Block(1), VirtioKind::Rng]);
+        assert_eq!(slots[3].base, 0xd000_3000);
+        assert_eq!(slots[3].gsi, 8);
+        let many = VmConfig { disks: vec!["/a".parse().unwrap(); 20], ..Default::default() };
+        assert_eq!(many.validate(), Err(ConfigError::TooManyDevices(20)));
     }
 
     #[test]

@@ -111,6 +111,18 @@ struct RunArgs {
     /// Give the guest a virtio-rng device (entropy from the host's getrandom).
     #[arg(long)]
     rng: bool,
+    /// Give the guest a virtio-console on stdout (the 16550 stays for early output).
+    #[arg(long)]
+    console: bool,
+    /// A virtio-blk disk backed by a raw image: PATH[,ro]. Repeatable.
+    #[arg(long, value_name = "PATH[,ro]")]
+    disk: Vec<vmm::config::DiskConfig>,
+    /// A virtio-net card: tap=NAME or socket=PATH (a Unix datagram socket, one frame per datagram).
+    #[arg(long, value_name = "tap=NAME|socket=PATH")]
+    net: Option<vmm::config::NetConfig>,
+    /// A virtio-vsock device: cid=N,socket=PATH (a guest connection to port P reaches the Unix socket PATH_P).
+    #[arg(long, value_name = "cid=N,socket=PATH")]
+    vsock: Option<vmm::config::VsockConfig>,
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
@@ -183,6 +195,10 @@ fn run(args: RunArgs) -> ExitCode {
         kvm_device: args.kvm_device,
         timeout: args.timeout,
         rng: args.rng,
+        console: args.console,
+        disks: args.disk,
+        net: args.net,
+        vsock: args.vsock,
     };
     // The guest's console goes straight to fd 1, unbuffered: each byte the guest
     // transmits is visible at once, as on a real serial line.
