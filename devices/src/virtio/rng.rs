@@ -87,6 +87,7 @@ impl Rng {
                 }
             };
             self.served.fetch_add(written as u64, Ordering::Relaxed);
+            log::debug!("virtio-rng: request {head}: {written} bytes of entropy");
             if let Err(e) = active.queue.add_used(&*mem, head, written as u32) {
                 log::warn!("virtio-rng: cannot complete request {head}: {e:?}");
                 self.failed.fetch_add(1, Ordering::Relaxed);
