@@ -3,8 +3,11 @@
 //!
 //! Only VIRTIO_NET_F_MAC is offered: no offloads, no mergeable buffers. Every rx buffer
 //! gets the 12-byte `virtio_net_hdr_v1` (all zero but `num_buffers = 1`) followed by one
-//! whole frame; every tx chain is a header (read once, ignored: nothing was negotiated
-//! that could give it meaning) followed by one frame of at most [`MAX_FRAME_LEN`] bytes.
+//! whole frame; every tx chain is a header (ignored, so never read: nothing was
+//! negotiated that could give it meaning) followed by one frame of at most
+//! [`MAX_FRAME_LEN`] bytes, handed to the backend as slices of the shared-memory view
+//! ([`NetBackend::send_slices`]; both backends gather them and send one buffer, which
+//! measured faster than a `writev` straight from guest memory over a Unix socket).
 //!
 //! Hostile input: a tx chain that is too short, too long, points outside shared memory,
 //! or is write-only is completed with nothing sent and counted; an rx frame that finds
@@ -20,10 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestAddressSpace;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryError, GuestRegionCollection, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::shared_memory::SharedRegion;
 use super::{device_id, read_config_bytes, ActivateContext, ActivateError, GuestMem, VirtioDevice, VirtioInterrupt};
 
 /// Size of each queue.
@@ -72,12 +76,29 @@ pub trait NetBackend: Send {
     /// Sends one frame.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
 
+    /// Sends one frame made of `parts` (guest memory, in order). The default gathers
+    /// them into one buffer for [`NetBackend::send`]; backends that can send straight
+    /// from the slices override it.
+    fn send_slices(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
+        self.send(&gather(parts))
+    }
+
     /// Receives one frame into `buf`: `Ok(None)` when none is pending. A frame longer
     /// than `buf` may be truncated; the returned length is then `buf.len()`.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
 
     /// The descriptor that becomes readable when a frame is pending (for the event loop).
     fn raw_fd(&self) -> RawFd;
+}
+
+/// Copies `parts` into one host buffer.
+fn gather(parts: &[VolatileSlice<'_>]) -> Vec<u8> {
+    let mut frame = vec![0u8; parts.iter().map(VolatileSlice::len).sum()];
+    let mut done = 0;
+    for p in parts {
+        done += p.copy_to(&mut frame[done..]);
+    }
+    frame
 }
 
 fn would_block(r: io::Result<usize>) -> io::Result<Option<usize>> {
@@ -227,6 +248,8 @@ struct Active {
     interrupt: VirtioInterrupt,
 }
 
+type Mem = GuestRegionCollection<SharedRegion>;
+
 const TOKEN_RX: u32 = 0;
 const TOKEN_TX: u32 = 1;
 const TOKEN_BACKEND: u32 = 2;
@@ -273,20 +296,13 @@ impl Net {
         let mut done = 0;
         while let Some(chain) = active.tx.pop_descriptor_chain(&*mem) {
             let head = chain.head_index();
-            match chain.reader(&*mem) {
-                Ok(mut r) => {
-                    let total = r.available_bytes();
+            match readable_after(&mem, chain, NET_HDR_LEN) {
+                Ok((total, frame)) => {
                     let frame_len = total.saturating_sub(NET_HDR_LEN);
-                    let mut hdr = [0u8; NET_HDR_LEN];
                     if total < NET_HDR_LEN || frame_len > MAX_FRAME_LEN {
                         log::debug!("virtio-net: tx chain {head} of {total} bytes dropped");
                         bump(&self.counters.tx_dropped);
-                    } else if let Err(e) =
-                        r.read_exact(&mut hdr).and_then(|()| r.read_exact(&mut self.frame[..frame_len]))
-                    {
-                        log::debug!("virtio-net: tx chain {head}: {e}");
-                        bump(&self.counters.tx_dropped);
-                    } else if let Err(e) = self.backend.send(&self.frame[..frame_len]) {
+                    } else if let Err(e) = self.backend.send_slices(&frame) {
                         log::debug!("virtio-net: backend send: {e}");
                         bump(&self.counters.tx_dropped);
                     } else {
@@ -377,6 +393,33 @@ impl Net {
         c[6..].copy_from_slice(&LINK_UP.to_le_bytes());
         c
     }
+}
+
+/// Walks `chain` once: the total length of its device-readable buffers and, as slices of
+/// the view, those buffers from byte `skip` on. Fails when any readable descriptor is not
+/// entirely in the view (as virtio-queue's `Reader` does).
+fn readable_after<'a>(
+    mem: &'a Mem,
+    chain: DescriptorChain<&'a Mem>,
+    mut skip: usize,
+) -> Result<(usize, Vec<VolatileSlice<'a>>), GuestMemoryError> {
+    let mut total = 0usize;
+    let mut parts = Vec::new();
+    for desc in chain.filter(|d| !d.is_write_only()) {
+        let len = desc.len() as usize;
+        // A chain is at most a queue of u32 lengths: this cannot overflow on 64-bit hosts.
+        total = total.checked_add(len).ok_or(GuestMemoryError::InvalidGuestAddress(desc.addr()))?;
+        for slice in GuestMemoryBackend::get_slices(mem, desc.addr(), len) {
+            let slice = slice?;
+            if skip >= slice.len() {
+                skip -= slice.len();
+            } else {
+                parts.push(slice.offset(skip)?);
+                skip = 0;
+            }
+        }
+    }
+    Ok((total, parts))
 }
 
 impl VirtioDevice for Net {
