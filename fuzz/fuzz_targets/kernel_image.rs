@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 fuzz_target!(|data: &[u8]| {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 32 << 20)]).expect("guest memory");
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20)]).expect("guest memory");
     if let Ok(k) = firmware::kernel::load_kernel(&mem, &mut Cursor::new(data)) {
         let layout = arch::layout::MemoryLayout::new(32 << 20).expect("layout");
         let _ = firmware::kernel::place_initrd(&layout, &k, 4096);

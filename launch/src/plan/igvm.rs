@@ -41,6 +41,9 @@ pub enum IgvmError {
     /// The igvm crate rejected the file.
     #[error("invalid IGVM file: {0}")]
     Parse(#[source] igvm::Error),
+    /// The fixed header's bounds are impossible.
+    #[error("invalid IGVM file: {0}")]
+    Header(String),
     /// The file has no platform header for the target.
     #[error("the IGVM file supports no {0:?} platform")]
     NoPlatform(IgvmTarget),
@@ -90,6 +93,7 @@ pub fn plan_igvm(file: &[u8], target: IgvmTarget) -> Result<IgvmPlan, IgvmError>
         IgvmTarget::Snp => IsolationType::Snp,
         IgvmTarget::Tdx => IsolationType::Tdx,
     };
+    check_fixed_header(file)?;
     let igvm = IgvmFile::new_from_binary(file, Some(isolation)).map_err(IgvmError::Parse)?;
     let wanted = match target {
         IgvmTarget::Snp => IgvmPlatformType::SEV_SNP,
@@ -158,6 +162,23 @@ pub fn plan_igvm(file: &[u8], target: IgvmTarget) -> Result<IgvmPlan, IgvmError>
     }
     out.plan.check_overlaps()?;
     Ok(out)
+}
+
+/// Checks the fixed header's section bounds before the igvm crate sees the file:
+/// igvm 0.5 adds `variable_header_offset + variable_header_size` in 32 bits and
+/// panics (`split_at`) when that wraps (found by the `igvm_plan` fuzz target).
+fn check_fixed_header(file: &[u8]) -> Result<(), IgvmError> {
+    let word = |o: usize| file.get(o..o + 4).map(|b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    let (Some(offset), Some(size)) = (word(8), word(12)) else {
+        return Err(IgvmError::Header("shorter than the fixed header".into()));
+    };
+    if offset + size > file.len() as u64 {
+        return Err(IgvmError::Header(format!(
+            "variable headers at {offset:#x} (+{size:#x}) run past the end of the {}-byte file",
+            file.len()
+        )));
+    }
+    Ok(())
 }
 
 fn zerocopy_bytes<T: zerocopy::IntoBytes + zerocopy::Immutable + ?Sized>(v: &T) -> Vec<u8> {
@@ -352,8 +373,15 @@ mod tests {
     }
 
     #[test]
+    fn wrapping_variable_header_bounds_are_rejected_not_panicked_on() {
+        // Found by fuzz/igvm_plan: igvm 0.5 panics on this 24-byte file.
+        let crash = b"IGVM\x01\x00\x00\x00\x03\x00\x00\x00\xff\xff\xff\xff\x18\x00\x00\x00\x00\x00\x00\x00";
+        assert!(matches!(plan_igvm(crash, IgvmTarget::Snp), Err(IgvmError::Header(_))));
+    }
+
+    #[test]
     fn garbage_and_truncated_files_are_rejected() {
-        assert!(matches!(plan_igvm(b"not an igvm file", IgvmTarget::Snp), Err(IgvmError::Parse(_))));
+        assert!(matches!(plan_igvm(b"not an igvm file", IgvmTarget::Snp), Err(IgvmError::Parse(_) | IgvmError::Header(_))));
         let good = sample_file();
         for cut in [0, 16, good.len() / 2, good.len() - 1] {
             assert!(plan_igvm(&good[..cut], IgvmTarget::Snp).is_err(), "cut at {cut}");
