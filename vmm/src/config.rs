@@ -50,6 +50,9 @@ pub struct VmConfig {
     pub net: Option<NetConfig>,
     /// A socket device (virtio-vsock, hybrid: host side over Unix sockets).
     pub vsock: Option<VsockConfig>,
+    /// Confine the VM's threads with seccomp filters (`vmm::seccomp`); on by default,
+    /// off only for debugging.
+    pub seccomp: bool,
 }
 
 /// A virtio-blk disk.
@@ -153,6 +156,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             net: None,
             vsock: None,
+            seccomp: true,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
 //! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
+//! - [`seccomp`]: the seccomp allow-lists of the vCPU, device-loop and main threads.
 //!
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod device_loop;
 pub mod irq;
 pub mod launch_log;
 pub mod measure;
+pub mod seccomp;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;

@@ -123,6 +123,9 @@ struct RunArgs {
     /// A virtio-vsock device: cid=N,socket=PATH (a guest connection to port P reaches the Unix socket PATH_P).
     #[arg(long, value_name = "cid=N,socket=PATH")]
     vsock: Option<vmm::config::VsockConfig>,
+    /// Run without the seccomp filters that confine cvmm's threads (for debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
@@ -199,6 +202,7 @@ fn run(args: RunArgs) -> ExitCode {
         disks: args.disk,
         net: args.net,
         vsock: args.vsock,
+        seccomp: !args.no_seccomp,
     };
     // The guest's console goes straight to fd 1, unbuffered: each byte the guest
     // transmits is visible at once, as on a real serial line.

@@ -15,6 +15,7 @@ use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
+use crate::seccomp::{Filter, SeccompError};
 use crate::vm::VmEvent;
 
 thread_local! {
@@ -59,6 +60,11 @@ pub struct VcpuContext {
     pub stopping: Arc<AtomicBool>,
     /// Where the vCPU reports the end of the VM.
     pub events: mpsc::Sender<VmEvent>,
+    /// The seccomp filter the thread installs before its first KVM_RUN.
+    pub seccomp: Option<Filter>,
+    /// Where the thread reports whether it installed its filter (it runs the vCPU
+    /// only if it did).
+    pub ready: mpsc::Sender<Result<(), SeccompError>>,
 }
 
 impl std::fmt::Debug for VcpuContext {
@@ -75,9 +81,16 @@ enum Next {
     Stop(VmEvent),
 }
 
-/// Runs `vcpu` until the VM ends. Reports why on `ctx.events` when this vCPU is the
-/// one that ended it.
+/// Installs the thread's seccomp filter (if any), then runs `vcpu` until the VM ends.
+/// Reports the filter's installation on `ctx.ready`, and why the VM ended on
+/// `ctx.events` when this vCPU is the one that ended it.
 pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
+    let installed = ctx.seccomp.as_ref().map_or(Ok(()), Filter::apply);
+    let failed = installed.is_err();
+    let _ = ctx.ready.send(installed);
+    if failed {
+        return;
+    }
     KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
     let outcome = run_loop(&mut vcpu, index, &ctx);
     KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));

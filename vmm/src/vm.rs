@@ -16,6 +16,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
+use crate::seccomp::{Filter, SeccompError, ThreadKind};
 use crate::stats::StepTimes;
 use crate::vcpu::{install_kick_handler, kick_signal, run_vcpu, VcpuContext};
 
@@ -136,6 +137,12 @@ pub enum RunError {
     /// The device event loop could not be started.
     #[error("cannot start the device event loop: {0}")]
     DeviceLoop(#[source] std::io::Error),
+    /// A thread's seccomp filter could not be built or installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// The thread that runs the VM could not be started.
+    #[error("cannot start the VM's control thread: {0}")]
+    SpawnController(#[source] std::io::Error),
     /// A vCPU thread could not be started.
     #[error("cannot start the thread of vCPU {vcpu}: {source}")]
     SpawnVcpu {
@@ -172,6 +179,7 @@ pub struct Vm {
     pub(crate) events_tx: mpsc::Sender<VmEvent>,
     pub(crate) events_rx: mpsc::Receiver<VmEvent>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) seccomp: bool,
     pub(crate) steps: StepTimes,
     pub(crate) backend_name: &'static str,
     pub(crate) vm: Arc<VmFd>,
@@ -209,17 +217,50 @@ impl Vm {
         self.backend_name
     }
 
-    /// Runs the VM until it ends: starts one thread per vCPU, waits for the first
-    /// event that ends the VM (or the timeout), kicks every vCPU out of KVM_RUN and
-    /// joins the threads. Can be called once.
+    /// Runs the VM until it ends: starts the device loop and one thread per vCPU,
+    /// waits for the first event that ends the VM (or the timeout), kicks every vCPU
+    /// out of KVM_RUN and joins the threads. Can be called once.
+    ///
+    /// With seccomp on (the default), every thread it starts runs under the filter of
+    /// its kind (`crate::seccomp`), installed before it touches the guest or a device:
+    /// the VM is run from a control thread of its own, which installs the main filter
+    /// once the others exist, so the calling thread is left unconfined (it may build and
+    /// run another VM). A filter that cannot be installed ends the run with
+    /// [`RunError::Seccomp`].
     pub fn run(&mut self) -> Result<VmExit, RunError> {
         if self.vcpus.is_empty() {
             return Err(RunError::AlreadyRan);
         }
         install_kick_handler().map_err(RunError::KickHandler)?;
-        let mut device_loop = crate::device_loop::DeviceLoop::start(std::mem::take(&mut self.subscribers))
-            .map_err(RunError::DeviceLoop)?;
+        let filters = if self.seccomp {
+            Some(ThreadFilters {
+                vcpu: Filter::new(ThreadKind::Vcpu)?,
+                devices: Filter::new(ThreadKind::Devices)?,
+                main: Filter::new(ThreadKind::Main)?,
+            })
+        } else {
+            log::warn!("seccomp filters are off: the VM's threads may make any system call");
+            None
+        };
+        std::thread::scope(|scope| {
+            let control = std::thread::Builder::new()
+                .name("vmm".into())
+                .spawn_scoped(scope, || self.control(filters))
+                .map_err(RunError::SpawnController)?;
+            control.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// The body of [`Vm::run`], on the control thread.
+    fn control(&mut self, filters: Option<ThreadFilters>) -> Result<VmExit, RunError> {
+        let (vcpu_filter, devices_filter, main_filter) = match filters {
+            Some(f) => (Some(f.vcpu), Some(f.devices), Some(f.main)),
+            None => (None, None, None),
+        };
+        let mut device_loop =
+            crate::device_loop::DeviceLoop::start(std::mem::take(&mut self.subscribers), devices_filter)?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
         let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(self.vcpus.len());
         for (index, vcpu) in self.vcpus.drain(..) {
             let ctx = VcpuContext {
@@ -227,6 +268,8 @@ impl Vm {
                 mmio: self.mmio.clone(),
                 stopping: stopping.clone(),
                 events: self.events_tx.clone(),
+                seccomp: vcpu_filter.clone(),
+                ready: ready_tx.clone(),
             };
             let spawned =
                 std::thread::Builder::new().name(format!("vcpu{index}")).spawn(move || run_vcpu(vcpu, index, ctx));
@@ -237,6 +280,23 @@ impl Vm {
                     return Err(RunError::SpawnVcpu { vcpu: index, source });
                 }
             }
+        }
+        drop(ready_tx);
+        // Each vCPU thread reports its filter before its first KVM_RUN; this thread
+        // confines itself only now, so no thread it started inherits its filter.
+        let mut installed = Ok(());
+        for report in ready_rx.iter().take(handles.len()) {
+            installed = installed.and(report);
+        }
+        if let Some(main) = &main_filter {
+            installed = installed.and_then(|()| main.apply());
+        }
+        if let Err(e) = installed {
+            stop_vcpus(&stopping, handles);
+            return Err(e.into());
+        }
+        if main_filter.is_some() {
+            log::debug!("seccomp filters installed: {} vCPU thread(s), device loop, main", handles.len());
         }
         let started = Instant::now();
         let event = match self.timeout {
@@ -258,6 +318,13 @@ impl Vm {
         }
         Ok(exit)
     }
+}
+
+/// The compiled filters of a run, one per thread kind.
+struct ThreadFilters {
+    vcpu: Filter,
+    devices: Filter,
+    main: Filter,
 }
 
 /// Sets the stop flag and kicks every vCPU thread until all have left KVM_RUN.

@@ -381,7 +381,10 @@ mod tests {
 
     #[test]
     fn garbage_and_truncated_files_are_rejected() {
-        assert!(matches!(plan_igvm(b"not an igvm file", IgvmTarget::Snp), Err(IgvmError::Parse(_) | IgvmError::Header(_))));
+        assert!(matches!(
+            plan_igvm(b"not an igvm file", IgvmTarget::Snp),
+            Err(IgvmError::Parse(_) | IgvmError::Header(_))
+        ));
         let good = sample_file();
         for cut in [0, 16, good.len() / 2, good.len() - 1] {
             assert!(plan_igvm(&good[..cut], IgvmTarget::Snp).is_err(), "cut at {cut}");
