@@ -13,6 +13,81 @@ fn launches_leave_no_fds_or_threads_behind() {
     failed_builds_leave_no_fds_or_threads_behind();
     a_completed_run_leaves_no_fds_behind();
     a_watchdog_ended_run_joins_every_vcpu_thread();
+    a_run_with_every_device_leaves_no_fds_sockets_or_files_behind();
+    guest_memory_policy_is_applied_to_the_mapping();
+}
+
+/// The VmFlags of the mapping that contains `addr`, from /proc/self/smaps.
+fn vm_flags(addr: usize) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.trim().to_string();
+            }
+        }
+    }
+    panic!("no mapping contains {addr:#x}");
+}
+
+fn guest_memory_policy_is_applied_to_the_mapping() {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    for (policy, dd, lo) in [
+        (vmm::config::GuestMemoryPolicy::Dump, false, false),
+        (vmm::config::GuestMemoryPolicy::DontDump, true, false),
+        (vmm::config::GuestMemoryPolicy::Lock, true, true),
+    ] {
+        let config = VmConfig { memory: 32 << 20, guest_memory: policy, ..Default::default() };
+        let vm = build_vm(&config, Box::new(std::io::sink())).unwrap();
+        let addr = vm.guest_memory().iter().next().unwrap().as_ptr() as usize;
+        let flags = vm_flags(addr);
+        assert_eq!(flags.split(' ').any(|f| f == "dd"), dd, "{policy:?}: {flags}");
+        assert_eq!(flags.split(' ').any(|f| f == "lo"), lo, "{policy:?}: {flags}");
+    }
+}
+
+fn a_run_with_every_device_leaves_no_fds_sockets_or_files_behind() {
+    let dir = std::env::temp_dir().join(format!("cvmm-hygiene-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let net_peer = std::os::unix::net::UnixDatagram::bind(dir.join("net.sock")).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("vsock.sock_1234")).unwrap();
+    let config = VmConfig {
+        console: true,
+        rng: true,
+        disks: vec![disk.to_str().unwrap().parse().unwrap()],
+        net: Some(format!("socket={}", dir.join("net.sock").display()).parse().unwrap()),
+        vsock: Some(format!("cid=3,socket={}", dir.join("vsock.sock").display()).parse().unwrap()),
+        timeout: Some(std::time::Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let before_files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let (fds, threads) = (common::open_fds(), common::thread_count());
+    let mut vm = build_vm(&config, Box::new(std::io::sink())).unwrap();
+    assert_eq!(vm.run().unwrap(), vmm::VmExit::GuestExit(0));
+    drop(vm);
+    assert_eq!(common::open_fds(), fds, "fds (files, sockets, eventfds) leaked by a full run");
+    assert_eq!(common::settled_thread_count(threads), threads, "threads leaked by a full run");
+    let after_files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before_files, after_files, "files created next to the device sockets");
+    // A device that cannot be set up fails the build and leaves nothing either.
+    let bad = VmConfig { disks: vec!["/nonexistent/disk.img".parse().unwrap()], rng: true, ..config.clone() };
+    assert!(matches!(build_vm(&bad, Box::new(std::io::sink())), Err(BuildError::Disk { .. })));
+    let bad_net = VmConfig { net: Some("socket=/nonexistent/net.sock".parse().unwrap()), ..config };
+    assert!(build_vm(&bad_net, Box::new(std::io::sink())).is_err());
+    assert_eq!(common::open_fds(), fds, "fds leaked by failed device setup");
+    drop((net_peer, listener));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn failed_builds_leave_no_fds_or_threads_behind() {

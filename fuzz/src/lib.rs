@@ -2,7 +2,7 @@
 //! the fuzzer's bytes (descriptor tables, rings, headers and buffers are all hostile),
 //! queues at fixed addresses inside it, and a device activated on them.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use devices::virtio::{ActivateContext, SharedMemory, VirtioDevice, VirtioInterrupt};
 use virtio_queue::{Queue, QueueT};
@@ -21,16 +21,28 @@ pub fn evt() -> EventFd {
 
 /// Guest memory holding `data` from address 0 (the rest zero), and its shared view.
 /// The second half of memory is private when `data`'s first byte is odd, so devices
-/// also meet private pages.
-pub fn memory(data: &[u8]) -> (GuestMemoryMmap, SharedMemory) {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest memory");
-    let n = data.len().min(MEM_SIZE);
-    mem.write_slice(&data[..n], GuestAddress(0)).expect("fill");
-    let shared = SharedMemory::all_shared(&mem);
-    if data.first().is_some_and(|b| b & 1 == 1) {
-        let _ = shared.set_shared(MEM_SIZE as u64 / 2, MEM_SIZE as u64 / 2, false);
+/// also meet private pages. The mapping is made once per thread and refilled on every
+/// run (mapping 64 KiB per run would dominate the fuzzer's time).
+pub fn memory(data: &[u8]) -> (GuestMemoryMmap, Arc<SharedMemory>) {
+    thread_local! {
+        static MEM: (GuestMemoryMmap, Arc<SharedMemory>) = {
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest memory");
+            let shared = Arc::new(SharedMemory::all_shared(&mem));
+            (mem, shared)
+        };
     }
-    (mem, shared)
+    MEM.with(|(mem, shared)| {
+        let n = data.len().min(MEM_SIZE);
+        let mut page = vec![0u8; MEM_SIZE];
+        page[..n].copy_from_slice(&data[..n]);
+        mem.write_slice(&page, GuestAddress(0)).expect("fill");
+        let private_half = data.first().is_some_and(|b| b & 1 == 1);
+        shared.set_shared(0, MEM_SIZE as u64, true).expect("share all");
+        if private_half {
+            shared.set_shared(MEM_SIZE as u64 / 2, MEM_SIZE as u64 / 2, false).expect("private half");
+        }
+        (mem.clone(), shared.clone())
+    })
 }
 
 /// `count` queues; queue i has its descriptor table, available and used rings at

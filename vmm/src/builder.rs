@@ -33,10 +33,10 @@ use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use launch::plain::PlainKvm;
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{ConfigError, KernelSource, NetConfig, VirtioKind, VmConfig};
+use crate::config::{ConfigError, GuestMemoryPolicy, KernelSource, NetConfig, VirtioKind, VmConfig};
 use crate::device_loop::Subscriber;
 use crate::irq::KvmMsiRouter;
 use crate::stats::StepTimes;
@@ -199,7 +199,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     let mut backend: Box<dyn LaunchBackend> = Box::new(PlainKvm::new());
     let vm = Arc::new(backend.create_vm(&kvm)?);
     enable_split_irqchip(&vm)?;
-    let mem = create_guest_memory(&layout)?;
+    let mem = create_guest_memory(&layout, config.guest_memory)?;
     backend.add_memory(&vm, &mem)?;
     // A plain VM shares all of its memory with the devices.
     let shared = Arc::new(SharedMemory::all_shared(&mem));
@@ -316,11 +316,28 @@ fn enable_split_irqchip(vm: &VmFd) -> Result<(), BuildError> {
     vm.enable_cap(&cap).map_err(BuildError::SplitIrqchip)
 }
 
-fn create_guest_memory(layout: &MemoryLayout) -> Result<GuestMemoryMmap, BuildError> {
+fn create_guest_memory(layout: &MemoryLayout, policy: GuestMemoryPolicy) -> Result<GuestMemoryMmap, BuildError> {
     let ranges: Vec<(GuestAddress, usize)> =
         layout.ram_regions().iter().map(|&(gpa, len)| (GuestAddress(gpa), len as usize)).collect();
-    GuestMemoryMmap::from_ranges(&ranges)
-        .map_err(|e| BuildError::GuestMemory { size: layout.mem_size(), message: e.to_string() })
+    let err = |message: String| BuildError::GuestMemory { size: layout.mem_size(), message };
+    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| err(e.to_string()))?;
+    for region in mem.iter() {
+        let (ptr, len) = (region.as_ptr().cast::<libc::c_void>(), region.len() as usize);
+        if policy != GuestMemoryPolicy::Dump {
+            // SAFETY: madvise on a mapping `mem` owns, for its whole length; it changes only
+            // whether the pages appear in core dumps.
+            if unsafe { libc::madvise(ptr, len, libc::MADV_DONTDUMP) } != 0 {
+                return Err(err(format!("MADV_DONTDUMP: {}", std::io::Error::last_os_error())));
+            }
+        }
+        if policy == GuestMemoryPolicy::Lock {
+            // SAFETY: mlock on a mapping `mem` owns; it only pins its pages in RAM.
+            if unsafe { libc::mlock(ptr, len) } != 0 {
+                return Err(err(format!("mlock: {} (check RLIMIT_MEMLOCK)", std::io::Error::last_os_error())));
+            }
+        }
+    }
+    Ok(mem)
 }
 
 fn load_kernel(

@@ -53,6 +53,35 @@ pub struct VmConfig {
     /// Confine the VM's threads with seccomp filters (`vmm::seccomp`); on by default,
     /// off only for debugging.
     pub seccomp: bool,
+    /// What the host may do with guest memory: include it in core dumps, leave it out,
+    /// or lock it in RAM.
+    pub guest_memory: GuestMemoryPolicy,
+}
+
+/// How guest memory is treated by the host kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestMemoryPolicy {
+    /// Ordinary memory (in core dumps, swappable). The default for plain VMs.
+    #[default]
+    Dump,
+    /// Left out of core dumps (MADV_DONTDUMP). Confidential VMs will default to this
+    /// for their private memory.
+    DontDump,
+    /// Locked in RAM (mlock) and left out of core dumps.
+    Lock,
+}
+
+impl std::str::FromStr for GuestMemoryPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dump" => Ok(Self::Dump),
+            "dontdump" | "no-dump" => Ok(Self::DontDump),
+            "lock" => Ok(Self::Lock),
+            _ => Err(format!("guest-memory: '{s}' is not dump, dontdump or lock")),
+        }
+    }
 }
 
 /// A virtio-blk disk.
@@ -157,6 +186,7 @@ impl Default for VmConfig {
             net: None,
             vsock: None,
             seccomp: true,
+            guest_memory: GuestMemoryPolicy::Dump,
         }
     }
 }

@@ -111,6 +111,9 @@ struct RunArgs {
     /// Give the guest a virtio-rng device (entropy from the host's getrandom).
     #[arg(long)]
     rng: bool,
+    /// Guest memory: dump (default: in core dumps), dontdump (MADV_DONTDUMP) or lock (mlock).
+    #[arg(long, default_value = "dump", value_name = "dump|dontdump|lock")]
+    guest_memory: vmm::config::GuestMemoryPolicy,
     /// Give the guest a virtio-console on stdout (the 16550 stays for early output).
     #[arg(long)]
     console: bool,
@@ -202,6 +205,7 @@ fn run(args: RunArgs) -> ExitCode {
         disks: args.disk,
         net: args.net,
         vsock: args.vsock,
+        guest_memory: args.guest_memory,
         seccomp: !args.no_seccomp,
     };
     // The guest's console goes straight to fd 1, unbuffered: each byte the guest
