@@ -40,7 +40,7 @@ fn vm_flags(addr: usize) -> String {
 }
 
 fn guest_memory_policy_is_applied_to_the_mapping() {
-    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    use vm_memory::GuestMemoryBackend;
     for (policy, dd, lo) in [
         (vmm::config::GuestMemoryPolicy::Dump, false, false),
         (vmm::config::GuestMemoryPolicy::DontDump, true, false),
