@@ -66,14 +66,14 @@ pub fn queues(data: &[u8], count: usize) -> Vec<Queue> {
         .collect()
 }
 
-/// Activates `dev` with `queues` over `shared`.
+/// Activates `dev` with `queues` over `shared` (one interrupt eventfd per thread).
 pub fn activate(dev: &mut dyn VirtioDevice, shared: &SharedMemory, queues: Vec<Queue>) {
-    let ctx = ActivateContext {
-        mem: shared.view(),
-        queues,
-        interrupt: VirtioInterrupt::new(evt()),
-        acked_features: (1 << 32) | (1 << 33),
-    };
+    thread_local! {
+        static IRQ: VirtioInterrupt = VirtioInterrupt::new(evt());
+    }
+    let interrupt = IRQ.with(|i| i.clone());
+    interrupt.ack(u32::MAX);
+    let ctx = ActivateContext { mem: shared.view(), queues, interrupt, acked_features: (1 << 32) | (1 << 33) };
     let _ = dev.activate(ctx);
 }
 
