@@ -13,6 +13,7 @@ fn launches_leave_no_fds_or_threads_behind() {
     failed_builds_leave_no_fds_or_threads_behind();
     a_completed_run_leaves_no_fds_behind();
     a_watchdog_ended_run_joins_every_vcpu_thread();
+    a_guest_that_dies_leaves_nothing_behind();
     a_run_with_every_device_leaves_no_fds_sockets_or_files_behind();
     guest_memory_policy_is_applied_to_the_mapping();
 }
@@ -37,6 +38,19 @@ fn vm_flags(addr: usize) -> String {
         }
     }
     panic!("no mapping contains {addr:#x}");
+}
+
+fn a_guest_that_dies_leaves_nothing_behind() {
+    // ud2 with no IDT: the guest triple-faults at its first instruction.
+    let kernel = temp_file("die.elf", &tiny_elf(&[0x0f, 0x0b]));
+    let config = VmConfig { kernel: KernelSource::File(kernel), vcpus: 2, rng: true, ..Default::default() };
+    let (fds, threads) = (common::open_fds(), common::thread_count());
+    for _ in 0..3 {
+        let mut vm = build_vm(&config, Box::new(std::io::sink())).unwrap();
+        assert!(matches!(vm.run().unwrap(), vmm::VmExit::TripleFault { .. }));
+    }
+    assert_eq!(common::open_fds(), fds, "fds leaked by guests that died");
+    assert_eq!(common::settled_thread_count(threads), threads, "threads leaked by guests that died");
 }
 
 fn guest_memory_policy_is_applied_to_the_mapping() {
