@@ -11,10 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Cursor, Read};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io::Cursor;
 
 use arch::layout::{MemoryLayout, E820_RAM};
 use firmware::kernel::{load_kernel, KernelKind};
@@ -26,44 +23,11 @@ const CMDLINE: &str =
 /// Boots the test kernel and returns its console lines up to the end of the e820 map
 /// (the first line after the "BIOS-e820" block), then stops the VM.
 fn boot_linux_until_e820_printed(memory: &str) -> Vec<String> {
-    let mut child = common::cvmm()
-        .args(["run", "--timeout", "300", "--memory", memory, "--cmdline", CMDLINE, "--kernel"])
-        .arg(common::test_kernel())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut lines = Vec::new();
-    let done = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                let after_map =
-                    !line.starts_with("BIOS-e820") && lines.last().is_some_and(|l: &String| l.starts_with("BIOS-e820"));
-                lines.push(line);
-                if after_map {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
+    let after_map = |lines: &[String]| {
+        let n = lines.len();
+        n >= 2 && !lines[n - 1].starts_with("BIOS-e820") && lines[n - 2].starts_with("BIOS-e820")
     };
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    assert!(done, "Linux never printed its e820 map (status {status}); console:\n{}\nstderr:\n{err}", lines.join("\n"));
-    lines
+    common::boot_linux_until(&["--memory", memory, "--cmdline", CMDLINE], after_map).lines
 }
 
 /// Parses "BIOS-e820: [mem 0x...-0x...] usable" lines into (start, end inclusive, type).

@@ -8,58 +8,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
 const CMDLINE: &str = "console=ttyS0 earlyprintk=serial noxsave nofsgsbase clearcpuid=308,151,59,534,298";
 
 /// Boots the test kernel with `vcpus` vCPUs and returns its console lines up to and
 /// including the first one for which `last` holds, then stops the VM.
 fn boot_linux_until(vcpus: u32, last: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut child = common::cvmm()
-        .args(["run", "--timeout", "300", "--memory", "256M", "--vcpus", &vcpus.to_string(), "--cmdline", CMDLINE])
-        .arg("--kernel")
-        .arg(common::test_kernel())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut lines = Vec::new();
-    let done = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                let found = last(&line);
-                lines.push(line);
-                if found {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
-    };
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    assert!(
-        done,
-        "Linux never printed the line looked for (status {status}); console:\n{}\nstderr:\n{err}",
-        lines.join("\n")
-    );
-    lines
+    let vcpus = vcpus.to_string();
+    let args = ["--memory", "256M", "--vcpus", vcpus.as_str(), "--cmdline", CMDLINE];
+    common::boot_linux_until(&args, |lines| lines.last().is_some_and(|l| last(l))).lines
 }
 
 #[test]

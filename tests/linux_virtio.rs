@@ -4,11 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
 const CMDLINE: &str = "console=ttyS0 console=hvc0 earlyprintk=serial noxsave nofsgsbase clearcpuid=308,151,59,534,298";
 const DISK_BYTES: usize = 8 << 20;
 
@@ -28,47 +23,16 @@ fn disk_with_partition_table() -> std::path::PathBuf {
 #[test]
 fn linux_drivers_probe_cvmms_virtio_console_blk_and_rng() {
     let disk = disk_with_partition_table();
-    let mut child = common::cvmm()
-        .args(["--log-level", "debug", "run", "--timeout", "300", "--memory", "256M", "--console", "--rng"])
-        .arg("--disk")
-        .arg(&disk)
-        .args(["--cmdline", CMDLINE, "--kernel"])
-        .arg(common::test_kernel())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let wanted = [
         "printk: console [hvc0] enabled",
         "virtio_blk virtio1: [vda] 16384 512-byte logical blocks (8.39 MB/8.00 MiB)",
         " vda: vda1",
     ];
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut lines = Vec::new();
-    while !wanted.iter().all(|w| lines.iter().any(|l: &String| l == w)) {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => lines.push(line),
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let err = err_reader.join().unwrap();
+    let args = ["--log-level", "debug", "--memory", "256M", "--console", "--rng", "--cmdline", CMDLINE, "--disk"];
+    let mut args: Vec<&str> = args.to_vec();
+    args.push(disk.to_str().unwrap());
+    let boot = common::boot_linux_until(&args, |lines| wanted.iter().all(|w| lines.iter().any(|l| l == w)));
+    let (lines, err) = (boot.lines, boot.stderr);
     for w in wanted {
         assert!(lines.iter().any(|l| l == w), "Linux never printed {w:?}; console:\n{}", lines.join("\n"));
     }

@@ -74,18 +74,8 @@ impl Out {
         }
     }
 
-    fn dec(&mut self, mut v: u64) {
-        let mut buf = [0u8; 20];
-        let mut i = buf.len();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        self.put(&buf[i..]);
+    fn dec(&mut self, v: u64) {
+        self.put(rt::format_u64(v, &mut [0u8; 20]));
     }
 
     fn hex(&mut self, bytes: &[u8]) {

@@ -35,9 +35,8 @@ pub fn puts(s: &[u8]) {
     }
 }
 
-/// Writes a number in decimal to the serial console.
-pub fn put_u64(mut v: u64) {
-    let mut buf = [0u8; 20];
+/// Formats `v` in decimal into `buf`, returning the digits.
+pub fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -47,7 +46,12 @@ pub fn put_u64(mut v: u64) {
             break;
         }
     }
-    puts(&buf[i..]);
+    &buf[i..]
+}
+
+/// Writes a number in decimal to the serial console.
+pub fn put_u64(v: u64) {
+    puts(format_u64(v, &mut [0u8; 20]));
 }
 
 /// Ends the VM with `status` through the debug-exit port.

@@ -141,3 +141,65 @@ pub fn debian_bzimage() -> PathBuf {
         panic!("no Debian bzImage under {}: run scripts/fetch-debian-kernel.sh (scripts/test.sh does)", dir.display())
     })
 }
+
+/// Console and log of a Linux boot that was stopped once it had printed enough.
+pub struct LinuxBoot {
+    /// stdout lines (the guest's consoles), up to the one that ended the boot.
+    pub lines: Vec<String>,
+    /// Everything cvmm wrote to stderr.
+    pub stderr: String,
+}
+
+/// Boots the test kernel with `cvmm run ARGS --kernel <test kernel>` (plus a 300 s
+/// watchdog), streams its console, and stops the VM as soon as `done(lines)` holds;
+/// fails the test, with the console and stderr, if that never happens within 240 s.
+pub fn boot_linux_until(args: &[&str], mut done: impl FnMut(&[String]) -> bool) -> LinuxBoot {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let mut child = cvmm()
+        .args(["run", "--timeout", "300"])
+        .args(args)
+        .arg("--kernel")
+        .arg(test_kernel())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut lines = Vec::new();
+    let finished = loop {
+        if done(&lines) {
+            break true;
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => lines.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let stderr = err_reader.join().unwrap_or_default();
+    assert!(
+        finished,
+        "Linux never printed what was looked for (status {status}); console:\n{}\nstderr:\n{stderr}",
+        lines.join("\n")
+    );
+    LinuxBoot { lines, stderr }
+}
