@@ -1,6 +1,7 @@
 //! `vmm`: turns a [`config::VmConfig`] into a running VM and runs it to its end.
 //!
-//! - [`config`]: what a VM is made of, validated before anything is created.
+//! - [`config`]: what a VM is made of, validated before anything is created;
+//!   [`config_file`]: its JSON form.
 //! - [`builder`]: the straight-line chain of steps from configuration to a VM ready
 //!   to run ([`builder::build_vm`]).
 //! - [`vm`]: the built VM; [`vm::Vm::run`] starts one thread per vCPU, waits for the
@@ -17,6 +18,7 @@
 
 pub mod builder;
 pub mod config;
+pub mod config_file;
 pub mod device_loop;
 pub mod irq;
 pub mod launch_log;

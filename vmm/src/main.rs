@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use vmm::{KernelSource, VmConfig};
 
 #[derive(Parser, Debug)]
@@ -108,6 +108,13 @@ struct RunArgs {
     /// Print launch-step timings and memory use to stderr when the VM ends.
     #[arg(long)]
     stats: bool,
+    /// Read the VM's configuration from this JSON file (docs: vmm/src/config_file.rs);
+    /// flags given as well override its fields.
+    #[arg(long, value_name = "vm.json")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as JSON and exit without running.
+    #[arg(long)]
+    print_config: bool,
     /// Give the guest a virtio-rng device (entropy from the host's getrandom).
     #[arg(long)]
     rng: bool,
@@ -145,10 +152,17 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     MAIN_START.get_or_init(Instant::now);
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     env_logger::Builder::new().filter_level(cli.log_level).format_timestamp_micros().init();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => {
+            let sub = matches.subcommand_matches("run").expect("the run subcommand was parsed");
+            run(args, sub)
+        }
         Command::Measure(args) => measure(args),
     }
 }
@@ -191,8 +205,10 @@ fn measure(args: MeasureArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let config = VmConfig {
+/// The configuration `cvmm run` describes: the `--config` file if given, with every
+/// flag given on the command line overriding its field.
+fn effective_config(args: RunArgs, matches: &clap::ArgMatches) -> Result<VmConfig, vmm::config_file::ConfigFileError> {
+    let from_flags = VmConfig {
         memory: args.memory,
         vcpus: args.vcpus,
         kernel: args.kernel.map_or(KernelSource::Demo, KernelSource::File),
@@ -208,6 +224,64 @@ fn run(args: RunArgs) -> ExitCode {
         guest_memory: args.guest_memory,
         seccomp: !args.no_seccomp,
     };
+    let Some(path) = &args.config else { return Ok(from_flags) };
+    let mut config = VmConfig::from_json_file(path)?;
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    if given("memory") {
+        config.memory = from_flags.memory;
+    }
+    if given("vcpus") {
+        config.vcpus = from_flags.vcpus;
+    }
+    if given("kernel") {
+        config.kernel = from_flags.kernel;
+    }
+    if given("initrd") {
+        config.initrd = from_flags.initrd;
+    }
+    if given("cmdline") {
+        config.cmdline = from_flags.cmdline;
+    }
+    if given("kvm_device") {
+        config.kvm_device = from_flags.kvm_device;
+    }
+    if given("timeout") {
+        config.timeout = from_flags.timeout;
+    }
+    if given("rng") {
+        config.rng = true;
+    }
+    if given("console") {
+        config.console = true;
+    }
+    if given("disk") {
+        config.disks = from_flags.disks;
+    }
+    if given("net") {
+        config.net = from_flags.net;
+    }
+    if given("vsock") {
+        config.vsock = from_flags.vsock;
+    }
+    if given("guest_memory") {
+        config.guest_memory = from_flags.guest_memory;
+    }
+    if given("no_seccomp") {
+        config.seccomp = false;
+    }
+    Ok(config)
+}
+
+fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
+    let (print_config, stats) = (args.print_config, args.stats);
+    let config = match effective_config(args, matches) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if print_config {
+        println!("{}", config.to_json());
+        return ExitCode::SUCCESS;
+    }
     // The guest's console goes straight to fd 1, unbuffered: each byte the guest
     // transmits is visible at once, as on a real serial line.
     let console: Box<dyn std::io::Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
@@ -223,7 +297,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(exit) => exit,
         Err(e) => return fail(&e),
     };
-    if args.stats {
+    if stats {
         print_stats(&vm);
     }
     if !exit.is_guest_requested() {

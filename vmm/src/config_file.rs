@@ -1,0 +1,267 @@
+//! The JSON form of a [`VmConfig`] (`cvmm run --config vm.json`, `--print-config`).
+//!
+//! Schema (every field optional; unknown fields are rejected):
+//!
+//! ```json
+//! {
+//!   "memory": "256M",             // or a number of bytes
+//!   "vcpus": 1,
+//!   "kernel": "/path/vmlinux",    // absent: the demo guest
+//!   "initrd": "/path/initrd",
+//!   "cmdline": "console=ttyS0",
+//!   "kvm_device": "/dev/kvm",
+//!   "timeout_secs": 30.0,
+//!   "console": false,
+//!   "disks": [{ "path": "/path/disk.img", "read_only": false }],
+//!   "net": { "tap": "tap0" },     // or { "socket": "/path/net.sock" }
+//!   "vsock": { "cid": 3, "socket": "/path/vsock.sock" },
+//!   "rng": false,
+//!   "seccomp": true,
+//!   "guest_memory": "dump"        // "dontdump" or "lock"
+//! }
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::{DiskConfig, GuestMemoryPolicy, KernelSource, NetConfig, VmConfig, VsockConfig};
+
+/// Errors from reading a configuration file, naming the field at fault.
+#[derive(Debug, Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid JSON for the schema (serde names the field and position).
+    #[error("configuration: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A field with a value outside its domain.
+    #[error("configuration: {field}: {message}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A memory size: `"256M"` or a number of bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct DiskFile {
+    path: PathBuf,
+    #[serde(default)]
+    read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum NetFile {
+    Tap(String),
+    Socket(PathBuf),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct VsockFile {
+    cid: u64,
+    socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kernel: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    initrd: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cmdline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kvm_device: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout_secs: Option<f64>,
+    #[serde(default)]
+    console: bool,
+    #[serde(default)]
+    disks: Vec<DiskFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    net: Option<NetFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vsock: Option<VsockFile>,
+    #[serde(default)]
+    rng: bool,
+    #[serde(default = "yes")]
+    seccomp: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    guest_memory: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn field(field: &'static str) -> impl Fn(String) -> ConfigFileError {
+    move |message| ConfigFileError::Field { field, message }
+}
+
+impl VmConfig {
+    /// Parses a JSON configuration (unknown fields rejected) and checks each field's
+    /// domain; [`VmConfig::validate`] still runs at build time.
+    pub fn from_json(text: &str) -> Result<VmConfig, ConfigFileError> {
+        let f: ConfigFile = serde_json::from_str(text)?;
+        let d = VmConfig::default();
+        let memory = match f.memory {
+            None => d.memory,
+            Some(Size::Bytes(b)) => b,
+            Some(Size::Text(t)) => arch::layout::parse_size(&t).map_err(field("memory"))?,
+        };
+        let timeout = match f.timeout_secs {
+            None => None,
+            Some(s) if s > 0.0 && s.is_finite() && s < 1e9 => Some(Duration::from_secs_f64(s)),
+            Some(s) => return Err(field("timeout_secs")(format!("{s} is not a positive number of seconds"))),
+        };
+        let vsock = match f.vsock {
+            None => None,
+            Some(v) => Some(
+                format!("cid={},socket={}", v.cid, v.socket.display())
+                    .parse::<VsockConfig>()
+                    .map_err(field("vsock"))?,
+            ),
+        };
+        let net = match f.net {
+            None => None,
+            Some(NetFile::Tap(name)) => Some(format!("tap={name}").parse::<NetConfig>().map_err(field("net"))?),
+            Some(NetFile::Socket(p)) if !p.as_os_str().is_empty() => Some(NetConfig::Socket(p)),
+            Some(NetFile::Socket(_)) => return Err(field("net")("socket path is empty".into())),
+        };
+        let guest_memory = match f.guest_memory {
+            None => GuestMemoryPolicy::default(),
+            Some(s) => s.parse().map_err(field("guest_memory"))?,
+        };
+        Ok(VmConfig {
+            memory,
+            vcpus: f.vcpus.unwrap_or(d.vcpus),
+            kernel: f.kernel.map_or(KernelSource::Demo, KernelSource::File),
+            initrd: f.initrd,
+            cmdline: f.cmdline,
+            kvm_device: f.kvm_device.unwrap_or(d.kvm_device),
+            timeout,
+            rng: f.rng,
+            console: f.console,
+            disks: f.disks.into_iter().map(|d| DiskConfig { path: d.path, read_only: d.read_only }).collect(),
+            net,
+            vsock,
+            seccomp: f.seccomp,
+            guest_memory,
+        })
+    }
+
+    /// Reads [`VmConfig::from_json`] from a file.
+    pub fn from_json_file(path: &std::path::Path) -> Result<VmConfig, ConfigFileError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read { path: path.into(), source })?;
+        Self::from_json(&text)
+    }
+
+    /// The configuration as JSON, in the schema [`VmConfig::from_json`] reads.
+    pub fn to_json(&self) -> String {
+        let f = ConfigFile {
+            memory: Some(Size::Bytes(self.memory)),
+            vcpus: Some(self.vcpus),
+            kernel: match &self.kernel {
+                KernelSource::Demo => None,
+                KernelSource::File(p) => Some(p.clone()),
+            },
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
+            kvm_device: Some(self.kvm_device.clone()),
+            timeout_secs: self.timeout.map(|t| t.as_secs_f64()),
+            console: self.console,
+            disks: self.disks.iter().map(|d| DiskFile { path: d.path.clone(), read_only: d.read_only }).collect(),
+            net: self.net.as_ref().map(|n| match n {
+                NetConfig::Tap(t) => NetFile::Tap(t.clone()),
+                NetConfig::Socket(p) => NetFile::Socket(p.clone()),
+            }),
+            vsock: self.vsock.as_ref().map(|v| VsockFile { cid: v.cid, socket: v.uds_path.clone() }),
+            rng: self.rng,
+            seccomp: self.seccomp,
+            guest_memory: Some(
+                match self.guest_memory {
+                    GuestMemoryPolicy::Dump => "dump",
+                    GuestMemoryPolicy::DontDump => "dontdump",
+                    GuestMemoryPolicy::Lock => "lock",
+                }
+                .into(),
+            ),
+        };
+        serde_json::to_string_pretty(&f).expect("a configuration serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_object_is_the_default_configuration() {
+        assert_eq!(VmConfig::from_json("{}").unwrap(), VmConfig::default());
+    }
+
+    #[test]
+    fn every_field_round_trips() {
+        let text = r#"{
+            "memory": "512M", "vcpus": 2, "kernel": "/k", "initrd": "/i", "cmdline": "quiet",
+            "kvm_device": "/dev/kvm", "timeout_secs": 2.5, "console": true,
+            "disks": [{"path": "/d.img", "read_only": true}, {"path": "/e.img"}],
+            "net": {"socket": "/n.sock"}, "vsock": {"cid": 7, "socket": "/v.sock"},
+            "rng": true, "seccomp": false, "guest_memory": "dontdump"
+        }"#;
+        let c = VmConfig::from_json(text).unwrap();
+        assert_eq!(c.memory, 512 << 20);
+        assert_eq!(c.kernel, KernelSource::File("/k".into()));
+        assert_eq!(c.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.disks[0], DiskConfig { path: "/d.img".into(), read_only: true });
+        assert!(!c.disks[1].read_only);
+        assert_eq!(c.vsock.as_ref().unwrap().cid, 7);
+        assert_eq!(c.guest_memory, GuestMemoryPolicy::DontDump);
+        assert!(!c.seccomp);
+        assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_name_the_field() {
+        let err = VmConfig::from_json(r#"{"memroy": "1G"}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `memroy`"), "{err}");
+        let err = VmConfig::from_json(r#"{"memory": "lots"}"#).unwrap_err().to_string();
+        assert!(err.starts_with("configuration: memory:"), "{err}");
+        let err = VmConfig::from_json(r#"{"vsock": {"cid": 2, "socket": "/v"}}"#).unwrap_err().to_string();
+        assert!(err.starts_with("configuration: vsock:"), "{err}");
+        let err = VmConfig::from_json(r#"{"timeout_secs": -1}"#).unwrap_err().to_string();
+        assert!(err.starts_with("configuration: timeout_secs:"), "{err}");
+        let err = VmConfig::from_json(r#"{"vcpus": "two"}"#).unwrap_err().to_string();
+        assert!(err.contains("vcpus") || err.contains("invalid type"), "{err}");
+        assert!(VmConfig::from_json(r#"{"disks": [{"path": "/d", "ro": true}]}"#).is_err());
+        assert!(VmConfig::from_json("not json").is_err());
+    }
+}
