@@ -60,8 +60,8 @@ done
 printf '%-18s %14s %10s  %s\n' target executions exec/s result
 for t in "${targets[@]}"; do
     log="$logdir/$t.log"
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -n 1)
-    rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | awk '{print $2}' | tail -n 1)
+    execs=$(awk '/stat::number_of_executed_units:/ {print $2}' "$log" | tail -n 1)
+    rate=$(awk '/stat::average_exec_per_sec:/ {print $2}' "$log" | tail -n 1)
     if grep -q 'SUMMARY\|panicked\|deadly signal' "$log"; then
         result="CRASH (see $log and fuzz/artifacts/$t/)"
         failed=1
