@@ -10,6 +10,7 @@
 pub mod measure;
 pub mod plain;
 pub mod plan;
+pub mod snp;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
