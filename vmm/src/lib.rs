@@ -24,10 +24,12 @@ pub mod irq;
 pub mod launch_log;
 pub mod measure;
 pub mod seccomp;
+pub mod snp;
+pub mod snp_launch;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;
 
 pub use builder::{build_vm, BuildError};
-pub use config::{ConfigError, KernelSource, VmConfig};
+pub use config::{ConfigError, KernelSource, SnpConfig, Tee, VmConfig};
 pub use vm::{RunError, Vm, VmExit};

@@ -136,6 +136,17 @@ struct RunArgs {
     /// Run without the seccomp filters that confine cvmm's threads (for debugging only).
     #[arg(long)]
     no_seccomp: bool,
+    /// Launch a confidential guest: snp (AMD SEV-SNP). Needs SNP hardware, or --emulated.
+    #[arg(long, value_name = "snp")]
+    tee: Option<String>,
+    /// Run the confidential guest on cvmm's software-emulated platform (never chosen
+    /// silently: without this flag, --tee needs the hardware).
+    #[arg(long, requires = "tee")]
+    emulated: bool,
+    /// TEE launch options with QEMU's sev-snp-guest names and value formats:
+    /// policy=0x30000,host-data=BASE64.
+    #[arg(long, requires = "tee", value_name = "KEY=VALUE,...")]
+    tee_options: Option<String>,
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
@@ -223,6 +234,8 @@ fn effective_config(args: RunArgs, matches: &clap::ArgMatches) -> Result<VmConfi
         vsock: args.vsock,
         guest_memory: args.guest_memory,
         seccomp: !args.no_seccomp,
+        tee: tee_from_flags(args.tee.as_deref(), args.emulated, args.tee_options.as_deref())
+            .map_err(|message| vmm::config_file::ConfigFileError::Field { field: "tee", message })?,
     };
     let Some(path) = &args.config else { return Ok(from_flags) };
     let mut config = VmConfig::from_json_file(path)?;
@@ -269,7 +282,25 @@ fn effective_config(args: RunArgs, matches: &clap::ArgMatches) -> Result<VmConfi
     if given("no_seccomp") {
         config.seccomp = false;
     }
+    if given("tee") {
+        config.tee = from_flags.tee;
+    }
     Ok(config)
+}
+
+/// The TEE the flags describe.
+fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> Result<vmm::Tee, String> {
+    match tee {
+        None => Ok(vmm::Tee::None),
+        Some("snp") => {
+            let mut snp = vmm::SnpConfig { emulated, ..Default::default() };
+            if let Some(o) = options {
+                snp.apply_options(o)?;
+            }
+            Ok(vmm::Tee::Snp(snp))
+        }
+        Some(other) => Err(format!("--tee {other}: cvmm knows snp")),
+    }
 }
 
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {

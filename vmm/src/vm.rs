@@ -47,6 +47,15 @@ pub enum VmEvent {
         /// What happened.
         message: String,
     },
+    /// A confidential guest asked its platform to terminate it (GHCB termination).
+    GuestTerminated {
+        /// The vCPU.
+        vcpu: u32,
+        /// Reason set.
+        set: u64,
+        /// Reason code.
+        code: u64,
+    },
 }
 
 /// How a VM ended.
@@ -76,6 +85,16 @@ pub enum VmExit {
         vcpu: u32,
         /// What happened.
         message: String,
+    },
+    /// A confidential guest asked to be terminated (SEV-SNP GHCB termination request,
+    /// TDX fatal error), with its reason.
+    GuestTerminated {
+        /// The vCPU.
+        vcpu: u32,
+        /// Reason set (SNP) or error class.
+        set: u64,
+        /// Reason code.
+        code: u64,
     },
 }
 
@@ -108,6 +127,9 @@ impl std::fmt::Display for VmExit {
                 write!(f, "the guest did not finish within {:.1} s; the watchdog ended the VM", t.as_secs_f64())
             }
             VmExit::VcpuFailed { vcpu, message } => write!(f, "vCPU {vcpu} failed: {message}"),
+            VmExit::GuestTerminated { vcpu, set, code } => {
+                write!(f, "the guest asked to be terminated on vCPU {vcpu}: reason set {set}, code {code:#x}")
+            }
         }
     }
 }
@@ -121,6 +143,7 @@ impl From<VmEvent> for VmExit {
             VmEvent::TripleFault { vcpu } => VmExit::TripleFault { vcpu },
             VmEvent::Crash { vcpu } => VmExit::Crash { vcpu },
             VmEvent::VcpuFailed { vcpu, message } => VmExit::VcpuFailed { vcpu, message },
+            VmEvent::GuestTerminated { vcpu, set, code } => VmExit::GuestTerminated { vcpu, set, code },
         }
     }
 }
@@ -182,6 +205,8 @@ pub struct Vm {
     pub(crate) seccomp: bool,
     pub(crate) steps: StepTimes,
     pub(crate) backend_name: &'static str,
+    /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
+    pub(crate) snp: Option<(Arc<launch::snp::emulated::EmulatedSnpPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     pub(crate) vm: Arc<VmFd>,
     pub(crate) mem: GuestMemoryMmap,
 }
@@ -270,6 +295,9 @@ impl Vm {
                 events: self.events_tx.clone(),
                 seccomp: vcpu_filter.clone(),
                 ready: ready_tx.clone(),
+                snp: self.snp.as_ref().map(|(platform, cpuid)| {
+                    crate::snp::SnpVcpuExits::new(index, platform.clone(), self.shared.clone(), cpuid.clone())
+                }),
             };
             let spawned =
                 std::thread::Builder::new().name(format!("vcpu{index}")).spawn(move || run_vcpu(vcpu, index, ctx));
