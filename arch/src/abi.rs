@@ -46,6 +46,8 @@ pub const FLAG_SNP: u32 = 1 << 1;
 pub const FLAG_EMULATED_PLATFORM: u32 = 1 << 2;
 /// Offset of the 32-bit entry from a cvmm guest program's ELF entry point.
 pub const ENTRY32_OFFSET: u64 = 0x40;
+/// The 8 bytes right before the 32-bit entry, which mark a program that has one.
+pub const ENTRY32_MARKER: [u8; 8] = *b"CVMM-E32";
 
 /// I/O port of the 16550 debug serial console (COM1).
 pub const SERIAL_PORT: u16 = 0x3f8;

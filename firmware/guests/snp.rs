@@ -56,6 +56,8 @@ const MMIO_HOLE_START: u64 = 0xc000_0000;
 
 global_asm!(
     ".section .text.entry32, \"ax\"",
+    // The marker cvmm checks before it launches a program at its 32-bit entry.
+    ".ascii \"CVMM-E32\"",
     ".code32",
     ".global _start32",
     "_start32:",
@@ -260,18 +262,18 @@ fn validate_range(start: u64, end: u64) -> bool {
     true
 }
 
-fn ghcb_write<T: Copy>(off: usize, v: T) {
+pub fn ghcb_write<T: Copy>(off: usize, v: T) {
     // SAFETY: the GHCB is a shared page this vCPU owns; `off` is a field offset.
     unsafe { core::ptr::write_volatile((GHCB_GPA.load(Ordering::Relaxed) + off as u64) as *mut T, v) }
 }
 
-fn ghcb_read<T: Copy>(off: usize) -> T {
+pub fn ghcb_read<T: Copy>(off: usize) -> T {
     // SAFETY: as for ghcb_write; each field is read once.
     unsafe { core::ptr::read_volatile((GHCB_GPA.load(Ordering::Relaxed) + off as u64) as *const T) }
 }
 
 /// Sets a save-area field and marks it valid.
-fn ghcb_set(off: usize, v: u64) {
+pub fn ghcb_set(off: usize, v: u64) {
     ghcb_write::<u64>(off, v);
     let bit = valid_bit(off);
     let word = OFF_VALID_BITMAP + (bit / 64) * 8;
@@ -291,7 +293,7 @@ pub fn ghcb_call(code: u64, info1: u64, info2: u64) -> Result<u64, u64> {
 }
 
 /// Completes a call whose fields are already set (after [`ghcb_call`]'s prologue).
-fn ghcb_call_prepared() -> Result<u64, u64> {
+pub fn ghcb_call_prepared() -> Result<u64, u64> {
     ghcb_write::<u16>(OFF_PROTOCOL_VERSION, GHCB_PROTOCOL_VERSION);
     ghcb_write::<u32>(OFF_GHCB_USAGE, 0);
     if !GHCB_MSR_SET.load(Ordering::Relaxed) {
@@ -309,7 +311,7 @@ fn ghcb_call_prepared() -> Result<u64, u64> {
 
 /// Starts a call with extra fields: clears the valid bitmap and sets the exit fields;
 /// the caller sets more with [`ghcb_set`] and finishes with [`ghcb_call_prepared`].
-fn ghcb_begin(code: u64, info1: u64, info2: u64) {
+pub fn ghcb_begin(code: u64, info1: u64, info2: u64) {
     ghcb_write::<u64>(OFF_VALID_BITMAP, 0);
     ghcb_write::<u64>(OFF_VALID_BITMAP + 8, 0);
     ghcb_set(OFF_SW_EXIT_CODE, code);

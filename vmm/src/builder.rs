@@ -279,6 +279,25 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     })
 }
 
+/// The SEV-SNP launch plan `config` describes and its launch digest, as the launch
+/// would produce them (the CPUID page, whose contents are not measured, left empty):
+/// what `cvmm measure --tee snp` prints for the arguments of a `cvmm run`.
+pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [u8; 48]), BuildError> {
+    let layout = config.validate()?;
+    let Tee::Snp(snp) = &config.tee else {
+        return Err(BuildError::Config(ConfigError::NotSnp));
+    };
+    let mut image = open_kernel(&config.kernel)?;
+    // The same loader writes the program into scratch memory (never touched, so never
+    // allocated beyond the program's own pages).
+    let mem = create_guest_memory(&layout, GuestMemoryPolicy::Dump)?;
+    let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
+    let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, None)?;
+    let digest = launch::measure::snp::launch_digest(&plan)
+        .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
+    Ok((plan, digest))
+}
+
 /// A kernel image: the embedded demo guest or a file.
 enum KernelImage {
     Demo(Cursor<&'static [u8]>),

@@ -285,12 +285,12 @@ pub enum ConfigError {
     /// A timeout of zero.
     #[error("timeout: must be greater than zero")]
     ZeroTimeout,
+    /// A question about an SEV-SNP launch for a configuration without `--tee snp`.
+    #[error("tee: this needs an SEV-SNP configuration (--tee snp)")]
+    NotSnp,
     /// An SEV-SNP guest with more memory than cvmm's firmware maps.
     #[error("memory: an SEV-SNP guest may have at most {} MiB (cvmm's guest firmware maps the memory below the MMIO hole)", MAX_SNP_MEMORY >> 20)]
     SnpMemory,
-    /// An SEV-SNP launch of something other than cvmm's own guest programs.
-    #[error("kernel: an SEV-SNP guest boots cvmm's demo guest only (direct Linux boot under SNP needs cvmm's firmware handoff, not done yet)")]
-    SnpKernel,
     /// More virtio devices than interrupt lines.
     #[error("devices: {0} virtio devices, more than the {max} cvmm can wire", max = arch::layout::VIRTIO_MAX_DEVICES)]
     TooManyDevices(usize),
@@ -312,9 +312,6 @@ impl VmConfig {
         if let Tee::Snp(_) = &self.tee {
             if self.memory > MAX_SNP_MEMORY {
                 return Err(ConfigError::SnpMemory);
-            }
-            if self.kernel != KernelSource::Demo {
-                return Err(ConfigError::SnpKernel);
             }
         }
         let n = self.virtio_devices().len();

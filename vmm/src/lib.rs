@@ -30,6 +30,6 @@ pub mod stats;
 pub mod vcpu;
 pub mod vm;
 
-pub use builder::{build_vm, BuildError};
+pub use builder::{build_vm, snp_measurement, BuildError};
 pub use config::{ConfigError, KernelSource, SnpConfig, Tee, VmConfig};
 pub use vm::{RunError, Vm, VmExit};

@@ -30,15 +30,14 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct MeasureArgs {
-    /// The TEE: snp (launch digest) or tdx (MRTD).
-    #[arg(long, value_parser = parse_tee)]
-    tee: vmm::measure::Tee,
+    /// The arguments of the `cvmm run` to measure (with --tee snp or tdx). Without
+    /// --firmware, the measurement is that of cvmm's own direct boot of that
+    /// configuration; with it, that of the firmware image's launch.
+    #[command(flatten)]
+    run: RunArgs,
     /// Firmware image (an OVMF.fd with SEV/TDX metadata).
     #[arg(long, alias = "ovmf")]
-    firmware: PathBuf,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1)]
-    vcpus: u32,
+    firmware: Option<PathBuf>,
     /// SNP vCPU type, as sev-snp-measure names them: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...
     #[arg(long)]
     vcpu_type: Option<String>,
@@ -48,15 +47,6 @@ struct MeasureArgs {
     /// SNP: whose launch conventions to follow: qemu (default), ec2 or gce.
     #[arg(long)]
     vmm_type: Option<String>,
-    /// SNP measured direct boot: the kernel whose hash goes into the kernel-hashes page.
-    #[arg(long)]
-    kernel: Option<PathBuf>,
-    /// SNP measured direct boot: the initrd.
-    #[arg(long)]
-    initrd: Option<PathBuf>,
-    /// SNP measured direct boot: the kernel command line.
-    #[arg(long, alias = "append")]
-    cmdline: Option<String>,
     /// Print every value as one JSON object instead of the bare measurement.
     #[arg(long)]
     json: bool,
@@ -174,21 +164,32 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("run").expect("the run subcommand was parsed");
             run(args, sub)
         }
-        Command::Measure(args) => measure(args),
+        Command::Measure(args) => {
+            let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
+            measure(args, sub)
+        }
     }
 }
 
-fn measure(args: MeasureArgs) -> ExitCode {
+fn measure(args: MeasureArgs, matches: &clap::ArgMatches) -> ExitCode {
+    let tee = match args.run.tee.as_deref().map(parse_tee) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return fail(&std::io::Error::other(e)),
+        None => return fail(&std::io::Error::other("--tee is required: snp or tdx")),
+    };
+    let Some(firmware) = args.firmware else {
+        return measure_direct_boot(args.run, matches, args.json, args.launch_log.as_deref());
+    };
     let opts = vmm::measure::MeasureOptions {
-        tee: args.tee,
-        firmware: args.firmware,
-        vcpus: args.vcpus,
+        tee,
+        firmware,
+        vcpus: args.run.vcpus,
         vcpu_type: args.vcpu_type,
         vmm_type: args.vmm_type,
         guest_features: args.guest_features,
-        kernel: args.kernel,
-        initrd: args.initrd,
-        cmdline: args.cmdline,
+        kernel: args.run.kernel,
+        initrd: args.run.initrd,
+        cmdline: args.run.cmdline,
         firmware_hashes: args.json,
         launch_log: args.launch_log.is_some(),
     };
@@ -212,6 +213,46 @@ fn measure(args: MeasureArgs) -> ExitCode {
         }
     } else {
         println!("{}", report.measurement());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `cvmm measure --tee snp [run arguments]`: the launch digest of cvmm's own direct
+/// boot of that configuration.
+fn measure_direct_boot(
+    run: RunArgs,
+    matches: &clap::ArgMatches,
+    json: bool,
+    launch_log: Option<&std::path::Path>,
+) -> ExitCode {
+    let config = match effective_config(run, matches) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let (plan, digest) = match vmm::snp_measurement(&config) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if let Some(path) = launch_log {
+        let lines = vmm::launch_log::to_json_lines(&vmm::measure::snp_log(&plan));
+        if let Err(e) = std::fs::write(path, lines) {
+            return fail(&std::io::Error::new(
+                e.kind(),
+                format!("cannot write the launch log {}: {e}", path.display()),
+            ));
+        }
+    }
+    if json {
+        let report = serde_json::json!({
+            "tee": "snp",
+            "digest": hex::encode(digest),
+            "vcpus": config.vcpus,
+            "plan_ranges": plan.ranges.len(),
+            "tee_name": config.tee.name(),
+        });
+        println!("{report:#}");
+    } else {
+        println!("{}", hex::encode(digest));
     }
     ExitCode::SUCCESS
 }
@@ -323,6 +364,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
         Ok(vm) => vm,
         Err(e) => return fail(&e),
     };
+    if let Some(m) = vm.launch_measurement() {
+        log::info!("{} launch measurement: {}", vm.backend_name(), hex::encode(m));
+    }
+
     log::info!("launched with {}", vm.backend_name());
     let exit = match vm.run() {
         Ok(exit) => exit,

@@ -17,8 +17,8 @@
 use std::sync::Arc;
 
 use arch::abi::{
-    BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, ENTRY32_OFFSET, FLAG_CONFIDENTIAL,
-    FLAG_EMULATED_PLATFORM, FLAG_SNP,
+    BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, ENTRY32_MARKER, ENTRY32_OFFSET,
+    FLAG_CONFIDENTIAL, FLAG_EMULATED_PLATFORM, FLAG_SNP,
 };
 use arch::layout::{MemoryLayout, BOOT_INFO_START, PAGE_TABLES_START};
 use firmware::kernel::LoadedKernel;
@@ -54,6 +54,9 @@ pub enum SnpLaunchError {
         /// The 64-bit entry point.
         entry: u64,
     },
+    /// The program has no 32-bit entry (it is not one of cvmm's guest programs).
+    #[error("the kernel is not a cvmm guest program with a 32-bit entry (no {:?} marker at entry + 0x38): an SEV-SNP guest boots cvmm's own programs (direct Linux boot under SNP is not done yet)", std::str::from_utf8(&ENTRY32_MARKER).unwrap_or_default())]
+    NoEntry32,
     /// The plan is inconsistent.
     #[error(transparent)]
     Plan(#[from] launch::plan::snp::SnpPlanError),
@@ -105,7 +108,12 @@ pub fn snp_plan(
         firmware::kernel::KernelKind::Pvh { entry } => entry,
         _ => 0,
     } + ENTRY32_OFFSET;
-    let entry = u32::try_from(entry).map_err(|_| SnpLaunchError::Entry { entry })?;
+    let entry = u32::try_from(entry).map_err(|_| SnpLaunchError::Entry { entry: u64::from(u32::MAX) })?;
+    let mut marker = [0u8; 8];
+    let at = GuestAddress(u64::from(entry) - 8);
+    if mem.read_slice(&mut marker, at).is_err() || marker != ENTRY32_MARKER {
+        return Err(SnpLaunchError::NoEntry32);
+    }
 
     let mut info_page = vec![0u8; PAGE as usize];
     info_page[..BOOT_INFO_SIZE].copy_from_slice(&boot_info(config, layout, snp).to_bytes());

@@ -237,6 +237,12 @@ impl Vm {
         &self.shared
     }
 
+    /// The launch measurement the (emulated) platform computed for a confidential VM:
+    /// the SEV-SNP launch digest.
+    pub fn launch_measurement(&self) -> Option<[u8; 48]> {
+        self.snp.as_ref().and_then(|(platform, _)| platform.psp().measurement())
+    }
+
     /// Which launch backend built this VM.
     pub fn backend_name(&self) -> &'static str {
         self.backend_name
