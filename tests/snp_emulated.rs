@@ -33,6 +33,21 @@ fn demo_guest_boots_on_the_emulated_snp_platform_through_virtio_console() {
 }
 
 #[test]
+fn application_processors_are_created_by_the_guest_and_validate_memory_with_it() {
+    let config = VmConfig { vcpus: 4, ..snp_config() };
+    let console = SharedBuf::default();
+    let mut vm = build_vm(&config, Box::new(console.clone())).expect("build");
+    assert_eq!(vm.run().expect("run"), VmExit::GuestExit(0), "console: {}", console.text());
+    assert!(console.text().starts_with("Hello from the cvmm demo guest: 4 vCPUs, 256 MiB"));
+    let platform = vm.snp_platform().expect("emulated SNP");
+    assert_eq!(platform.aps_started(), 3);
+    // Everything but the 4 MiB bounce region was validated (by all four vCPUs).
+    let rmp = platform.rmp();
+    assert_eq!(rmp.pages(), 65536);
+    assert_eq!(rmp.validated_pages(), 65536 - 1024);
+}
+
+#[test]
 fn the_launch_measurement_equals_cvmm_measure_for_the_same_arguments() {
     let config = VmConfig { memory: 128 << 20, rng: true, ..snp_config() };
     let mut vm = build_vm(&config, Box::new(SharedBuf::default())).expect("build");

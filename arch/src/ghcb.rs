@@ -216,3 +216,58 @@ pub const PVALIDATE_SUCCESS: u64 = 0;
 pub const PVALIDATE_FAIL_INPUT: u64 = 1;
 /// The RMP entry's page size does not match the request.
 pub const PVALIDATE_FAIL_SIZEMISMATCH: u64 = 6;
+
+/// RMPADJUST attribute: the page becomes a VMSA (RDX bit 16).
+pub const RMPADJUST_VMSA: u64 = 1 << 16;
+
+/// VMSA (SEV-ES save area) field offsets a guest fills to create an AP (AMD APM vol. 2
+/// table B-4; Linux `struct sev_es_save_area`). Segments are 16 bytes: selector (u16),
+/// attributes (u16, VMCB format), limit (u32), base (u64).
+pub mod vmsa {
+    /// ES.
+    pub const ES: usize = 0x000;
+    /// CS.
+    pub const CS: usize = 0x010;
+    /// SS.
+    pub const SS: usize = 0x020;
+    /// DS.
+    pub const DS: usize = 0x030;
+    /// FS.
+    pub const FS: usize = 0x040;
+    /// GS.
+    pub const GS: usize = 0x050;
+    /// GDTR.
+    pub const GDTR: usize = 0x060;
+    /// LDTR.
+    pub const LDTR: usize = 0x070;
+    /// IDTR.
+    pub const IDTR: usize = 0x080;
+    /// TR.
+    pub const TR: usize = 0x090;
+    /// EFER.
+    pub const EFER: usize = 0x0d0;
+    /// CR4.
+    pub const CR4: usize = 0x148;
+    /// CR3.
+    pub const CR3: usize = 0x150;
+    /// CR0.
+    pub const CR0: usize = 0x158;
+    /// DR7.
+    pub const DR7: usize = 0x160;
+    /// DR6.
+    pub const DR6: usize = 0x168;
+    /// RFLAGS.
+    pub const RFLAGS: usize = 0x170;
+    /// RIP.
+    pub const RIP: usize = 0x178;
+    /// RSP.
+    pub const RSP: usize = 0x1d8;
+    /// Guest PAT.
+    pub const G_PAT: usize = 0x268;
+    /// RDI.
+    pub const RDI: usize = 0x338;
+    /// SEV_FEATURES.
+    pub const SEV_FEATURES: usize = 0x3b0;
+    /// XCR0.
+    pub const XCR0: usize = 0x3e8;
+}

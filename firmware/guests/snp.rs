@@ -146,6 +146,15 @@ global_asm!(
     "    call snp_start",
     "9:  hlt",
     "    jmp 9b",
+    // Application processors start here, in long mode, from the VMSA the BSP built:
+    // RSP is their stack, RDI their index.
+    ".code64",
+    ".global snp_ap_entry",
+    "snp_ap_entry:",
+    "    call snp_ap_main",
+    "10: cli",
+    "    hlt",
+    "    jmp 10b",
     // The 64-bit GDT (null, code 0x08, data 0x10) and its 32-bit LGDT operand.
     ".section .rodata.gdt64, \"a\"",
     ".balign 8",
@@ -162,6 +171,20 @@ static EMULATED: AtomicBool = AtomicBool::new(false);
 /// Whether the GHCB MSR currently holds the GHCB's GPA (an MSR-protocol call
 /// overwrites it).
 static GHCB_MSR_SET: AtomicBool = AtomicBool::new(false);
+/// Application processors: their VMSAs and stacks (1-2 MiB, validated by the BSP
+/// before it starts them).
+const AP_VMSA_BASE: u64 = 0x10_0000;
+const AP_STACK_BASE: u64 = 0x18_0000;
+/// The most vCPUs cvmm's firmware starts.
+pub const MAX_VCPUS: u64 = 128;
+/// Set by each AP when its share of memory is validated (1) or failed (2).
+static AP_DONE: [core::sync::atomic::AtomicU8; MAX_VCPUS as usize] =
+    [const { core::sync::atomic::AtomicU8::new(0) }; MAX_VCPUS as usize];
+/// What the APs validate: [2 MiB, TOP) without the bounce region, 2 MiB page number
+/// `n` by vCPU `n % VCPUS`.
+static VALIDATE_TOP: AtomicU64 = AtomicU64::new(0);
+static BOUNCE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static VCPUS: AtomicU64 = AtomicU64::new(1);
 /// The guest request message sequence number last used.
 static SEQNO: AtomicU64 = AtomicU64::new(0);
 
@@ -240,8 +263,17 @@ pub fn pvalidate(va: u64, huge: bool, validate: bool) -> (u64, bool) {
 /// Validates `[start, end)` (2 MiB aligned) 2 MiB at a time, 4 KiB where the RMP has
 /// the region split. Returns false on any other failure.
 fn validate_range(start: u64, end: u64) -> bool {
+    validate_strided(start, end, 0, 1)
+}
+
+/// Validates the 2 MiB pages `n` of `[start, end)` with `n % stride == which`.
+fn validate_strided(start: u64, end: u64, which: u64, stride: u64) -> bool {
     let mut at = start;
     while at < end {
+        if (at / TWO_MIB) % stride != which {
+            at += TWO_MIB;
+            continue;
+        }
         let (rc, _) = pvalidate(at, true, true);
         match rc {
             PVALIDATE_SUCCESS => {}
@@ -413,6 +445,74 @@ pub fn request_pages() -> (u64, u64, u64) {
     (area + REQ_PAGE_OFFSET, area + RESP_PAGE_OFFSET, area + CERTS_OFFSET)
 }
 
+/// Validates vCPU `which`'s share of the memory above 2 MiB.
+fn validate_share(which: u64, stride: u64) -> bool {
+    let top = VALIDATE_TOP.load(Ordering::Relaxed);
+    let (b0, b1) = (BOUNCE[0].load(Ordering::Relaxed), BOUNCE[1].load(Ordering::Relaxed));
+    validate_strided(TWO_MIB, b0.clamp(TWO_MIB, top), which, stride) && validate_strided(b1.min(top), top, which, stride)
+}
+
+/// Creates AP `index` from a VMSA of its own: 64-bit mode on the BSP's page tables.
+fn start_ap(index: u64) -> bool {
+    let page = AP_VMSA_BASE + index * FOUR_KIB;
+    // SAFETY: the page is validated private memory in 1-2 MiB that only this code uses.
+    unsafe { core::ptr::write_bytes(page as *mut u8, 0, FOUR_KIB as usize) };
+    let rc: u64;
+    // SAFETY: RMPADJUST (target VMPL 1, VMSA bit) of that page: it becomes a VMSA.
+    unsafe {
+        asm!(".byte 0xf3, 0x0f, 0x01, 0xfe", inout("rax") page => rc, in("rcx") 0u64,
+             in("rdx") RMPADJUST_VMSA | 1, options(nostack));
+    }
+    if rc != 0 {
+        return false;
+    }
+    let put = |off: usize, v: u64| {
+        // SAFETY: `off` is a VMSA field offset inside the page.
+        unsafe { core::ptr::write_volatile((page + off as u64) as *mut u64, v) }
+    };
+    let seg = |off: usize, selector: u64, attrib: u64, limit: u64, base: u64| {
+        put(off, selector | (attrib << 16) | (limit << 32));
+        put(off + 8, base);
+    };
+    let gdt: u64;
+    // SAFETY: takes the address of the GDT the stub loaded.
+    unsafe { asm!("lea {}, [rip + gdt64]", out(reg) gdt, options(nomem, nostack, preserves_flags)) };
+    seg(vmsa::CS, 0x08, 0x29b, 0xffff_ffff, 0);
+    for off in [vmsa::DS, vmsa::ES, vmsa::SS, vmsa::FS, vmsa::GS] {
+        seg(off, 0x10, 0xc93, 0xffff_ffff, 0);
+    }
+    seg(vmsa::GDTR, 0, 0, 23, gdt);
+    seg(vmsa::IDTR, 0, 0, 0xffff, 0);
+    seg(vmsa::LDTR, 0, 0x82, 0xffff, 0);
+    seg(vmsa::TR, 0, 0x8b, 0xffff, 0);
+    put(vmsa::EFER, 0x1500); // SVME | LMA | LME
+    put(vmsa::CR0, 0x8000_0011);
+    put(vmsa::CR3, PT_BASE);
+    put(vmsa::CR4, 0x60); // PAE | MCE
+    put(vmsa::DR6, 0xffff_0ff0);
+    put(vmsa::DR7, 0x400);
+    put(vmsa::RFLAGS, 2);
+    let entry: u64;
+    // SAFETY: takes the address of the AP entry point.
+    unsafe { asm!("lea {}, [rip + snp_ap_entry]", out(reg) entry, options(nomem, nostack, preserves_flags)) };
+    put(vmsa::RIP, entry);
+    put(vmsa::RSP, AP_STACK_BASE + (index + 1) * FOUR_KIB);
+    put(vmsa::RDI, index);
+    put(vmsa::G_PAT, 0x0007_0406_0007_0406);
+    put(vmsa::XCR0, 1);
+    put(vmsa::SEV_FEATURES, 1);
+    ghcb_begin(EXIT_AP_CREATION, (index << 32) | AP_CREATE, page);
+    ghcb_set(OFF_RAX, 1);
+    ghcb_call_prepared().is_ok()
+}
+
+/// An application processor's work: validate its share, report, park.
+#[no_mangle]
+extern "C" fn snp_ap_main(index: u64) {
+    let ok = validate_share(index, VCPUS.load(Ordering::Relaxed));
+    AP_DONE[index as usize % MAX_VCPUS as usize].store(if ok { 1 } else { 2 }, Ordering::Release);
+}
+
 /// The 64-bit continuation of `_start32`: prepares the SNP guest, then runs the
 /// guest program. Termination codes (reason set 0): 1 protocol, 2 SNP features; set 0
 /// code 0x10+ are cvmm firmware failures (0x10 validation, 0x11 GHCB sharing, 0x12
@@ -438,12 +538,18 @@ extern "C" fn snp_start(boot_info: u64) -> ! {
         terminate(TERM_SNP_UNSUPPORTED);
     }
 
-    // Validate RAM below the MMIO hole, except the bounce region, which is shared.
+    // Validate RAM below the MMIO hole, except the bounce region, which is shared:
+    // the first 2 MiB here, the rest spread over every vCPU.
     let bounce = (info.bounce_base, info.bounce_base + info.bounce_size);
     let top = info.mem_size.min(MMIO_HOLE_START) & !(TWO_MIB - 1);
-    if !validate_range(0, bounce.0.min(top)) || !validate_range(bounce.1.min(top), top) {
+    if !validate_range(0, TWO_MIB) {
         terminate(0x10);
     }
+    let vcpus = u64::from(info.vcpus).clamp(1, MAX_VCPUS);
+    VALIDATE_TOP.store(top, Ordering::Relaxed);
+    BOUNCE[0].store(bounce.0, Ordering::Relaxed);
+    BOUNCE[1].store(bounce.1, Ordering::Relaxed);
+    VCPUS.store(vcpus, Ordering::Relaxed);
 
     // The GHCB: first page of the bounce region, shared with the MSR protocol.
     let ghcb = bounce.0;
@@ -458,6 +564,26 @@ extern "C" fn snp_start(boot_info: u64) -> ! {
     GHCB_GPA.store(ghcb, Ordering::Relaxed);
     if !page_state_change(bounce.0, bounce.1 - bounce.0, true) {
         terminate(0x13);
+    }
+
+    // Start the APs (AP creation) if the hypervisor offers it; each validates its share.
+    let started = if vcpus > 1 && (features >> 12) & HV_FT_SNP_AP_CREATION != 0 { vcpus } else { 1 };
+    for i in 1..started {
+        if !start_ap(i) {
+            terminate(0x15);
+        }
+    }
+    if !validate_share(0, started) {
+        terminate(0x10);
+    }
+    for i in 1..started as usize {
+        loop {
+            match AP_DONE[i].load(Ordering::Acquire) {
+                0 => core::hint::spin_loop(),
+                1 => break,
+                _ => terminate(0x10),
+            }
+        }
     }
 
     info.bounce_base += FIRMWARE_SHARED;

@@ -121,6 +121,12 @@ const KVM_SET_REGS: u64 = 0x4090_ae82;
 const KVM_TRANSLATE: u64 = 0xc018_ae85;
 const KVM_GET_MSRS: u64 = 0xc008_ae88;
 const KVM_SET_MSRS: u64 = 0x4008_ae89;
+/// An SNP AP's start from its VMSA: `_IOR(KVMIO, 0x83, struct kvm_sregs)`,
+/// `_IOW(KVMIO, 0x84, struct kvm_sregs)`.
+const KVM_GET_SREGS: u64 = 0x8138_ae83;
+const KVM_SET_SREGS: u64 = 0x4138_ae84;
+/// `_IOW(KVMIO, 0x99, struct kvm_mp_state)`: a created AP becomes runnable.
+const KVM_SET_MP_STATE: u64 = 0x4004_ae99;
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
@@ -135,8 +141,18 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             // SNP platform's PVALIDATE/RMPADJUST (translate the address, complete the
             // instruction) and GHCB MSR requests. Nothing else: in particular no ioctl
             // that creates or changes memory or vCPUs.
-            let ioctls =
-                [KVM_RUN, KVM_GET_REGS, KVM_SET_GSI_ROUTING, KVM_SET_REGS, KVM_TRANSLATE, KVM_GET_MSRS, KVM_SET_MSRS];
+            let ioctls = [
+                KVM_RUN,
+                KVM_GET_REGS,
+                KVM_SET_GSI_ROUTING,
+                KVM_SET_REGS,
+                KVM_TRANSLATE,
+                KVM_GET_MSRS,
+                KVM_SET_MSRS,
+                KVM_GET_SREGS,
+                KVM_SET_SREGS,
+                KVM_SET_MP_STATE,
+            ];
             allow_if_any(&mut r, libc::SYS_ioctl, 1, &ioctls)?;
         }
         ThreadKind::Devices => {
@@ -256,6 +272,9 @@ mod tests {
         assert_eq!(KVM_TRANSLATE, ioc(3, 0x85, size_of::<kvm_bindings::kvm_translation>()));
         assert_eq!(KVM_GET_MSRS, ioc(3, 0x88, size_of::<kvm_bindings::kvm_msrs>()));
         assert_eq!(KVM_SET_MSRS, ioc(1, 0x89, size_of::<kvm_bindings::kvm_msrs>()));
+        assert_eq!(KVM_GET_SREGS, ioc(2, 0x83, size_of::<kvm_bindings::kvm_sregs>()));
+        assert_eq!(KVM_SET_SREGS, ioc(1, 0x84, size_of::<kvm_bindings::kvm_sregs>()));
+        assert_eq!(KVM_SET_MP_STATE, ioc(1, 0x99, size_of::<kvm_bindings::kvm_mp_state>()));
     }
 
     #[test]
@@ -272,7 +291,7 @@ mod tests {
         let vcpu = rules(ThreadKind::Vcpu).unwrap();
         let devices = rules(ThreadKind::Devices).unwrap();
         let main = rules(ThreadKind::Main).unwrap();
-        assert_eq!(vcpu[&libc::SYS_ioctl].len(), 7);
+        assert_eq!(vcpu[&libc::SYS_ioctl].len(), 10);
         assert_eq!(devices[&libc::SYS_ioctl].len(), 1, "FIONBIO only");
         assert!(!main.contains_key(&libc::SYS_ioctl));
         assert!(devices.contains_key(&libc::SYS_socket));

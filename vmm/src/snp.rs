@@ -23,7 +23,7 @@ use devices::virtio::SharedMemory;
 use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, Msrs};
 use kvm_ioctls::VcpuFd;
 use launch::snp::emulated::{EmulatedSnpPlatform, PvalidateResult, C_BIT, C_BIT_MASK, SEV_STATUS};
-use vm_memory::{Bytes, GuestAddress, GuestAddressSpace};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryMmap};
 
 use crate::vm::VmEvent;
 
@@ -44,6 +44,8 @@ pub struct SnpVcpuExits {
     platform: Arc<EmulatedSnpPlatform>,
     shared: Arc<SharedMemory>,
     cpuid: Arc<[kvm_cpuid_entry2]>,
+    /// All of guest memory: only the platform's own reads (VMSAs) use it.
+    mem: GuestMemoryMmap,
     /// The GHCB MSR's current value.
     ghcb_msr: u64,
     /// The GHCB GPA the guest registered, if any.
@@ -107,8 +109,24 @@ impl SnpVcpuExits {
         platform: Arc<EmulatedSnpPlatform>,
         shared: Arc<SharedMemory>,
         cpuid: Arc<[kvm_cpuid_entry2]>,
+        mem: GuestMemoryMmap,
     ) -> Self {
-        Self { index, platform, shared, cpuid, ghcb_msr: 0, registered: None }
+        Self { index, platform, shared, cpuid, mem, ghcb_msr: 0, registered: None }
+    }
+
+    /// For an AP: waits until the guest creates it, then gives the vCPU the state of
+    /// the guest's VMSA. `false` if the VM ended first or the state cannot be set.
+    pub fn wait_for_creation(&self, vcpu: &mut VcpuFd, stopping: &std::sync::atomic::AtomicBool) -> bool {
+        if self.index == 0 {
+            return true;
+        }
+        let Some(state) = self.platform.wait_ap_start(self.index, stopping) else { return false };
+        log::debug!("vCPU {}: created by the guest, starting at {:#x}", self.index, state.rip);
+        let Ok(sregs) = vcpu.get_sregs() else { return false };
+        let (regs, sregs) = launch::snp::emulated::vcpu_registers(&state, sregs);
+        // An AP waits for INIT/SIPI in KVM's in-kernel LAPIC; a created AP runs at once.
+        let runnable = kvm_bindings::kvm_mp_state { mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE };
+        vcpu.set_sregs(&sregs).is_ok() && vcpu.set_regs(&regs).is_ok() && vcpu.set_mp_state(runnable).is_ok()
     }
 
     /// An intercepted RDMSR: the value, or `None` to inject #GP.
@@ -251,6 +269,7 @@ impl SnpVcpuExits {
             EXIT_MSR => &[OFF_RCX],
             EXIT_MMIO_READ | EXIT_MMIO_WRITE | EXIT_PSC => &[OFF_SW_SCRATCH],
             EXIT_EXT_GUEST_REQUEST => &[OFF_RAX, OFF_RBX],
+            EXIT_AP_CREATION => &[OFF_RAX],
             _ => &[],
         };
         if !needs.iter().all(|&o| g.valid(o)) {
@@ -270,6 +289,18 @@ impl SnpVcpuExits {
             EXIT_MMIO_READ | EXIT_MMIO_WRITE => self.mmio(g, code == EXIT_MMIO_WRITE, info1, info2, mmio),
             EXIT_PSC => self.psc(g),
             EXIT_HV_FEATURES => g.success(Some(HV_FT_SNP | HV_FT_SNP_AP_CREATION)),
+            EXIT_AP_CREATION => match info1 & 0xffff_ffff {
+                AP_CREATE | AP_CREATE_ON_INIT => {
+                    match self.platform.create_ap(info1 >> 32, info2, g.u64(OFF_RAX), &self.mem) {
+                        Ok(()) => g.success(None),
+                        Err(e) => {
+                            log::warn!("vCPU {}: {e}", self.index);
+                            g.error(ERR_INVALID_INPUT)
+                        }
+                    }
+                }
+                _ => g.error(ERR_INVALID_INPUT),
+            },
             EXIT_TERM_REQUEST => {
                 return Outcome::End(VmEvent::GuestTerminated {
                     vcpu: self.index,

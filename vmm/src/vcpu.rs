@@ -98,6 +98,13 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, mut ctx: VcpuContext) {
     }
     KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
     let mut snp = ctx.snp.take();
+    // An SNP AP runs only once the guest creates it from a VMSA of its own.
+    if let Some(s) = &snp {
+        if !s.wait_for_creation(&mut vcpu, &ctx.stopping) {
+            KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
+            return;
+        }
+    }
     let outcome = run_loop(&mut vcpu, index, &ctx, &mut snp);
     KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
     if let Some(event) = outcome {
@@ -109,6 +116,9 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, mut ctx: VcpuContext) {
 fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Option<VmEvent> {
     loop {
         if ctx.stopping.load(Ordering::Acquire) {
+            if log::log_enabled!(log::Level::Debug) {
+                log::debug!("vCPU {index} stopped at {:x?}", vcpu.get_regs().map(|r| (r.rip, r.rsp, r.rax, r.rcx)));
+            }
             return None;
         }
         let next = match vcpu.run() {

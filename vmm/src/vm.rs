@@ -243,6 +243,11 @@ impl Vm {
         self.snp.as_ref().and_then(|(platform, _)| platform.psp().measurement())
     }
 
+    /// The emulated SEV-SNP platform (RMP, PSP, AP creation) of an emulated SNP VM.
+    pub fn snp_platform(&self) -> Option<&Arc<launch::snp::emulated::EmulatedSnpPlatform>> {
+        self.snp.as_ref().map(|(platform, _)| platform)
+    }
+
     /// Which launch backend built this VM.
     pub fn backend_name(&self) -> &'static str {
         self.backend_name
@@ -302,7 +307,13 @@ impl Vm {
                 seccomp: vcpu_filter.clone(),
                 ready: ready_tx.clone(),
                 snp: self.snp.as_ref().map(|(platform, cpuid)| {
-                    crate::snp::SnpVcpuExits::new(index, platform.clone(), self.shared.clone(), cpuid.clone())
+                    crate::snp::SnpVcpuExits::new(
+                        index,
+                        platform.clone(),
+                        self.shared.clone(),
+                        cpuid.clone(),
+                        self.mem.clone(),
+                    )
                 }),
             };
             let spawned =

@@ -18,7 +18,9 @@
 //! instruction bytes (KVM_CAP_EXIT_ON_EMULATION_FAILURE); VMGEXIT is a port write to
 //! `arch::ghcb::EMULATED_VMGEXIT_PORT`. The VMM's GHCB handler does the rest.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use kvm_bindings::{
     kvm_enable_cap, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, KVM_CAP_EXIT_ON_EMULATION_FAILURE,
@@ -134,6 +136,16 @@ impl Rmp {
         self.index(gpa).map(|i| self.pages[i])
     }
 
+    /// How many pages of guest RAM are private and validated.
+    pub fn validated_pages(&self) -> usize {
+        self.pages.iter().filter(|p| p.private && p.validated).count()
+    }
+
+    /// How many pages of guest RAM there are.
+    pub fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
     /// Whether every page of the range is shared.
     pub fn is_shared(&self, gpa: u64, len: u64) -> bool {
         self.indexes(gpa, len).is_ok_and(|r| self.pages[r].iter().all(|p| !p.private))
@@ -223,16 +235,114 @@ pub struct EmulatedSnpOptions {
     pub host_data: [u8; 32],
 }
 
+/// Why an AP creation request is refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ApCreationError {
+    /// No such vCPU, or the BSP.
+    #[error("AP creation: vCPU {0} does not exist or is the BSP")]
+    NoSuchVcpu(u64),
+    /// The vCPU was already started.
+    #[error("AP creation: vCPU {0} is already running (re-creation is not supported)")]
+    AlreadyRunning(u64),
+    /// The VMSA page is not a private, validated page the guest made a VMSA.
+    #[error("AP creation: {0:#x} is not a VMSA page (RMPADJUST with the VMSA bit on a validated private page)")]
+    NotVmsa(u64),
+    /// The SEV features asked for are not the VM's.
+    #[error("AP creation: SEV features {asked:#x} are not the VM's {vm:#x}")]
+    Features {
+        /// In the request (RAX) or the VMSA.
+        asked: u64,
+        /// The VM's.
+        vm: u64,
+    },
+}
+
+/// One vCPU's start state for AP creation.
+#[derive(Debug, Clone)]
+enum ApSlot {
+    /// Waiting for the guest to create it.
+    Waiting,
+    /// Created: start from this state.
+    Start(Box<SnpVcpu>),
+    /// Running.
+    Running,
+}
+
 /// What the VMM's exit handlers share with the launch: the RMP and the PSP.
 #[derive(Debug)]
 pub struct EmulatedSnpPlatform {
     rmp: Mutex<Rmp>,
     psp: Mutex<EmulatedPsp>,
-    /// Every vCPU's launch state, for the vCPUs the VMM starts.
+    /// Every vCPU's launch state (all measured; only the BSP starts from it: SNP guests
+    /// start their APs with AP creation).
     vcpus: Mutex<Vec<SnpVcpu>>,
+    aps: Mutex<Vec<ApSlot>>,
+    ap_created: Condvar,
+    aps_started: AtomicU32,
 }
 
 impl EmulatedSnpPlatform {
+    /// SNP AP creation: vCPU `index` starts from the VMSA page at `vmsa_gpa` of `mem`,
+    /// which the guest made a VMSA with RMPADJUST; `features` is the SEV_FEATURES value
+    /// the guest asked for.
+    pub fn create_ap(
+        &self,
+        index: u64,
+        vmsa_gpa: u64,
+        features: u64,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), ApCreationError> {
+        let vm_features = self.vcpus.lock().unwrap_or_else(|e| e.into_inner()).first().map_or(0, |v| v.sev_features);
+        if features != vm_features {
+            return Err(ApCreationError::Features { asked: features, vm: vm_features });
+        }
+        match self.rmp().state(vmsa_gpa) {
+            Some(p) if p.private && p.validated && p.vmsa && vmsa_gpa % PAGE_SIZE == 0 => {}
+            _ => return Err(ApCreationError::NotVmsa(vmsa_gpa)),
+        }
+        let mut page = [0u8; PAGE];
+        mem.read_slice(&mut page, GuestAddress(vmsa_gpa)).map_err(|_| ApCreationError::NotVmsa(vmsa_gpa))?;
+        let state = crate::measure::snp::parse_vmsa(&page);
+        if state.sev_features != vm_features {
+            return Err(ApCreationError::Features { asked: state.sev_features, vm: vm_features });
+        }
+        let mut aps = self.aps.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = usize::try_from(index).ok().filter(|&i| i > 0).and_then(|i| aps.get_mut(i));
+        match slot {
+            None => Err(ApCreationError::NoSuchVcpu(index)),
+            Some(ApSlot::Waiting) => {
+                aps[index as usize] = ApSlot::Start(Box::new(state));
+                self.ap_created.notify_all();
+                Ok(())
+            }
+            Some(_) => Err(ApCreationError::AlreadyRunning(index)),
+        }
+    }
+
+    /// Blocks the thread of AP `index` until the guest creates it (its start state) or
+    /// `stopping` is set (`None`).
+    pub fn wait_ap_start(&self, index: u32, stopping: &AtomicBool) -> Option<SnpVcpu> {
+        let mut aps = self.aps.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if stopping.load(Ordering::Acquire) {
+                return None;
+            }
+            let slot = aps.get_mut(index as usize)?;
+            if let ApSlot::Start(state) = slot {
+                let state = (**state).clone();
+                *slot = ApSlot::Running;
+                self.aps_started.fetch_add(1, Ordering::Relaxed);
+                return Some(state);
+            }
+            aps = self.ap_created.wait_timeout(aps, Duration::from_millis(20)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// How many APs the guest created and cvmm started.
+    pub fn aps_started(&self) -> u32 {
+        self.aps_started.load(Ordering::Relaxed)
+    }
+
     /// The RMP.
     pub fn rmp(&self) -> MutexGuard<'_, Rmp> {
         self.rmp.lock().unwrap_or_else(|e| e.into_inner())
@@ -320,6 +430,9 @@ impl LaunchBackend for EmulatedSnp {
             rmp: Mutex::new(Rmp::new(mem)),
             psp: Mutex::new(EmulatedPsp::launch_start(self.options.policy, self.options.host_data)),
             vcpus: Mutex::new(Vec::new()),
+            aps: Mutex::new(Vec::new()),
+            ap_created: Condvar::new(),
+            aps_started: AtomicU32::new(0),
         };
         self.platform = Some(Arc::new(platform));
         Ok(())
@@ -359,6 +472,8 @@ impl LaunchBackend for EmulatedSnp {
                 VcpuState::Tdx { .. } => Err(LaunchError::Psp(PspError::NotSnp("vCPU state".into()))),
             })
             .collect::<Result<_, _>>()?;
+        let mut aps = platform.aps.lock().unwrap_or_else(|e| e.into_inner());
+        *aps = (0..vcpus.len()).map(|i| if i == 0 { ApSlot::Running } else { ApSlot::Waiting }).collect();
         Ok(())
     }
 
