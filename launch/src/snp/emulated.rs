@@ -297,7 +297,7 @@ impl EmulatedSnpPlatform {
             return Err(ApCreationError::Features { asked: features, vm: vm_features });
         }
         match self.rmp().state(vmsa_gpa) {
-            Some(p) if p.private && p.validated && p.vmsa && vmsa_gpa % PAGE_SIZE == 0 => {}
+            Some(p) if p.private && p.validated && p.vmsa && vmsa_gpa.is_multiple_of(PAGE_SIZE) => {}
             _ => return Err(ApCreationError::NotVmsa(vmsa_gpa)),
         }
         let mut page = [0u8; PAGE];
