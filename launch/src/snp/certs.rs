@@ -48,6 +48,7 @@ use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
+use super::guest_msg::{build_cert_table, cert_guid, CertTableEntry, GuestMsgError};
 use super::report::Tcb;
 
 /// The cache file in the chain directory.
@@ -425,6 +426,15 @@ impl EmulatedAmdChain {
         Ok(())
     }
 
+    /// The certificate table of the extended guest request: ARK, ASK and VCEK, DER.
+    pub fn cert_table(&self) -> Result<Vec<u8>, GuestMsgError> {
+        build_cert_table(&[
+            CertTableEntry { guid: cert_guid::ARK, data: self.ark_der.clone() },
+            CertTableEntry { guid: cert_guid::ASK, data: self.ask_der.clone() },
+            CertTableEntry { guid: cert_guid::VCEK, data: self.vcek_der.clone() },
+        ])
+    }
+
     /// The ARK certificate (DER).
     pub fn ark_der(&self) -> &[u8] {
         &self.ark_der
@@ -776,6 +786,17 @@ pub(crate) mod tests {
             vek: SevCert::from_der(chain.vcek_der()).unwrap(),
         };
         assert!(mixed.verify().is_err());
+    }
+
+    #[test]
+    fn cert_table_is_read_by_the_sev_crate_as_a_verifiable_chain() {
+        use sev::certs::snp::{Chain, Verifiable};
+        use sev::firmware::host::CertTableEntry as SevEntry;
+        let chain = shared_chain();
+        let mut table = chain.cert_table().unwrap();
+        let entries = SevEntry::vec_bytes_to_cert_table(&mut table).unwrap();
+        let sev_chain = Chain::from_cert_table_der(entries).unwrap();
+        assert_eq!(sev_chain.verify().unwrap().to_der().unwrap(), chain.vcek_der());
     }
 
     #[test]

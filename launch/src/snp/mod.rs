@@ -8,4 +8,5 @@
 //! - The emulated platform: the PSP's and KVM's part, done in software for hosts
 //!   without SNP hardware (`--tee snp --emulated`, never chosen silently).
 pub mod certs;
+pub mod guest_msg;
 pub mod report;
