@@ -10,3 +10,4 @@
 pub mod certs;
 pub mod guest_msg;
 pub mod report;
+pub mod secrets;
