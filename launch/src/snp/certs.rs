@@ -196,8 +196,13 @@ impl EmulatedAmdChain {
     /// with a random chip id and [`EMULATED_TCB`] and caches it there. A bundle that
     /// does not load is regenerated and replaced.
     pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
+        Self::load_or_create_sized(dir, RSA_BITS)
+    }
+
+    /// [`Self::load_or_create`] with RSA keys of `rsa_bits` (tests use small ones).
+    fn load_or_create_sized(dir: &Path, rsa_bits: usize) -> Result<Self, CertError> {
         let path = dir.join(BUNDLE_FILE);
-        let replace = match Self::load(&path) {
+        let replace = match Self::load_sized(&path, rsa_bits) {
             Ok(chain) => return Ok(chain),
             Err(CertError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => false,
             Err(e) => {
@@ -205,8 +210,8 @@ impl EmulatedAmdChain {
                 true
             }
         };
-        let chain = Self::generate(EMULATED_TCB)?;
-        chain.publish(dir, replace)
+        let chain = Self::generate_sized(EMULATED_TCB, rsa_bits)?;
+        chain.publish(dir, replace, rsa_bits)
     }
 
     /// [`Self::load_or_create`] in [`default_cache_dir`].
@@ -217,6 +222,11 @@ impl EmulatedAmdChain {
     /// Loads and checks a bundle: every key parses and matches its certificate, the
     /// ARK signs itself and the ASK, the ASK signs the VCEK.
     pub fn load(path: &Path) -> Result<Self, CertError> {
+        Self::load_sized(path, RSA_BITS)
+    }
+
+    /// [`Self::load`], the ARK and ASK keys of `rsa_bits`.
+    fn load_sized(path: &Path, rsa_bits: usize) -> Result<Self, CertError> {
         let text = fs::read(path).map_err(|source| CertError::Io { what: "read", path: path.into(), source })?;
         let invalid = |reason: String| CertError::Invalid { path: path.into(), reason };
         let blocks = pem_blocks(&text).map_err(invalid)?;
@@ -230,8 +240,8 @@ impl EmulatedAmdChain {
         let ark_key = rsa_key(&blocks[0].1, "ARK")?;
         let ask_key = rsa_key(&blocks[1].1, "ASK")?;
         let vcek_key = EcSigningKey::from_pkcs8_der(&blocks[2].1).map_err(|e| invalid(format!("VCEK key: {e}")))?;
-        let chain = Self::from_parts(ark_key, ask_key, vcek_key, [&blocks[3].1, &blocks[4].1, &blocks[5].1])
-            .map_err(invalid)?;
+        let certs = [blocks[3].1.as_slice(), &blocks[4].1, &blocks[5].1];
+        let chain = Self::from_parts(ark_key, ask_key, vcek_key, certs, rsa_bits).map_err(invalid)?;
         Ok(chain)
     }
 
@@ -241,6 +251,7 @@ impl EmulatedAmdChain {
         ask_key: RsaPrivateKey,
         vcek_key: EcSigningKey,
         [ark_der, ask_der, vcek_der]: [&[u8]; 3],
+        rsa_bits: usize,
     ) -> Result<Self, String> {
         let parse =
             |der: &[u8], which: &str| Certificate::from_der(der).map_err(|e| format!("{which} certificate: {e}"));
@@ -250,8 +261,8 @@ impl EmulatedAmdChain {
             if public != RsaPublicKey::from(key) {
                 return Err(format!("the {which} key is not the one its certificate names"));
             }
-            if key.size() * 8 != RSA_BITS {
-                return Err(format!("the {which} key has {} bits, not {RSA_BITS}", key.size() * 8));
+            if key.size() * 8 != rsa_bits {
+                return Err(format!("the {which} key has {} bits, not {rsa_bits}", key.size() * 8));
             }
         }
         let vcek_public = vcek.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes();
@@ -277,6 +288,11 @@ impl EmulatedAmdChain {
 
     /// Generates a new chain with a random chip id, its VCEK made for `tcb`.
     pub fn generate(tcb: Tcb) -> Result<Self, CertError> {
+        Self::generate_sized(tcb, RSA_BITS)
+    }
+
+    /// [`Self::generate`] with RSA keys of `rsa_bits`.
+    fn generate_sized(tcb: Tcb, rsa_bits: usize) -> Result<Self, CertError> {
         let mut chip_id = [0u8; 64];
         OsRng.try_fill_bytes(&mut chip_id).map_err(CertError::Rng)?;
         // Some verifiers (snpguest) tell a DER-wrapped hwID from a raw one by its first
@@ -285,7 +301,7 @@ impl EmulatedAmdChain {
             chip_id[0] ^= 0x80;
         }
         let rsa_key =
-            |which| RsaPrivateKey::new(&mut OsRng, RSA_BITS).map_err(|source| CertError::RsaKeyGen { which, source });
+            |which| RsaPrivateKey::new(&mut OsRng, rsa_bits).map_err(|source| CertError::RsaKeyGen { which, source });
         let ark_key = rsa_key("ARK")?;
         let ask_key = rsa_key("ASK")?;
         let vcek_key = EcSigningKey::random(&mut OsRng);
@@ -377,7 +393,7 @@ impl EmulatedAmdChain {
     /// Writes this chain's bundle into `dir` and returns the chain the directory
     /// holds afterwards: this one, or the valid one another process published first
     /// (unless `replace`, which overwrites whatever is there).
-    fn publish(self, dir: &Path, replace: bool) -> Result<Self, CertError> {
+    fn publish(self, dir: &Path, replace: bool, rsa_bits: usize) -> Result<Self, CertError> {
         fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CertError + 'a {
             move |source| CertError::Io { what, path: path.into(), source }
         }
@@ -390,7 +406,7 @@ impl EmulatedAmdChain {
                     Ok(()) => return Ok(self),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         // Another process was first: use its chain if it is valid.
-                        if let Ok(theirs) = Self::load(&path) {
+                        if let Ok(theirs) = Self::load_sized(&path, rsa_bits) {
                             return Ok(theirs);
                         }
                     }
@@ -677,7 +693,7 @@ fn vcek_extensions(tcb: Tcb, chip_id: &[u8; 64]) -> Result<Vec<Extension>, CertE
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::snp::report::{AttestationReport, CpuidFms};
     use std::sync::OnceLock;
@@ -690,13 +706,18 @@ pub(crate) mod tests {
         exe.parent().and_then(Path::parent).unwrap().join("cvmm-test-cache").join("snp-chain")
     }
 
+    /// RSA key size of the chains tests generate anew each run (RSA-4096 generation
+    /// takes seconds; the shared chain's is done once per checkout).
+    const SMALL_RSA_BITS: usize = 1024;
+
     /// The chain shared by this binary's tests.
-    pub(crate) fn shared_chain() -> &'static EmulatedAmdChain {
+    fn shared_chain() -> &'static EmulatedAmdChain {
         static CHAIN: OnceLock<EmulatedAmdChain> = OnceLock::new();
         CHAIN.get_or_init(|| EmulatedAmdChain::load_or_create(&test_cache_dir()).unwrap())
     }
 
-    /// A second, different chain: the one generated when a corrupted bundle is found.
+    /// A second, different chain: the one generated when a corrupted bundle is found
+    /// (with small RSA keys).
     fn regenerated_chain() -> &'static (PathBuf, EmulatedAmdChain) {
         static CHAIN: OnceLock<(PathBuf, EmulatedAmdChain)> = OnceLock::new();
         CHAIN.get_or_init(|| {
@@ -705,7 +726,7 @@ pub(crate) mod tests {
             let good = shared_chain().bundle().unwrap();
             // Truncate the bundle in the middle of the second certificate.
             fs::write(dir.join(BUNDLE_FILE), &good.as_bytes()[..good.len() * 2 / 3]).unwrap();
-            let chain = EmulatedAmdChain::load_or_create(&dir).unwrap();
+            let chain = EmulatedAmdChain::load_or_create_sized(&dir, SMALL_RSA_BITS).unwrap();
             (dir, chain)
         })
     }
@@ -827,9 +848,21 @@ pub(crate) mod tests {
         let (dir, regenerated) = regenerated_chain();
         assert_ne!(regenerated.ark_der(), shared_chain().ark_der());
         assert_ne!(regenerated.chip_id(), shared_chain().chip_id());
-        let reloaded = EmulatedAmdChain::load(&dir.join(BUNDLE_FILE)).unwrap();
+        let reloaded = EmulatedAmdChain::load_sized(&dir.join(BUNDLE_FILE), SMALL_RSA_BITS).unwrap();
         assert_eq!(reloaded.vcek_der(), regenerated.vcek_der());
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bundle_with_keys_of_another_size_is_invalid() {
+        let small = &regenerated_chain().1;
+        let scratch = scratch_dir("small");
+        fs::create_dir_all(&scratch).unwrap();
+        let path = scratch.join(BUNDLE_FILE);
+        fs::write(&path, small.bundle().unwrap()).unwrap();
+        let err = EmulatedAmdChain::load(&path).unwrap_err();
+        assert!(err.to_string().contains("1024 bits, not 4096"), "{err}");
+        fs::remove_dir_all(&scratch).unwrap();
     }
 
     #[test]
@@ -866,11 +899,11 @@ pub(crate) mod tests {
         let ours = shared_chain().clone();
         let theirs = regenerated_chain().1.clone();
         let dir = scratch_dir("race");
-        let first = theirs.clone().publish(&dir, false).unwrap();
+        let first = theirs.clone().publish(&dir, false, SMALL_RSA_BITS).unwrap();
         assert_eq!(first.ark_der(), theirs.ark_der());
-        let second = ours.publish(&dir, false).unwrap();
+        let second = ours.publish(&dir, false, SMALL_RSA_BITS).unwrap();
         assert_eq!(second.ark_der(), theirs.ark_der(), "the loser must adopt the published chain");
-        let on_disk = EmulatedAmdChain::load(&dir.join(BUNDLE_FILE)).unwrap();
+        let on_disk = EmulatedAmdChain::load_sized(&dir.join(BUNDLE_FILE), SMALL_RSA_BITS).unwrap();
         assert_eq!(on_disk.vcek_der(), theirs.vcek_der());
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [BUNDLE_FILE]);
