@@ -306,14 +306,16 @@ impl PspMsgChannel {
         Self { vmpcks, last_seqno: [0; VMPCK_COUNT] }
     }
 
-    /// The last sequence number used with a VMPCK.
+    /// The last sequence number used with a VMPCK (a request's response counts as used
+    /// once the request is accepted).
     pub fn last_seqno(&self, vmpck: u8) -> Option<u64> {
         self.last_seqno.get(usize::from(vmpck)).copied()
     }
 
     /// Opens a request page: checks every header field, the request type and version,
     /// that MSG_SEQNO is the next one of its VMPCK, and the tag. A request that fails
-    /// any check changes nothing; an accepted one uses up its sequence number.
+    /// any check changes nothing; an accepted one uses up its sequence number and the
+    /// one its response carries.
     pub fn open_request(&mut self, page: &[u8]) -> Result<Request, GuestMsgError> {
         let hdr: &[u8; MSG_HDR_SIZE] = page
             .get(..MSG_HDR_SIZE)
@@ -335,7 +337,8 @@ impl PspMsgChannel {
             return Err(GuestMsgError::BadSeqno { vmpck: header.vmpck, expected, got: header.seqno });
         }
         let (header, payload) = open(&self.vmpcks[k], page)?;
-        self.last_seqno[k] = header.seqno;
+        // The response's number is taken now, whether or not a response is sealed.
+        self.last_seqno[k] = expected + 1;
         Ok(Request { header, payload })
     }
 
@@ -588,7 +591,7 @@ mod tests {
         assert_eq!(ReportResponse::from_bytes(&payload).unwrap().report, Some([7; REPORT_SIZE]));
         // The next request must carry 3.
         psp.open_request(&report_req_page(3, 0)).unwrap();
-        assert_eq!(psp.last_seqno(0), Some(3));
+        assert_eq!(psp.last_seqno(0), Some(4));
     }
 
     #[test]
@@ -649,7 +652,7 @@ mod tests {
         let mut psp = PspMsgChannel::new(KEYS);
         let page = report_req_page(1, 0);
         psp.open_request(&page).unwrap();
-        assert_eq!(psp.open_request(&page), Err(GuestMsgError::BadSeqno { vmpck: 0, expected: 2, got: 1 }));
+        assert_eq!(psp.open_request(&page), Err(GuestMsgError::BadSeqno { vmpck: 0, expected: 3, got: 1 }));
     }
 
     #[test]
@@ -671,7 +674,7 @@ mod tests {
         let mut psp = PspMsgChannel::new(KEYS);
         psp.open_request(&report_req_page(1, 0)).unwrap();
         psp.open_request(&report_req_page(1, 2)).unwrap();
-        assert_eq!((psp.last_seqno(0), psp.last_seqno(1), psp.last_seqno(2)), (Some(1), Some(0), Some(1)));
+        assert_eq!((psp.last_seqno(0), psp.last_seqno(1), psp.last_seqno(2)), (Some(2), Some(0), Some(2)));
     }
 
     #[test]
