@@ -100,3 +100,84 @@ fn snp_rejects_programs_without_a_32_bit_entry_and_too_much_memory() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The lines of `text` after `prefix`.
+fn field<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn the_demo_guests_attestation_report_verifies_against_the_exported_chain() {
+    use sev::certs::snp::Verifiable;
+    use sev::parser::ByteParser;
+    // Arrange: the relying party's view: the exported chain and the expected digest.
+    let dir = std::env::temp_dir().join(format!("cvmm-snp-chain-{}", std::process::id()));
+    let out = cvmm().args(["snp-certs", "--export"]).arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let pem = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let chain = sev::certs::snp::Chain::from_pem(&pem("ark.pem"), &pem("ask.pem"), &pem("vcek.pem")).unwrap();
+    let args = ["--tee", "snp", "--emulated", "--rng", "--vcpus", "2"];
+    let host_data = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    let options = format!("policy=0x30000,host-data={host_data}");
+    let measure = cvmm().arg("measure").args(args).args(["--tee-options", &options]).output().unwrap();
+    let expected = String::from_utf8_lossy(&measure.stdout).trim().to_string();
+
+    // Act: the guest asks for a report with its nonce (the virtio-rng bytes).
+    let run = cvmm().arg("run").args(args).args(["--tee-options", &options, "--timeout", "60"]).output().unwrap();
+    let console = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "console: {console}\nstderr: {}", String::from_utf8_lossy(&run.stderr));
+
+    // Assert: the report the guest printed is signed by the chain's VCEK, carries the
+    // nonce, and its measurement is the one `cvmm measure` predicted.
+    let mut bytes = Vec::new();
+    for line in field(&console, "attestation: report ") {
+        if let Some((index, hex)) = line.split_once(' ').filter(|(i, _)| i.parse::<u32>().is_ok()) {
+            assert_eq!(index.parse::<usize>().unwrap(), bytes.len() / 48, "report lines in order");
+            bytes.extend(unhex(hex));
+        }
+    }
+    assert_eq!(bytes.len(), 0x4a0);
+    chain.verify().unwrap();
+    let report = sev::firmware::guest::AttestationReport::from_bytes(&bytes).unwrap();
+    (&chain, &report).verify().expect("the report verifies against the exported chain");
+    let nonce = unhex(field(&console, "rng: ")[0]);
+    assert_eq!(&report.report_data[..32], &nonce[..]);
+    assert_eq!(hex_of(&report.measurement), expected);
+    assert_eq!(field(&console, "attestation: measurement "), [expected.as_str()]);
+    assert_eq!(report.host_data[..4], [1, 2, 3, 4]);
+    assert_eq!(field(&console, "attestation: policy "), ["0x0000000000030000"]);
+    assert_eq!(field(&console, "attestation: certificates "), ["received"]);
+    // A flipped report byte no longer verifies.
+    let mut forged = bytes.clone();
+    forged[0x50] ^= 1;
+    let forged = sev::firmware::guest::AttestationReport::from_bytes(&forged).unwrap();
+    assert!((&chain, &forged).verify().is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_wrong_id_block_fails_the_launch_and_a_right_one_is_accepted() {
+    use launch::snp::id_block::IdBlock;
+    use p384::ecdsa::SigningKey;
+    let config = VmConfig { memory: 64 << 20, ..snp_config() };
+    let (_, digest) = vmm::snp_measurement(&config).unwrap();
+    let key = SigningKey::from_bytes(&[7u8; 48].into()).unwrap();
+    let with_id = |ld: [u8; 48]| {
+        let block = IdBlock::new(ld, 0x30000);
+        let auth = block.sign(&key, None).unwrap();
+        let Tee::Snp(mut snp) = config.tee.clone() else { unreachable!() };
+        snp.id_block = Some(block.to_base64());
+        snp.id_auth = Some(auth.to_base64());
+        VmConfig { tee: Tee::Snp(snp), ..config.clone() }
+    };
+    let mut vm = build_vm(&with_id(digest), Box::new(SharedBuf::default())).expect("the right ID block launches");
+    assert_eq!(vm.run().unwrap(), VmExit::GuestExit(0));
+    let mut wrong = digest;
+    wrong[0] ^= 1;
+    let err = build_vm(&with_id(wrong), Box::new(SharedBuf::default())).unwrap_err().to_string();
+    assert!(err.contains("SNP_LAUNCH_FINISH"), "{err}");
+}

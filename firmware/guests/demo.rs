@@ -35,6 +35,10 @@ mod rt;
 mod sha256;
 #[path = "virtio.rs"]
 mod virtio;
+#[path = "aes_gcm.rs"]
+mod aes_gcm;
+#[path = "snp_msg.rs"]
+mod snp_msg;
 
 use abi::BootInfo;
 use virtio::{Buf, Bump, Device, Queue};
@@ -44,6 +48,7 @@ const STATUS_DISK: u8 = 4;
 const STATUS_DISK_MISMATCH: u8 = 5;
 const STATUS_RNG: u8 = 6;
 const STATUS_VSOCK: u8 = 7;
+const STATUS_ATTESTATION: u8 = 8;
 
 /// What the demo writes to sector 1: this, repeated to fill 512 bytes.
 pub const SECTOR1_PATTERN: &[u8; 16] = b"cvmm-demo-guest\n";
@@ -60,7 +65,7 @@ const SECTOR: usize = 512;
 /// collected and sent as one transmit request (one notification per line).
 struct Out {
     console: Option<(Device, Queue, u64)>,
-    line: [u8; 128],
+    line: [u8; 256],
     len: usize,
 }
 
@@ -132,7 +137,7 @@ extern "C" fn guest_main(boot_info: *const BootInfo, _zero_page: *const u8) -> !
         rt::exit(1);
     }
     let mut mem = Bump::new(info.bounce_base, info.bounce_size);
-    let mut out = Out { console: None, line: [0; 128], len: 0 };
+    let mut out = Out { console: None, line: [0; 256], len: 0 };
     let mut status = 0;
 
     if let Some(d) = info.find_virtio(3) {
@@ -153,15 +158,23 @@ extern "C" fn guest_main(boot_info: *const BootInfo, _zero_page: *const u8) -> !
             note(&mut status, s);
         }
     }
+    let mut nonce = *b"cvmm demo guest: no virtio-rng, so this is not a fresh nonce.\0\0\0";
     if let Some(d) = info.find_virtio(4) {
-        if !rng(d.base, &mut mem, &mut out) {
-            note(&mut status, STATUS_RNG);
+        match rng(d.base, &mut mem, &mut out) {
+            Some(bytes) => {
+                nonce = [0; 64];
+                nonce[..32].copy_from_slice(&bytes);
+            }
+            None => note(&mut status, STATUS_RNG),
         }
     }
     if let Some(d) = info.find_virtio(19) {
         if !vsock(d.base, &mut mem, &mut out) {
             note(&mut status, STATUS_VSOCK);
         }
+    }
+    if rt::snp::active() && !attest(&info, &nonce, &mut out) {
+        note(&mut status, STATUS_ATTESTATION);
     }
     rt::exit(status);
 }
@@ -289,10 +302,10 @@ fn disk(base: u64, mem: &mut Bump, out: &mut Out) -> Result<(), u8> {
     }
 }
 
-/// Returns whether 32 random bytes arrived (having printed them, or what failed).
-fn rng(base: u64, mem: &mut Bump, out: &mut Out) -> bool {
+/// Returns the 32 random bytes that arrived (having printed them, or what failed).
+fn rng(base: u64, mem: &mut Bump, out: &mut Out) -> Option<[u8; 32]> {
     const LEN: usize = 32;
-    let mut fetch = || -> Result<u32, virtio::Error> {
+    let mut fetch = || -> Result<(u32, [u8; LEN]), virtio::Error> {
         let dev = Device::init(base, 4, 0)?;
         let mut q = dev.queue(0, mem)?;
         let buf = mem.alloc(LEN as u64, 64).ok_or(virtio::Error::OutOfMemory)?;
@@ -304,25 +317,100 @@ fn rng(base: u64, mem: &mut Bump, out: &mut Out) -> bool {
         if got as usize == LEN {
             out.hex(&bytes);
         }
-        Ok(got)
+        Ok((got, bytes))
     };
     match fetch() {
-        Ok(got) if got as usize == LEN => {
+        Ok((got, bytes)) if got as usize == LEN => {
             out.end();
-            true
+            Some(bytes)
         }
-        Ok(got) => {
+        Ok((got, _)) => {
             out.put(b"short read of ");
             out.dec(u64::from(got));
             out.put(b" bytes");
             out.end();
-            false
+            None
         }
         Err(e) => {
             out.failed(b"rng", e);
-            false
+            None
         }
     }
+}
+
+/// SEV-SNP: asks the platform for an attestation report with `nonce` as its report
+/// data (an extended guest request: the report and the certificate chain), and prints
+/// its fields and the whole report in hex. The key is VMPCK0 from the secrets page.
+fn attest(info: &BootInfo, nonce: &[u8; 64], out: &mut Out) -> bool {
+    let mut key = [0u8; 32];
+    // SAFETY: the secrets page is measured private memory the launch put there; the
+    // key is copied out once.
+    unsafe { core::ptr::copy_nonoverlapping((info.snp_secrets + 0x20) as *const u8, key.as_mut_ptr(), 32) };
+    let mut channel = snp_msg::GuestChannel::new(&key, 0, 0);
+    let mut page = [0u8; snp_msg::PAGE_SIZE];
+    if channel.build_report_request(nonce, 0, &mut page).is_err() {
+        out.put(b"attestation: cannot build the request");
+        out.end();
+        return false;
+    }
+    let (req, resp, certs) = rt::snp::request_pages();
+    virtio::write_bytes(req, &page);
+    match rt::snp::guest_request(true) {
+        Ok(0) => {}
+        Ok(e) | Err(e) => {
+            out.put(b"attestation: the guest request failed: 0x");
+            out.hex(&e.to_be_bytes());
+            out.end();
+            return false;
+        }
+    }
+    virtio::read_bytes(resp, &mut page);
+    let mut report = [0u8; snp_msg::REPORT_SIZE];
+    if let Err(e) = channel.open_report_response(&page, &mut report) {
+        out.put(b"attestation: the response did not open: ");
+        out.put(match e {
+            snp_msg::MsgError::AuthFailed => b"bad tag",
+            snp_msg::MsgError::BadSeqno => b"bad sequence number",
+            snp_msg::MsgError::Status(_) => b"PSP error status",
+            _ => b"malformed",
+        });
+        out.end();
+        return false;
+    }
+    let fields: [(&[u8], core::ops::Range<usize>); 4] = [
+        (b"attestation: measurement ", 0x90..0xc0),
+        (b"attestation: report data ", 0x50..0x90),
+        (b"attestation: host data ", 0xc0..0xe0),
+        (b"attestation: policy ", 0x08..0x10),
+    ];
+    for (name, range) in fields {
+        out.put(name);
+        if name.ends_with(b"policy ") {
+            let mut be = [0u8; 8];
+            for (i, b) in report[range].iter().enumerate() {
+                be[7 - i] = *b;
+            }
+            out.put(b"0x");
+            out.hex(&be);
+        } else {
+            out.hex(&report[range]);
+        }
+        out.end();
+    }
+    for (i, chunk) in report.chunks(48).enumerate() {
+        out.put(b"attestation: report ");
+        out.dec(i as u64);
+        out.put(b" ");
+        out.hex(chunk);
+        out.end();
+    }
+    let mut table = [0u8; 24];
+    virtio::read_bytes(certs, &mut table);
+    out.put(b"attestation: certificates ");
+    let entries = table.chunks(24).take(1).filter(|e| e.iter().any(|&b| b != 0)).count();
+    out.put(if entries > 0 { b"received" } else { b"none" });
+    out.end();
+    true
 }
 
 // virtio-vsock (virtio 1.2, 5.10): `struct virtio_vsock_hdr` is 44 bytes.

@@ -31,7 +31,7 @@ use firmware::kernel::{KernelError, LoadedKernel};
 use kvm_bindings::{kvm_enable_cap, KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use launch::plain::PlainKvm;
-use launch::snp::emulated::{EmulatedSnp, EmulatedSnpOptions};
+use launch::snp::emulated::EmulatedSnp;
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile};
@@ -172,6 +172,9 @@ pub enum BuildError {
     /// A real SEV-SNP launch was asked for on a host that cannot do it.
     #[error("--tee snp: {0} (use --emulated for cvmm's software-emulated SNP platform)")]
     SnpHardware(String),
+    /// An SEV-SNP launch option is invalid or the platform cannot be prepared.
+    #[error("--tee snp: {0}")]
+    Snp(String),
     /// The SNP launch plan could not be built.
     #[error("SEV-SNP launch plan: {0}")]
     SnpPlan(#[from] crate::snp_launch::SnpLaunchError),
@@ -208,8 +211,13 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         Tee::Snp(_) => return Err(BuildError::SnpHardware(launch_real_snp_unavailable(&kvm))),
         Tee::None => None,
     };
-    let mut emulated_snp =
-        snp_config.map(|s| EmulatedSnp::new(EmulatedSnpOptions { policy: s.policy, host_data: s.host_data }));
+    let mut emulated_snp = match snp_config {
+        Some(s) => Some(EmulatedSnp::new(psp_launch(&kvm, s)?)),
+        None => None,
+    };
+    if emulated_snp.is_some() {
+        steps.mark("prepare the SNP platform (policy, key chain)");
+    }
     let mut plain = PlainKvm::new();
     let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
         Some(b) => b,
@@ -233,7 +241,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         None => (write_boot_data(&mem, &layout, config, &kernel, initrd)?, None),
         Some(snp) => {
             let table = snp_cpuid_table(&kvm)?;
-            let page = crate::snp_launch::cpuid_page(&table);
+            let page = crate::snp_launch::cpuid_page(&table)?;
             let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, Some(page))?;
             backend.load_plan(&vm, &mem, &plan)?;
             let platform = emulated_snp.as_ref().and_then(|b| b.platform());
@@ -688,4 +696,37 @@ fn snp_cpuid_table(kvm: &Kvm) -> Result<Arc<[kvm_bindings::kvm_cpuid_entry2]>, B
     arch::cpuid::filter_cpuid(cpuid.as_mut_slice(), 0, 1);
     launch::snp::emulated::set_sev_cpuid(cpuid.as_mut_slice());
     Ok(cpuid.as_slice().into())
+}
+
+/// What the emulated PSP is given for an SNP launch: the policy (checked as the
+/// firmware does), the LAUNCH_FINISH options, the platform's CPUID and the key chain.
+fn psp_launch(kvm: &Kvm, snp: &crate::config::SnpConfig) -> Result<launch::snp::psp::PspLaunch, BuildError> {
+    use launch::snp::policy::{host_smt_enabled, PolicyHost, SnpPolicy};
+    let psp_err = |what: &str, e: &dyn std::fmt::Display| BuildError::Snp(format!("{what}: {e}"));
+    let smt = host_smt_enabled().map_err(|e| psp_err("cannot read the host's SMT state", &e))?;
+    let fw = launch::snp::psp::FIRMWARE_VERSION;
+    // The policy is the operator's request: debug is allowed when the policy asks for it.
+    let host = PolicyHost::new(smt, true, fw.major, fw.minor);
+    SnpPolicy::new(snp.policy).validate(&host).map_err(|e| psp_err("policy", &e))?;
+    let host_data = base64_of(&snp.host_data);
+    let finish = launch::snp::id_block::FinishOptions::from_qemu(
+        snp.id_block.as_deref(),
+        snp.id_auth.as_deref(),
+        Some(if snp.author_key_enabled { "on" } else { "off" }),
+        Some(&host_data),
+    )
+    .map_err(|e| psp_err("launch options", &e))?;
+    let mut supported = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| BuildError::Launch(LaunchError::SupportedCpuid(e)))?;
+    launch::snp::emulated::set_sev_cpuid(supported.as_mut_slice());
+    let cpuid = launch::snp::cpuid_page::CpuidPlatform::from_kvm_supported(supported.as_slice());
+    let chain = launch::snp::certs::EmulatedAmdChain::load_or_create_default()
+        .map_err(|e| psp_err("the emulated AMD key chain", &e))?;
+    Ok(launch::snp::psp::PspLaunch { policy: snp.policy, finish, cpuid, chain: Arc::new(chain) })
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

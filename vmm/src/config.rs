@@ -95,11 +95,18 @@ pub struct SnpConfig {
     pub policy: u64,
     /// Host data for attestation reports (`host-data`, 32 bytes).
     pub host_data: [u8; 32],
+    /// The ID block (`id-block`, base64 of 96 bytes), checked at launch finish.
+    pub id_block: Option<String>,
+    /// Its authentication structure (`id-auth`, base64 of 4096 bytes).
+    pub id_auth: Option<String>,
+    /// Whether the ID key is certified by an author key (`author-key-enabled`).
+    pub author_key_enabled: bool,
 }
 
 impl SnpConfig {
     /// Applies `key=value,...` options with QEMU's sev-snp-guest names and value
-    /// formats: `policy` (a number, decimal or 0x hex), `host-data` (base64 of 32 bytes).
+    /// formats: `policy` (a number, decimal or 0x hex), `host-data` (base64 of 32 bytes),
+    /// `id-block` and `id-auth` (base64), `author-key-enabled` (on/off/true/false).
     pub fn apply_options(&mut self, options: &str) -> Result<(), String> {
         use base64::Engine;
         for item in options.split(',').filter(|s| !s.is_empty()) {
@@ -119,7 +126,20 @@ impl SnpConfig {
                     self.host_data =
                         bytes.try_into().map_err(|b: Vec<u8>| format!("host-data: {} bytes, not 32", b.len()))?;
                 }
-                other => return Err(format!("unknown SNP option '{other}' (known: policy, host-data)")),
+                "id-block" => self.id_block = Some(value.to_string()),
+                "id-auth" => self.id_auth = Some(value.to_string()),
+                "author-key-enabled" => {
+                    self.author_key_enabled = match value {
+                        "on" | "true" | "yes" => true,
+                        "off" | "false" | "no" => false,
+                        _ => return Err(format!("author-key-enabled: '{value}' is not on/off")),
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown SNP option '{other}' (known: policy, host-data, id-block, id-auth, author-key-enabled)"
+                    ))
+                }
             }
         }
         Ok(())
@@ -128,7 +148,14 @@ impl SnpConfig {
 
 impl Default for SnpConfig {
     fn default() -> Self {
-        Self { emulated: false, policy: 0x30000, host_data: [0; 32] }
+        Self {
+            emulated: false,
+            policy: 0x30000,
+            host_data: [0; 32],
+            id_block: None,
+            id_auth: None,
+            author_key_enabled: false,
+        }
     }
 }
 

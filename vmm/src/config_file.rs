@@ -19,7 +19,8 @@
 //!   "seccomp": true,
 //!   "guest_memory": "dump",       // "dontdump" or "lock"
 //!   "tee": { "type": "snp", "emulated": true, "policy": 196608,
-//!            "host-data": "<base64 of 32 bytes>" }  // absent: a plain VM
+//!            "host-data": "<base64 of 32 bytes>", "id-block": "<base64>",
+//!            "id-auth": "<base64>", "author-key-enabled": false }  // absent: a plain VM
 //! }
 //! ```
 
@@ -133,6 +134,12 @@ struct TeeFile {
     policy: Option<u64>,
     #[serde(default, rename = "host-data", skip_serializing_if = "Option::is_none")]
     host_data: Option<String>,
+    #[serde(default, rename = "id-block", skip_serializing_if = "Option::is_none")]
+    id_block: Option<String>,
+    #[serde(default, rename = "id-auth", skip_serializing_if = "Option::is_none")]
+    id_auth: Option<String>,
+    #[serde(default, rename = "author-key-enabled")]
+    author_key_enabled: bool,
 }
 
 impl TeeFile {
@@ -140,7 +147,13 @@ impl TeeFile {
         if self.kind != "snp" {
             return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp)", self.kind)));
         }
-        let mut snp = SnpConfig { emulated: self.emulated, ..Default::default() };
+        let mut snp = SnpConfig {
+            emulated: self.emulated,
+            id_block: self.id_block.clone(),
+            id_auth: self.id_auth.clone(),
+            author_key_enabled: self.author_key_enabled,
+            ..Default::default()
+        };
         if let Some(p) = self.policy {
             snp.policy = p;
         }
@@ -164,6 +177,9 @@ impl TeeFile {
                 emulated: s.emulated,
                 policy: Some(s.policy),
                 host_data: Some(base64::engine::general_purpose::STANDARD.encode(s.host_data)),
+                id_block: s.id_block.clone(),
+                id_auth: s.id_auth.clone(),
+                author_key_enabled: s.author_key_enabled,
             }),
         }
     }

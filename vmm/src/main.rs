@@ -26,6 +26,33 @@ enum Command {
     /// Print the launch measurement (SNP launch digest or TDX MRTD) a firmware and
     /// configuration produce; the value is alone on the last line of stdout.
     Measure(MeasureArgs),
+    /// Export the emulated SEV-SNP platform's AMD-style certificate chain (ARK, ASK,
+    /// VCEK; generated once per installation and cached) for relying parties.
+    SnpCerts(SnpCertsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SnpCertsArgs {
+    /// Directory to write ark.pem, ask.pem, vcek.pem and cert_chain.pem (ASK then ARK) into.
+    #[arg(long, value_name = "DIR")]
+    export: PathBuf,
+}
+
+fn snp_certs(args: SnpCertsArgs) -> ExitCode {
+    let chain = match launch::snp::certs::EmulatedAmdChain::load_or_create_default() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.export) {
+        return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
+    }
+    match chain.export(&args.export) {
+        Ok(()) => {
+            println!("{}", args.export.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -164,6 +191,7 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("run").expect("the run subcommand was parsed");
             run(args, sub)
         }
+        Command::SnpCerts(args) => snp_certs(args),
         Command::Measure(args) => {
             let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
             measure(args, sub)

@@ -288,6 +288,9 @@ impl SnpVcpuExits {
             EXIT_MSR => self.msr(g, info1, vcpu),
             EXIT_MMIO_READ | EXIT_MMIO_WRITE => self.mmio(g, code == EXIT_MMIO_WRITE, info1, info2, mmio),
             EXIT_PSC => self.psc(g),
+            EXIT_GUEST_REQUEST | EXIT_EXT_GUEST_REQUEST => {
+                self.guest_request(g, code == EXIT_EXT_GUEST_REQUEST, info1, info2)
+            }
             EXIT_HV_FEATURES => g.success(Some(HV_FT_SNP | HV_FT_SNP_AP_CREATION)),
             EXIT_AP_CREATION => match info1 & 0xffff_ffff {
                 AP_CREATE | AP_CREATE_ON_INIT => {
@@ -418,6 +421,58 @@ impl SnpVcpuExits {
             }
         }
         g.success(None);
+    }
+
+    /// An SNP guest request: the request and response pages (and, extended, the
+    /// certificate buffer) must be shared pages. The request page is read once; the
+    /// emulated PSP opens it and seals the response. A request the PSP refuses gets its
+    /// firmware status in SW_EXITINFO2[31:0]; a certificate buffer that is too small gets
+    /// the VMM error INVALID_LEN and, in RBX, the pages needed (the request is not sent).
+    fn guest_request(&self, g: &mut Ghcb, extended: bool, req: u64, resp: u64) {
+        let page_ok = |gpa: u64| gpa % PAGE == 0 && self.shared.is_shared(gpa, PAGE);
+        if !page_ok(req) || !page_ok(resp) {
+            return g.error(ERR_INVALID_INPUT);
+        }
+        let view = self.shared.view();
+        if extended {
+            let (buf, pages) = (g.u64(OFF_RAX), g.u64(OFF_RBX));
+            let table = match self.platform.psp().chain().cert_table() {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("vCPU {}: no certificate table: {e}", self.index);
+                    return g.success(Some(GUEST_REQ_ERR_BUSY));
+                }
+            };
+            let needed = (table.len() as u64).div_ceil(PAGE);
+            if pages < needed {
+                g.set(OFF_RBX, needed);
+                return g.success(Some(GUEST_REQ_ERR_INVALID_LEN));
+            }
+            if buf % PAGE != 0 || !self.shared.is_shared(buf, needed * PAGE) {
+                return g.error(ERR_INVALID_INPUT);
+            }
+            if view.memory().write_slice(&table, GuestAddress(buf)).is_err() {
+                return g.error(ERR_INVALID_INPUT);
+            }
+        }
+        let mut page = vec![0u8; PAGE as usize];
+        if view.memory().read_slice(&mut page, GuestAddress(req)).is_err() {
+            return g.error(ERR_INVALID_INPUT);
+        }
+        let answer = self.platform.psp().guest_request(&page);
+        match answer {
+            Ok(mut response) => {
+                response.resize(PAGE as usize, 0);
+                if view.memory().write_slice(&response, GuestAddress(resp)).is_err() {
+                    return g.error(ERR_INVALID_INPUT);
+                }
+                g.success(Some(0));
+            }
+            Err(e) => {
+                log::debug!("vCPU {}: {e}", self.index);
+                g.success(Some(u64::from(e.fw_status())));
+            }
+        }
     }
 
     /// The GHCB page-state change: the structure must lie in the GHCB's shared buffer.

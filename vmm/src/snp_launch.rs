@@ -57,6 +57,9 @@ pub enum SnpLaunchError {
     /// The program has no 32-bit entry (it is not one of cvmm's guest programs).
     #[error("the kernel is not a cvmm guest program with a 32-bit entry (no {:?} marker at entry + 0x38): an SEV-SNP guest boots cvmm's own programs (direct Linux boot under SNP is not done yet)", std::str::from_utf8(&ENTRY32_MARKER).unwrap_or_default())]
     NoEntry32,
+    /// The CPUID table does not fit a CPUID page.
+    #[error("cannot build the CPUID page: {0}")]
+    Cpuid(String),
     /// The plan is inconsistent.
     #[error(transparent)]
     Plan(#[from] launch::plan::snp::SnpPlanError),
@@ -134,23 +137,11 @@ pub fn snp_plan(
     Ok(plan)
 }
 
-/// The CPUID page (SNP firmware ABI layout: count, then 48-byte entries) for `table`.
-pub fn cpuid_page(table: &[kvm_cpuid_entry2]) -> Arc<[u8]> {
-    const MAX_ENTRIES: usize = 64;
-    let mut page = vec![0u8; PAGE as usize];
-    // Leaf 0x8000001F first: it must be in the page even if the table is long.
-    let mut entries: Vec<&kvm_cpuid_entry2> = table.iter().filter(|e| e.function == 0x8000_001f).collect();
-    entries.extend(table.iter().filter(|e| e.function != 0x8000_001f));
-    entries.truncate(MAX_ENTRIES);
-    page[0..4].copy_from_slice(&(entries.len() as u32).to_le_bytes());
-    for (i, e) in entries.iter().enumerate() {
-        let o = 16 + 48 * i;
-        page[o..o + 4].copy_from_slice(&e.function.to_le_bytes());
-        page[o + 4..o + 8].copy_from_slice(&e.index.to_le_bytes());
-        page[o + 24..o + 28].copy_from_slice(&e.eax.to_le_bytes());
-        page[o + 28..o + 32].copy_from_slice(&e.ebx.to_le_bytes());
-        page[o + 32..o + 36].copy_from_slice(&e.ecx.to_le_bytes());
-        page[o + 36..o + 40].copy_from_slice(&e.edx.to_le_bytes());
-    }
-    page.into()
+/// The CPUID page for `table` (the vCPU's CPUID, as the guest sees it): leaves whose
+/// results are all zero are left out so the page's 64 entries suffice.
+pub fn cpuid_page(table: &[kvm_cpuid_entry2]) -> Result<Arc<[u8]>, SnpLaunchError> {
+    use launch::snp::cpuid_page::{CpuidPage, ZeroLeaves};
+    let page =
+        CpuidPage::from_kvm_entries(table, ZeroLeaves::Drop).map_err(|e| SnpLaunchError::Cpuid(e.to_string()))?;
+    Ok(Arc::from(&page.to_bytes()[..]))
 }

@@ -692,6 +692,15 @@ fn vcek_extensions(tcb: Tcb, chip_id: &[u8; 64]) -> Result<Vec<Extension>, CertE
     ])
 }
 
+/// The chain the crate's unit tests share, cached under target/<profile>/ so its RSA
+/// keys are generated once per checkout.
+#[cfg(test)]
+pub(crate) fn tests_chain() -> EmulatedAmdChain {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").join("cvmm-test-cache").join("snp-chain");
+    EmulatedAmdChain::load_or_create(&dir).expect("the test chain")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

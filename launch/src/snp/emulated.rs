@@ -30,7 +30,7 @@ use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlag
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::psp::{EmulatedPsp, PspError};
+use super::psp::{EmulatedPsp, PspError, PspLaunch};
 use crate::plan::snp::{SnpSegment, SnpVcpu};
 use crate::plan::{LaunchPlan, PageType, VcpuState, PAGE_SIZE};
 use crate::{LaunchBackend, LaunchError, VcpuInit};
@@ -226,15 +226,6 @@ impl Rmp {
     }
 }
 
-/// Options of an emulated SNP launch (the PSP's inputs).
-#[derive(Debug, Clone, Default)]
-pub struct EmulatedSnpOptions {
-    /// Guest policy.
-    pub policy: u64,
-    /// Host data for reports.
-    pub host_data: [u8; 32],
-}
-
 /// Why an AP creation request is refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ApCreationError {
@@ -357,14 +348,14 @@ impl EmulatedSnpPlatform {
 /// The emulated SNP launch backend.
 #[derive(Debug)]
 pub struct EmulatedSnp {
-    options: EmulatedSnpOptions,
+    launch: PspLaunch,
     platform: Option<Arc<EmulatedSnpPlatform>>,
 }
 
 impl EmulatedSnp {
-    /// A backend for one launch.
-    pub fn new(options: EmulatedSnpOptions) -> Self {
-        Self { options, platform: None }
+    /// A backend for one launch with the PSP's inputs.
+    pub fn new(launch: PspLaunch) -> Self {
+        Self { launch, platform: None }
     }
 
     /// The platform state the VMM's exit handlers use (after [`LaunchBackend::add_memory`]).
@@ -428,7 +419,7 @@ impl LaunchBackend for EmulatedSnp {
         }
         let platform = EmulatedSnpPlatform {
             rmp: Mutex::new(Rmp::new(mem)),
-            psp: Mutex::new(EmulatedPsp::launch_start(self.options.policy, self.options.host_data)),
+            psp: Mutex::new(EmulatedPsp::launch_start(self.launch.clone())?),
             vcpus: Mutex::new(Vec::new()),
             aps: Mutex::new(Vec::new()),
             ap_created: Condvar::new(),

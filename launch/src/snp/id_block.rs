@@ -566,7 +566,7 @@ fn verify(key: &VerifyingKey, msg: &[u8], sig: &EcdsaSignature) -> Option<()> {
 }
 
 /// The SNP_LAUNCH_FINISH inputs QEMU's `sev-snp-guest` takes as options.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FinishOptions {
     /// `id-block`, with `id-auth`: the ID block and its authentication structure.
     pub id: Option<(IdBlock, IdAuth)>,

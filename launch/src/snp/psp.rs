@@ -2,18 +2,37 @@
 //! the same launch plan as the real launch (SNP_LAUNCH_START, one SNP_LAUNCH_UPDATE
 //! per range, SNP_LAUNCH_FINISH), extends the launch digest page by page exactly as
 //! the firmware does ([`crate::measure::snp::SnpDigest`], the same code `cvmm measure`
-//! uses), fills the secrets page, and checks the CPUID page.
+//! uses), fills the secrets page (fresh VMPCKs per launch), checks the CPUID page
+//! against the platform's CPUID as the firmware's rules do, checks the ID block and
+//! ID auth at LAUNCH_FINISH, and answers the guest's messages (MSG_REPORT_REQ) with
+//! attestation reports signed by the emulated VCEK.
+
+use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::certs::EmulatedAmdChain;
+use super::cpuid_page::{CpuidPage, CpuidPageError, CpuidPlatform};
+use super::guest_msg::{msg_type, GuestMsgError, PspMsgChannel, ReportRequest, ReportResponse};
+use super::id_block::{verify_id_block, FinishOptions, IdBlockError, IdDigests};
+use super::report::{AttestationReport, CpuidFms, FirmwareVersion, ReportError};
+use super::secrets::SecretsPage;
 use crate::measure::snp::{LaunchDigest, SnpDigest, VMSA_GPA};
 use crate::plan::snp::SnpVcpu;
 use crate::plan::{SnpPageType, PAGE_SIZE};
 
+/// The SNP firmware (ABI) version the emulated PSP reports: 1.55.
+pub const FIRMWARE_VERSION: FirmwareVersion = FirmwareVersion { major: 1, minor: 55, build: 0 };
+
+/// Firmware status: INVALID_PARAM.
+pub const STATUS_INVALID_PARAM: u32 = 0x16;
+/// Firmware status: AEAD_OFLOW (a VMPCK's sequence numbers are used up).
+pub const STATUS_AEAD_OFLOW: u32 = 0x1d;
+
 const PAGE: usize = PAGE_SIZE as usize;
 
 /// Errors the emulated PSP returns, named after the firmware's status codes.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum PspError {
     /// A plan range or vCPU that is not for SNP.
     #[error("'{0}' is not an SEV-SNP launch input")]
@@ -40,6 +59,47 @@ pub enum PspError {
     /// The guest has no VMSA (no vCPU).
     #[error("SNP_LAUNCH_FINISH without any vCPU")]
     NoVcpus,
+    /// The CPUID page breaks the firmware's rules (the launch fails, as on hardware).
+    #[error("SNP_LAUNCH_UPDATE of the CPUID page at {gpa:#x}: {source}")]
+    Cpuid {
+        /// Where.
+        gpa: u64,
+        /// The entries the firmware rejected, with the values it allows.
+        #[source]
+        source: CpuidPageError,
+    },
+    /// The ID block or ID auth does not check out.
+    #[error("SNP_LAUNCH_FINISH: {0}")]
+    IdBlock(#[source] IdBlockError),
+    /// The secrets page could not be made (no randomness).
+    #[error("SNP_LAUNCH_START: cannot make the secrets page: {0}")]
+    Secrets(String),
+}
+
+/// Why a guest request failed: the firmware status the guest sees.
+#[derive(Debug, Error)]
+pub enum GuestRequestError {
+    /// The message did not open (header, sequence number, tag) or was not a request
+    /// the PSP serves.
+    #[error("SNP guest request refused: {0}")]
+    Message(#[from] GuestMsgError),
+    /// The report could not be signed.
+    #[error("SNP guest request: cannot sign the report: {0}")]
+    Report(#[from] ReportError),
+    /// A request before LAUNCH_FINISH.
+    #[error("SNP guest request before the launch finished")]
+    NotRunning,
+}
+
+impl GuestRequestError {
+    /// The firmware status code the guest gets in SW_EXITINFO2.
+    pub fn fw_status(&self) -> u32 {
+        match self {
+            GuestRequestError::Message(GuestMsgError::SeqnoExhausted(_)) => STATUS_AEAD_OFLOW,
+            GuestRequestError::NotRunning => 0x1, // INVALID_PLATFORM_STATE
+            _ => STATUS_INVALID_PARAM,
+        }
+    }
 }
 
 /// Where the guest is in its life, as the firmware tracks it.
@@ -49,15 +109,29 @@ enum GuestState {
     Running,
 }
 
+/// What a launch gives the emulated PSP.
+#[derive(Debug, Clone)]
+pub struct PspLaunch {
+    /// Guest policy (SNP_LAUNCH_START).
+    pub policy: u64,
+    /// ID block, ID auth, author key flag and host data (SNP_LAUNCH_FINISH).
+    pub finish: FinishOptions,
+    /// The platform's CPUID, for checking the CPUID page.
+    pub cpuid: CpuidPlatform,
+    /// The key chain that signs reports.
+    pub chain: Arc<EmulatedAmdChain>,
+}
+
 /// The emulated firmware's state for one guest.
 pub struct EmulatedPsp {
     state: GuestState,
     digest: SnpDigest,
-    policy: u64,
-    host_data: [u8; 32],
+    launch: PspLaunch,
     measurement: Option<LaunchDigest>,
-    /// The VMPCKs it put into the secrets page.
-    vmpcks: [[u8; 32]; 4],
+    id_digests: Option<IdDigests>,
+    secrets: SecretsPage,
+    channel: PspMsgChannel,
+    report_id: [u8; 32],
 }
 
 impl std::fmt::Debug for EmulatedPsp {
@@ -65,21 +139,30 @@ impl std::fmt::Debug for EmulatedPsp {
         // Never print the VMPCKs.
         f.debug_struct("EmulatedPsp")
             .field("state", &self.state)
-            .field("policy", &format_args!("{:#x}", self.policy))
+            .field("policy", &format_args!("{:#x}", self.launch.policy))
             .field("measurement", &self.measurement.map(hex::encode))
             .finish_non_exhaustive()
     }
 }
 
 impl EmulatedPsp {
-    /// SNP_LAUNCH_START: a new guest with `policy` and the host data its reports carry.
-    /// The VMPCKs are fresh for every launch.
-    pub fn launch_start(policy: u64, host_data: [u8; 32]) -> Self {
-        let mut vmpcks = [[0u8; 32]; 4];
-        for k in &mut vmpcks {
-            fill_random(k);
-        }
-        Self { state: GuestState::Launching, digest: SnpDigest::new(), policy, host_data, measurement: None, vmpcks }
+    /// SNP_LAUNCH_START: a new guest. The VMPCKs and the report ID are fresh for every
+    /// launch.
+    pub fn launch_start(launch: PspLaunch) -> Result<Self, PspError> {
+        let secrets =
+            SecretsPage::new_random(CpuidFms::MILAN_B0.cpuid_eax()).map_err(|e| PspError::Secrets(e.to_string()))?;
+        let mut report_id = [0u8; 32];
+        getrandom::fill(&mut report_id).map_err(|e| PspError::Secrets(e.to_string()))?;
+        Ok(Self {
+            state: GuestState::Launching,
+            digest: SnpDigest::new(),
+            launch,
+            measurement: None,
+            id_digests: None,
+            channel: secrets.msg_channel(),
+            secrets,
+            report_id,
+        })
     }
 
     /// SNP_LAUNCH_UPDATE of `bytes` at `gpa` with `page_type`: extends the digest page by
@@ -95,7 +178,11 @@ impl EmulatedPsp {
             SnpPageType::Secrets | SnpPageType::Cpuid if bytes.len() != PAGE => {
                 return Err(PspError::SinglePage { gpa, page_type });
             }
-            SnpPageType::Secrets => self.fill_secrets(bytes),
+            SnpPageType::Secrets => bytes.copy_from_slice(&self.secrets.to_bytes()[..]),
+            SnpPageType::Cpuid => {
+                let page = CpuidPage::from_bytes(bytes).map_err(|source| PspError::Cpuid { gpa, source })?;
+                page.validate(&self.launch.cpuid).map_err(|source| PspError::Cpuid { gpa, source })?;
+            }
             SnpPageType::Zero => bytes.fill(0),
             _ => {}
         }
@@ -118,7 +205,14 @@ impl EmulatedPsp {
             self.digest.update_vmsa(v);
         }
         debug_assert_eq!(VMSA_GPA & (PAGE_SIZE - 1), 0);
-        self.measurement = Some(self.digest.current());
+        let measurement = self.digest.current();
+        if let Some((block, auth)) = &self.launch.finish.id {
+            let digests =
+                verify_id_block(block, auth, self.launch.finish.author_key_enabled, &measurement, self.launch.policy)
+                    .map_err(PspError::IdBlock)?;
+            self.id_digests = Some(digests);
+        }
+        self.measurement = Some(measurement);
         self.state = GuestState::Running;
         Ok(())
     }
@@ -130,28 +224,80 @@ impl EmulatedPsp {
 
     /// The guest policy.
     pub fn policy(&self) -> u64 {
-        self.policy
+        self.launch.policy
     }
 
     /// The host data.
     pub fn host_data(&self) -> [u8; 32] {
-        self.host_data
+        self.launch.finish.host_data
     }
 
-    /// The secrets page: version 3, VMPCK0-3 at 0x20, 0x40, 0x60, 0x80.
-    fn fill_secrets(&self, page: &mut [u8]) {
-        page.fill(0);
-        page[0..4].copy_from_slice(&3u32.to_le_bytes());
-        for (i, k) in self.vmpcks.iter().enumerate() {
-            page[0x20 + 0x20 * i..0x40 + 0x20 * i].copy_from_slice(k);
+    /// The key chain that signs this guest's reports.
+    pub fn chain(&self) -> &Arc<EmulatedAmdChain> {
+        &self.launch.chain
+    }
+
+    /// SNP_GUEST_REQUEST: opens the guest's message (VMPCK, sequence number, tag) and
+    /// returns the sealed response page. A request that does not open changes nothing
+    /// and is answered with the firmware status of [`GuestRequestError::fw_status`].
+    pub fn guest_request(&mut self, page: &[u8]) -> Result<Vec<u8>, GuestRequestError> {
+        let Some(measurement) = self.measurement else { return Err(GuestRequestError::NotRunning) };
+        let req = self.channel.open_request(page)?;
+        if req.header.msg_type != msg_type::REPORT_REQ {
+            // The channel accepted it (and used its sequence number) but the emulated
+            // PSP serves only reports: answer with the error response of that type.
+            return Err(GuestRequestError::Message(GuestMsgError::BadMsgType(req.header.msg_type)));
         }
+        let ask = ReportRequest::from_bytes(&req.payload)?;
+        // The guest runs at VMPL 0: it may ask for any VMPL's report.
+        let status = ask.status(0);
+        let response = if status != 0 {
+            ReportResponse::error(status)
+        } else {
+            ReportResponse::success(self.report(&ask.report_data, ask.vmpl, &measurement)?)
+        };
+        Ok(self.channel.seal_response(&req, &response.to_bytes())?)
     }
-}
 
-/// Fills `buf` from the OS's random source.
-fn fill_random(buf: &mut [u8]) {
-    // getrandom fails only without any OS entropy source, where nothing is safe.
-    getrandom::fill(buf).expect("the OS random source is available");
+    /// A signed attestation report.
+    fn report(
+        &self,
+        report_data: &[u8; 64],
+        vmpl: u32,
+        measurement: &LaunchDigest,
+    ) -> Result<[u8; 0x4a0], ReportError> {
+        let chain = &self.launch.chain;
+        let tcb = chain.tcb();
+        let (block, author_key_en) = match &self.launch.finish.id {
+            Some((block, _)) => (Some(block), self.launch.finish.author_key_enabled),
+            None => (None, false),
+        };
+        let digests = self.id_digests.unwrap_or(IdDigests { id_key_digest: [0; 48], author_key_digest: [0; 48] });
+        let report = AttestationReport {
+            guest_svn: block.map_or(0, |b| b.guest_svn),
+            policy: self.launch.policy,
+            family_id: block.map_or([0; 16], |b| b.family_id),
+            image_id: block.map_or([0; 16], |b| b.image_id),
+            vmpl,
+            current_tcb: tcb,
+            author_key_en,
+            report_data: *report_data,
+            measurement: *measurement,
+            host_data: self.launch.finish.host_data,
+            id_key_digest: digests.id_key_digest,
+            author_key_digest: digests.author_key_digest,
+            report_id: self.report_id,
+            reported_tcb: tcb,
+            cpuid: Some(CpuidFms::MILAN_B0),
+            chip_id: *chain.chip_id(),
+            committed_tcb: tcb,
+            current_version: FIRMWARE_VERSION,
+            committed_version: FIRMWARE_VERSION,
+            launch_tcb: tcb,
+            ..AttestationReport::default()
+        };
+        report.sign(chain.vcek_signing_key())
+    }
 }
 
 #[cfg(test)]
@@ -168,14 +314,14 @@ mod tests {
             zero: vec![(0x9000, 0x6000, "page tables".into())],
             secrets_gpa: 0x3000,
             cpuid_gpa: 0x4000,
-            cpuid_page: Some(vec![1u8; 0x1000].into()),
+            cpuid_page: None,
             entry: 0x20_0040,
             boot_info: 0x5000,
             vcpus: 2,
             sev_features: 1,
         })
         .unwrap();
-        let mut psp = EmulatedPsp::launch_start(0x30000, [0; 32]);
+        let mut psp = EmulatedPsp::launch_start(test_launch()).unwrap();
         for r in &plan.ranges {
             let PageType::Snp(t) = r.page_type else { panic!() };
             let mut bytes: Vec<u8> = (0..r.pages()).flat_map(|i| r.page(i).to_vec()).collect();
@@ -185,17 +331,26 @@ mod tests {
             plan.vcpus.iter().map(|v| if let VcpuState::Snp(s) = v { s.clone() } else { panic!() }).collect();
         psp.launch_finish(&vcpus).unwrap();
         assert_eq!(psp.measurement().unwrap(), launch_digest(&plan).unwrap());
-        assert_eq!(psp.launch_finish(&vcpus), Err(PspError::InvalidGuestState("SNP_LAUNCH_FINISH")));
+        assert!(matches!(psp.launch_finish(&vcpus), Err(PspError::InvalidGuestState("SNP_LAUNCH_FINISH"))));
+    }
+
+    fn test_launch() -> PspLaunch {
+        PspLaunch {
+            policy: 0x30000,
+            finish: FinishOptions::default(),
+            cpuid: CpuidPlatform::from_entries(&[]),
+            chain: Arc::new(crate::snp::certs::tests_chain()),
+        }
     }
 
     #[test]
     fn secrets_pages_get_fresh_vmpcks_and_bad_lengths_fail() {
-        let mut a = EmulatedPsp::launch_start(0x30000, [0; 32]);
-        let b = EmulatedPsp::launch_start(0x30000, [0; 32]);
-        assert_ne!(a.vmpcks, b.vmpcks);
+        let mut a = EmulatedPsp::launch_start(test_launch()).unwrap();
+        let b = EmulatedPsp::launch_start(test_launch()).unwrap();
+        assert_ne!(a.secrets.vmpcks, b.secrets.vmpcks);
         let mut page = vec![0u8; 0x1000];
         a.launch_update(0x3000, SnpPageType::Secrets, &mut page).unwrap();
-        assert_eq!(&page[0x20..0x40], &a.vmpcks[0]);
+        assert_eq!(&page[0x20..0x40], &a.secrets.vmpcks[0]);
         let mut two = vec![0u8; 0x2000];
         assert!(matches!(a.launch_update(0x3000, SnpPageType::Cpuid, &mut two), Err(PspError::SinglePage { .. })));
         assert!(matches!(a.launch_update(0x3000, SnpPageType::Normal, &mut []), Err(PspError::InvalidLength { .. })));
