@@ -429,7 +429,7 @@ impl SnpVcpuExits {
     /// firmware status in SW_EXITINFO2[31:0]; a certificate buffer that is too small gets
     /// the VMM error INVALID_LEN and, in RBX, the pages needed (the request is not sent).
     fn guest_request(&self, g: &mut Ghcb, extended: bool, req: u64, resp: u64) {
-        let page_ok = |gpa: u64| gpa % PAGE == 0 && self.shared.is_shared(gpa, PAGE);
+        let page_ok = |gpa: u64| gpa.is_multiple_of(PAGE) && self.shared.is_shared(gpa, PAGE);
         if !page_ok(req) || !page_ok(resp) {
             return g.error(ERR_INVALID_INPUT);
         }
