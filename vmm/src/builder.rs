@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use arch::abi::{
-    BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, DEBUG_EXIT_PORT, SERIAL_PORT,
+    BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, DEBUG_EXIT_PORT, KEYBOARD_GSI,
+    SERIAL_PORT,
 };
 use arch::boot::BootBlobs;
 use arch::layout::{
@@ -40,7 +41,7 @@ use crate::config::{ConfigError, GuestMemoryPolicy, KernelSource, NetConfig, Vir
 use crate::device_loop::Subscriber;
 use crate::irq::KvmMsiRouter;
 use crate::stats::StepTimes;
-use crate::vm::{ChannelStop, Console, Vm};
+use crate::vm::{ChannelStop, Console, LaunchInfo, Vm};
 
 /// IOAPIC pin (and GSI) of the COM1 serial port.
 const SERIAL_GSI: u32 = 4;
@@ -234,6 +235,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         seccomp: config.seccomp,
         steps,
         backend_name: backend.name(),
+        launch: LaunchInfo::plain(),
+        i8042: devs.i8042,
         vm,
         mem,
     })
@@ -456,6 +459,7 @@ struct Devices {
     pio: Bus,
     mmio: Bus,
     serial: Arc<Mutex<Console>>,
+    i8042: Arc<Mutex<I8042>>,
     irqfds: Vec<(EventFd, u32)>,
 }
 
@@ -475,6 +479,14 @@ fn create_devices(
         source: std::io::Error::from_raw_os_error(e.errno()),
     })?;
     let serial = Arc::new(Mutex::new(SerialConsole::new(EventFdTrigger(serial_irq), console)));
+    // The i8042's keyboard interrupt carries the host's shutdown request (Ctrl-Alt-Del).
+    let keyboard_irq = EventFd::new(EFD_NONBLOCK).map_err(dev_err("keyboard interrupt"))?;
+    let keyboard_irqfd = keyboard_irq.try_clone().map_err(dev_err("keyboard interrupt"))?;
+    vm.register_irqfd(&keyboard_irqfd, KEYBOARD_GSI).map_err(|e| BuildError::Device {
+        what: "keyboard interrupt",
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    })?;
+    let i8042 = Arc::new(Mutex::new(I8042::with_keyboard_interrupt(stop.clone(), EventFdTrigger(keyboard_irq))));
 
     let ioapic = Ioapic::new(Arc::new(KvmMsiRouter::new(vm.clone())));
     let insert = |bus: &mut Bus, dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, what: &'static str| {
@@ -488,9 +500,9 @@ fn create_devices(
         1,
         "debug-exit port",
     )?;
-    insert(&mut pio, Arc::new(Mutex::new(I8042::new(stop))), I8042_BASE, I8042_LEN, "i8042")?;
+    insert(&mut pio, i8042.clone(), I8042_BASE, I8042_LEN, "i8042")?;
     insert(&mut mmio, Arc::new(Mutex::new(ioapic)), IOAPIC_START, IOAPIC_SIZE, "IOAPIC")?;
-    Ok(Devices { pio, mmio, serial, irqfds: vec![(irqfd, SERIAL_GSI)] })
+    Ok(Devices { pio, mmio, serial, i8042, irqfds: vec![(irqfd, SERIAL_GSI), (keyboard_irqfd, KEYBOARD_GSI)] })
 }
 
 /// Creates the configured virtio devices: each gets a virtio-mmio window on the MMIO
