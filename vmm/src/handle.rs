@@ -443,7 +443,11 @@ impl VmHandle {
             expected_measurement: self.launch.expected_measurement.clone(),
             vcpus: self.vcpus,
             memory_bytes: self.memory,
-            launch_steps: self.steps.iter().map(|(name, d)| LaunchStep { name, ms: d.as_secs_f64() * 1e3 }).collect(),
+            launch_steps: self
+                .steps
+                .iter()
+                .map(|(name, d)| LaunchStep { name, ms: d.as_micros() as f64 / 1e3 })
+                .collect(),
             exit,
             error,
         }

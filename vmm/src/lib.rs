@@ -22,6 +22,7 @@
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod builder;
 pub mod config;
 pub mod config_file;

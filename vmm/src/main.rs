@@ -26,6 +26,16 @@ enum Command {
     /// Print the launch measurement (SNP launch digest or TDX MRTD) a firmware and
     /// configuration produce; the value is alone on the last line of stdout.
     Measure(MeasureArgs),
+    /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
+    /// paused, resumed and shut down through it; their consoles go to stdout.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// The Unix socket to serve the API on (created with mode 0600, removed on exit).
+    #[arg(long, value_name = "PATH")]
+    api_socket: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,6 +146,10 @@ struct RunArgs {
     /// Run without the seccomp filters that confine cvmm's threads (for debugging only).
     #[arg(long)]
     no_seccomp: bool,
+    /// Also serve the HTTP API (docs/api.md) on this Unix socket while the VM runs, to
+    /// query, pause, resume or shut it down.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
@@ -164,7 +178,65 @@ fn main() -> ExitCode {
             run(args, sub)
         }
         Command::Measure(args) => measure(args),
+        Command::Serve(args) => serve(&args.api_socket),
     }
+}
+
+/// A writer to this process's stdout (fd 1, unbuffered), noting the first output.
+fn stdout_console() -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    Ok(Box::new(FirstOutput(std::fs::File::from(fd))))
+}
+
+/// The consoles of VMs created through the API: stdout.
+fn api_consoles() -> vmm::api::ConsoleFactory {
+    Box::new(|| match stdout_console() {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("cannot duplicate stdout for the console ({e}); the guest's output is dropped");
+            Box::new(std::io::sink())
+        }
+    })
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let server = match vmm::api::ApiServer::bind(path, api_consoles()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    server.serve();
+    ExitCode::SUCCESS
+}
+
+/// `cvmm run --api-socket`: runs the VM under a handle while the API serves it.
+fn run_with_api(vm: vmm::Vm, config: VmConfig, path: &std::path::Path, stats: bool) -> ExitCode {
+    let server = match vmm::api::ApiServer::bind(path, api_consoles()) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => return fail(&e),
+    };
+    let handle = std::sync::Arc::new(vm.into_handle());
+    server.attach(handle.clone(), config);
+    let serving = server.clone();
+    let api = match std::thread::Builder::new().name("api".into()).spawn(move || serving.serve()) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let exit = handle.start().and_then(|()| handle.wait());
+    server.stop();
+    if api.join().is_err() {
+        log::error!("the API thread panicked");
+    }
+    let exit = match exit {
+        Ok(exit) => exit,
+        Err(e) => return fail(&e),
+    };
+    if stats {
+        print_times();
+        print_step_stats(handle.launch_steps());
+        // The VM's memory is gone with it: no guest residency here.
+        eprintln!("stats: peak_rss_kib={}", vmm::stats::peak_rss_kib().unwrap_or(0));
+    }
+    report_exit(&exit)
 }
 
 fn measure(args: MeasureArgs) -> ExitCode {
@@ -273,7 +345,7 @@ fn effective_config(args: RunArgs, matches: &clap::ArgMatches) -> Result<VmConfi
 }
 
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
-    let (print_config, stats) = (args.print_config, args.stats);
+    let (print_config, stats, api_socket) = (args.print_config, args.stats, args.api_socket.clone());
     let config = match effective_config(args, matches) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -284,8 +356,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
     }
     // The guest's console goes straight to fd 1, unbuffered: each byte the guest
     // transmits is visible at once, as on a real serial line.
-    let console: Box<dyn std::io::Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(FirstOutput(std::fs::File::from(fd))),
+    let console = match stdout_console() {
+        Ok(c) => c,
         Err(e) => return fail(&e),
     };
     let mut vm = match vmm::build_vm(&config, console) {
@@ -293,6 +365,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
         Err(e) => return fail(&e),
     };
     log::info!("launched with {}", vm.backend_name());
+    if let Some(path) = &api_socket {
+        return run_with_api(vm, config, path, stats);
+    }
     let exit = match vm.run() {
         Ok(exit) => exit,
         Err(e) => return fail(&e),
@@ -300,6 +375,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
     if stats {
         print_stats(&vm);
     }
+    report_exit(&exit)
+}
+
+/// Reports how the VM ended and returns `cvmm run`'s exit status.
+fn report_exit(exit: &vmm::VmExit) -> ExitCode {
     if !exit.is_guest_requested() {
         eprintln!("cvmm: {exit}");
     } else {
@@ -332,18 +412,26 @@ fn since_main_ms(t: Option<&Instant>) -> f64 {
     }
 }
 
-fn print_stats(vm: &vmm::Vm) {
+fn print_times() {
     eprintln!(
         "stats: main_to_first_output_ms={:.3} main_to_exit_ms={:.3}",
         since_main_ms(FIRST_OUTPUT.get()),
         since_main_ms(Some(&Instant::now()))
     );
-    for (step, d) in vm.launch_steps() {
-        eprintln!("stats: step {:<32} {:>9.3} ms", step, d.as_secs_f64() * 1e3);
-    }
+}
+
+fn print_stats(vm: &vmm::Vm) {
+    print_times();
+    print_step_stats(vm.launch_steps());
     let peak = vmm::stats::peak_rss_kib().unwrap_or(0);
     let guest = vmm::stats::guest_resident_kib(vm.guest_memory());
     eprintln!("stats: peak_rss_kib={peak} guest_resident_kib={guest} vmm_overhead_kib={}", peak.saturating_sub(guest));
+}
+
+fn print_step_stats(steps: &[(&'static str, Duration)]) {
+    for (step, d) in steps {
+        eprintln!("stats: step {:<32} {:>9.3} ms", step, d.as_secs_f64() * 1e3);
+    }
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {
