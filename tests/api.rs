@@ -202,9 +202,11 @@ fn the_demo_guest_lives_its_whole_life_through_the_api() {
     let (status, log) = vmm.get("/v1/vm/launch-log");
     assert_eq!((status, log), (200, Value::Array(Vec::new())), "a plain VM measures nothing");
 
-    // An exited VM can be replaced by a new one.
-    assert_eq!(vmm.put("/v1/vm", "{}").0, 204);
+    // An exited VM can be replaced by a new one, and so can one not booted yet.
+    assert_eq!(vmm.put("/v1/vm", r#"{"vcpus": 2}"#).0, 204);
     assert_eq!(vmm.state(), "created");
+    assert_eq!(vmm.put("/v1/vm", r#"{"vcpus": 3}"#).0, 204);
+    assert_eq!(vmm.get("/v1/vm").1["vcpus"], 3);
 
     assert_eq!(vmm.put("/v1/vmm/shutdown", "").0, 204);
     let socket = vmm.socket.clone();
@@ -396,4 +398,35 @@ fn curl_ping(socket: &Path) -> Option<u16> {
         return None;
     }
     Some(curl(socket, "GET", "/v1/vmm/ping", None, &[]).0)
+}
+
+#[test]
+fn docs_api_yaml_describes_exactly_the_paths_and_methods_served() {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.yaml")).unwrap();
+    // Under `paths:`, a path is a two-space-indented key and its operations are
+    // four-space-indented method keys.
+    let mut documented: Vec<(String, Vec<String>)> = Vec::new();
+    let mut in_paths = false;
+    for line in yaml.lines() {
+        if !line.starts_with(' ') {
+            in_paths = line == "paths:";
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if let Some(path) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            documented.push((format!("/{path}"), Vec::new()));
+        } else if let Some(method) = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')) {
+            if ["get", "put", "post", "delete", "patch"].contains(&method) {
+                documented.last_mut().unwrap().1.push(method.to_ascii_uppercase());
+            }
+        }
+    }
+    let mut documented: Vec<(String, String)> = documented.into_iter().map(|(p, m)| (p, m.join(", "))).collect();
+    documented.sort();
+    let mut served: Vec<(String, String)> =
+        vmm::api::routes().into_iter().map(|(p, m)| (p.to_string(), m.to_string())).collect();
+    served.sort();
+    assert_eq!(documented, served);
 }

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `GET /v1/vmm/ping` | cvmm's version | 200 `{"version": ...}` |
 //! | `PUT /v1/vmm/shutdown` | ends the VM at once, if it runs, and stops serving | 204 |
-//! | `PUT /v1/vm` | builds a VM from a configuration ([`VmConfig::from_json`]) | 204 |
+//! | `PUT /v1/vm` | builds a VM from a configuration ([`VmConfig::from_json`]), replacing one not booted yet or exited | 204 |
 //! | `GET /v1/vm` | its state and launch information ([`crate::VmInfo`]) | 200 |
 //! | `GET /v1/vm/config` | its configuration, in the schema `PUT /v1/vm` reads | 200 |
 //! | `PUT /v1/vm/boot` | starts it ([`VmHandle::start`]) | 204 |
@@ -158,19 +158,34 @@ enum Route {
 }
 
 impl Route {
+    const ALL: [Route; 9] = [
+        Route::Ping,
+        Route::VmmShutdown,
+        Route::Vm,
+        Route::Config,
+        Route::Boot,
+        Route::Pause,
+        Route::Resume,
+        Route::Shutdown,
+        Route::LaunchLog,
+    ];
+
+    fn path(self) -> &'static str {
+        match self {
+            Route::Ping => "/v1/vmm/ping",
+            Route::VmmShutdown => "/v1/vmm/shutdown",
+            Route::Vm => "/v1/vm",
+            Route::Config => "/v1/vm/config",
+            Route::Boot => "/v1/vm/boot",
+            Route::Pause => "/v1/vm/pause",
+            Route::Resume => "/v1/vm/resume",
+            Route::Shutdown => "/v1/vm/shutdown",
+            Route::LaunchLog => "/v1/vm/launch-log",
+        }
+    }
+
     fn find(path: &str) -> Option<Self> {
-        Some(match path {
-            "/v1/vmm/ping" => Route::Ping,
-            "/v1/vmm/shutdown" => Route::VmmShutdown,
-            "/v1/vm" => Route::Vm,
-            "/v1/vm/config" => Route::Config,
-            "/v1/vm/boot" => Route::Boot,
-            "/v1/vm/pause" => Route::Pause,
-            "/v1/vm/resume" => Route::Resume,
-            "/v1/vm/shutdown" => Route::Shutdown,
-            "/v1/vm/launch-log" => Route::LaunchLog,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|r| r.path() == path)
     }
 
     /// The `Allow` header value.
@@ -181,6 +196,12 @@ impl Route {
             Route::VmmShutdown | Route::Boot | Route::Pause | Route::Resume | Route::Shutdown => "PUT",
         }
     }
+}
+
+/// Every path the API serves, with the methods it takes (as the `Allow` header lists
+/// them), for documentation checks.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    Route::ALL.iter().map(|r| (r.path(), r.allowed())).collect()
 }
 
 /// The HTTP status for a build failure: 400 when the configuration or its files are
@@ -361,8 +382,11 @@ impl ApiServer {
     fn create(&self, body: &[u8]) -> Reply {
         if let Some(m) = lock(&self.vm).as_ref() {
             let state = m.handle.state();
-            if state != VmState::Exited {
-                return Reply::error(409, format!("a VM exists and is {state}; only an exited VM can be replaced"));
+            if !matches!(state, VmState::Created | VmState::Exited) {
+                return Reply::error(
+                    409,
+                    format!("a VM exists and is {state}; only a VM not yet booted or exited can be replaced"),
+                );
             }
         }
         let Ok(text) = std::str::from_utf8(body) else {
