@@ -82,6 +82,25 @@ fn a_paused_guest_does_not_run_until_resumed() {
 }
 
 #[test]
+fn every_vcpu_of_a_multi_vcpu_vm_parks_and_runs_again() {
+    // vCPU 0 runs the demo; the others wait for INIT/SIPI inside KVM_RUN and must be
+    // kicked out of it all the same.
+    let console = SharedBuf::default();
+    let config = VmConfig { vcpus: 4, ..waiting_demo(256 << 20) };
+    let vm = VmHandle::create(&config, Box::new(console.clone())).unwrap();
+    vm.start().unwrap();
+    wait_for_output(&console, WAITING);
+    for _ in 0..3 {
+        vm.pause().unwrap();
+        assert_eq!(vm.state(), VmState::Paused);
+        vm.resume().unwrap();
+    }
+    vm.shutdown(Duration::from_secs(30)).unwrap();
+    assert_eq!(vm.wait().unwrap(), VmExit::GuestExit(0));
+    assert!(console.text().starts_with("Hello from the cvmm demo guest: 4 vCPUs"), "{}", console.text());
+}
+
+#[test]
 fn shutting_down_a_paused_guest_resumes_it_so_it_can_comply() {
     let console = SharedBuf::default();
     let vm = VmHandle::create(&waiting_demo(256 << 20), Box::new(console.clone())).unwrap();
@@ -121,6 +140,27 @@ fn a_repeated_shutdown_with_no_grace_ends_the_vm_at_once() {
     vm.shutdown(Duration::ZERO).unwrap();
     assert_eq!(vm.wait().unwrap(), VmExit::ShutdownForced { grace: Duration::ZERO });
     assert!(asked.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_grace_period_or_watchdog_beyond_any_clock_means_never() {
+    let config = VmConfig { timeout: Some(Duration::MAX), ..waiting_demo(256 << 20) };
+    let console = SharedBuf::default();
+    let vm = VmHandle::create(&config, Box::new(console.clone())).unwrap();
+    vm.start().unwrap();
+    wait_for_output(&console, WAITING);
+    vm.send_ctrl_alt_del().unwrap();
+    assert_eq!(vm.wait().unwrap(), VmExit::GuestExit(0));
+
+    let kernel = temp_file("deaf.elf", &tiny_elf(&[0xfa, 0xf4, 0xeb, 0xfc]));
+    let config = VmConfig { kernel: KernelSource::File(kernel), ..Default::default() };
+    let vm = VmHandle::create(&config, Box::new(std::io::sink())).unwrap();
+    vm.start().unwrap();
+    vm.shutdown(Duration::MAX).unwrap();
+    assert!(vm.wait_timeout(Duration::from_millis(200)).is_none());
+    assert_eq!(vm.state(), VmState::ShuttingDown);
+    vm.shutdown(Duration::ZERO).unwrap();
+    assert_eq!(vm.wait().unwrap(), VmExit::ShutdownForced { grace: Duration::ZERO });
 }
 
 #[test]

@@ -220,15 +220,17 @@ impl StatusCell {
     }
 }
 
-/// Publishes an end if the supervisor thread leaves without one (a panic), so waiters
-/// never wait forever.
+/// Publishes an end if the supervisor thread unwinds (a panic in a debug build), so
+/// waiters never wait forever.
 struct FinishGuard(Arc<StatusCell>);
 
 impl Drop for FinishGuard {
     fn drop(&mut self) {
-        self.0.finish(Err(ControlError::Run(Arc::new(RunError::SpawnController(std::io::Error::other(
-            "the VM's supervisor thread ended unexpectedly",
-        ))))));
+        if std::thread::panicking() {
+            self.0.finish(Err(ControlError::Run(Arc::new(RunError::SpawnController(std::io::Error::other(
+                "the VM's supervisor thread panicked",
+            ))))));
+        }
     }
 }
 
@@ -308,12 +310,15 @@ impl VmHandle {
                 return Err(err);
             }
         }
-        drop(pending);
+        // `pending` stays locked until the VM runs (or failed to): a concurrent start
+        // then sees the outcome, not a VM still `created`.
         let s = self.status.wait_while(None, |s| s.state == VmState::Created);
-        match &s.outcome {
+        let started = match &s.outcome {
             Some(Err(e)) => Err(e.clone()),
             _ => Ok(()),
-        }
+        };
+        drop(pending);
+        started
     }
 
     /// Parks every vCPU outside KVM_RUN (state [`VmState::Paused`]); returns once all

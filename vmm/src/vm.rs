@@ -439,7 +439,8 @@ impl Controller<'_> {
     /// Answers the handle's requests until an event ends the VM, the watchdog fires,
     /// or a requested shutdown's grace period runs out; returns why the VM ended.
     fn serve(&mut self, started: Instant) -> VmExit {
-        let watchdog = self.vm.timeout.map(|t| (started + t, VmExit::Timeout(t)));
+        // A timeout beyond Instant's range never fires.
+        let watchdog = self.vm.timeout.and_then(|t| Some((started.checked_add(t)?, VmExit::Timeout(t))));
         let mut forced: Option<(Instant, VmExit)> = None;
         loop {
             let deadline = match (&watchdog, &forced) {
@@ -503,7 +504,9 @@ impl Controller<'_> {
                 if self.paused {
                     self.resume();
                 }
-                let at = Instant::now() + grace;
+                // A grace period beyond Instant's range is a century.
+                let now = Instant::now();
+                let at = now.checked_add(grace).unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
                 match forced {
                     // A repeated request can only bring the deadline forward.
                     Some((deadline, exit)) => {
@@ -519,10 +522,14 @@ impl Controller<'_> {
                         }
                         *forced = Some((at, VmExit::ShutdownForced { grace }));
                         self.set_state(VmState::ShuttingDown);
-                        log::info!(
-                            "shutdown requested: Ctrl-Alt-Del sent; the VM ends within {:.1} s",
-                            grace.as_secs_f64()
-                        );
+                        if grace.is_zero() {
+                            log::info!("shutdown requested: the VM ends now");
+                        } else {
+                            log::info!(
+                                "shutdown requested: Ctrl-Alt-Del sent; the VM ends within {:.1} s",
+                                grace.as_secs_f64()
+                            );
+                        }
                     }
                 }
                 Ok(())
