@@ -238,7 +238,7 @@ fn mmio_write(addr: usize, value: u32) {
 /// Routes the keyboard interrupt to [`KEYBOARD_VECTOR`] and halts until the i8042 has
 /// delivered the Ctrl-Alt-Del sequence.
 fn wait_for_ctrl_alt_del() {
-    let handler = keyboard_entry as usize as u64;
+    let handler = keyboard_entry as *const () as usize as u64;
     // 64-bit interrupt gate: selector 0x08 (64-bit code), present, DPL0, type 0xe.
     let low = (handler & 0xffff) | (0x08 << 16) | (0x8e00u64 << 32) | ((handler & 0xffff_0000) << 32);
     // SAFETY: single-threaded guest code; the IDT is only read by the CPU.
