@@ -261,3 +261,28 @@ fn the_lifecycle_example_runs() {
 fn the_i8042_sends_the_sequence_the_guest_abi_names() {
     assert_eq!(devices::legacy::CTRL_ALT_DEL, arch::abi::CTRL_ALT_DEL_SCANCODES);
 }
+
+#[test]
+fn an_emulated_snp_vm_reports_its_tee_expected_measurement_and_launch_log() {
+    let config = VmConfig {
+        tee: vmm::Tee::Snp(vmm::SnpConfig { emulated: true, ..Default::default() }),
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let (plan, digest) = vmm::snp_measurement(&config).unwrap();
+    let console = SharedBuf::default();
+    let vm = vmm::build_vm(&config, Box::new(console.clone())).unwrap();
+    let platform_measurement = vm.launch_measurement().expect("the emulated PSP measured the launch");
+    let vm = vm.into_handle();
+    assert_eq!(vm.tee(), "snp-emulated");
+    assert_eq!(vm.expected_measurement(), Some(hex::encode(digest).as_str()));
+    assert_eq!(vm.expected_measurement(), Some(hex::encode(platform_measurement).as_str()));
+    // One entry per range of the plan, then one per vCPU's VMSA.
+    assert_eq!(vm.launch_log().len(), plan.ranges.len() + 1);
+    assert_eq!(vm.launch_log().last().unwrap().kind, "snp:vmsa");
+    // A confidential launch gives the demo guest no command line (so no `wait`): it
+    // greets and exits.
+    vm.start().unwrap();
+    assert_eq!(vm.wait().unwrap(), VmExit::GuestExit(0), "console:\n{}", console.text());
+    assert_eq!(vm.info().tee, "snp-emulated");
+}

@@ -22,15 +22,32 @@
 //! | 0x30 | number of virtio-mmio devices (at most [`MAX_VIRTIO_DEVICES`]) |
 //! | 0x34 | reserved |
 //! | 0x38 | virtio devices: 16 bytes each: window base (u64), device ID (u32), GSI (u32) |
+//! | 0x138 | SEV-SNP secrets page GPA (0 unless [`FLAG_SNP`]) |
+//! | 0x140 | SEV-SNP CPUID page GPA (0 unless [`FLAG_SNP`]) |
+//!
+//! # Entry points
+//! A cvmm guest program is a static ELF whose entry point is its 64-bit entry (plain
+//! KVM: long mode, identity paging). At entry + [`ENTRY32_OFFSET`] it has a 32-bit
+//! protected-mode entry with paging off, `ESI` = boot info: how a confidential launch
+//! starts it (the guest builds its own page tables with the platform's encryption bit).
 
 /// `"CVMMBOOT"` as a little-endian `u64`.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"CVMMBOOT");
 /// Version of [`BootInfo`] this build writes.
-pub const BOOT_INFO_VERSION: u32 = 2;
+pub const BOOT_INFO_VERSION: u32 = 3;
 /// Most virtio devices the block lists.
 pub const MAX_VIRTIO_DEVICES: usize = 16;
 /// `flags` bit: the guest is confidential (its memory is private until it shares it).
 pub const FLAG_CONFIDENTIAL: u32 = 1;
+/// `flags` bit: the guest is an SEV-SNP guest (with [`FLAG_CONFIDENTIAL`]).
+pub const FLAG_SNP: u32 = 1 << 1;
+/// `flags` bit: the confidential platform is cvmm's software emulation, whose
+/// VMGEXIT doorbell is a port write (`crate::ghcb::EMULATED_VMGEXIT_PORT`).
+pub const FLAG_EMULATED_PLATFORM: u32 = 1 << 2;
+/// Offset of the 32-bit entry from a cvmm guest program's ELF entry point.
+pub const ENTRY32_OFFSET: u64 = 0x40;
+/// The 8 bytes right before the 32-bit entry, which mark a program that has one.
+pub const ENTRY32_MARKER: [u8; 8] = *b"CVMM-E32";
 
 /// I/O port of the 16550 debug serial console (COM1).
 pub const SERIAL_PORT: u16 = 0x3f8;
@@ -90,6 +107,10 @@ pub struct BootInfo {
     pub reserved: u32,
     /// The virtio-mmio devices.
     pub virtio: [VirtioDeviceInfo; MAX_VIRTIO_DEVICES],
+    /// GPA of the SEV-SNP secrets page (0 unless [`FLAG_SNP`]).
+    pub snp_secrets: u64,
+    /// GPA of the SEV-SNP CPUID page (0 unless [`FLAG_SNP`]).
+    pub snp_cpuid: u64,
 }
 
 impl BootInfo {
@@ -114,7 +135,7 @@ impl BootInfo {
 }
 
 /// Size in bytes of [`BootInfo`] as written to guest memory.
-pub const BOOT_INFO_SIZE: usize = 0x38 + 16 * MAX_VIRTIO_DEVICES;
+pub const BOOT_INFO_SIZE: usize = 0x38 + 16 * MAX_VIRTIO_DEVICES + 16;
 
 impl BootInfo {
     /// The block's little-endian bytes, as the guest reads them.
@@ -136,6 +157,9 @@ impl BootInfo {
             b[o + 8..o + 12].copy_from_slice(&d.device_id.to_le_bytes());
             b[o + 12..o + 16].copy_from_slice(&d.gsi.to_le_bytes());
         }
+        let o = 0x38 + 16 * MAX_VIRTIO_DEVICES;
+        b[o..o + 8].copy_from_slice(&self.snp_secrets.to_le_bytes());
+        b[o + 8..o + 16].copy_from_slice(&self.snp_cpuid.to_le_bytes());
         b
     }
 }
@@ -170,6 +194,8 @@ mod tests {
         assert!(info.is_valid());
         assert_eq!(info.find_virtio(4).unwrap().gsi, 5);
         assert!(info.find_virtio(2).is_none());
+        let info = BootInfo { snp_cpuid: 0x4000, ..info };
+        assert_eq!(u64::from_le_bytes(info.to_bytes()[0x140..0x148].try_into().unwrap()), 0x4000);
         assert!(!BootInfo { version: 1, ..info }.is_valid());
         assert!(!BootInfo { virtio_count: 17, ..info }.is_valid());
     }

@@ -11,6 +11,10 @@ use core::arch::{asm, global_asm};
 
 use crate::abi::{DEBUG_EXIT_PORT, SERIAL_PORT};
 
+/// The SEV-SNP firmware and platform layer (the 32-bit entry of confidential launches).
+#[path = "snp.rs"]
+pub mod snp;
+
 global_asm!(
     ".section .text.start, \"ax\"",
     ".global _start",
@@ -22,18 +26,42 @@ global_asm!(
     "    jmp 2b",
 );
 
-/// Writes one byte to an I/O port.
+/// Writes one byte to an I/O port (through the GHCB in an SNP guest).
 pub fn outb(port: u16, value: u8) {
+    if snp::active() {
+        return snp::outb(port, value);
+    }
     // SAFETY: port I/O has no memory effects in this guest; cvmm handles the exit.
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
-/// Reads one byte from an I/O port.
+/// Reads one byte from an I/O port (through the GHCB in an SNP guest).
 pub fn inb(port: u16) -> u8 {
+    if snp::active() {
+        return snp::inb(port);
+    }
     let value: u8;
     // SAFETY: port I/O has no memory effects in this guest; cvmm handles the exit.
     unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
     value
+}
+
+/// Reads a 32-bit device register (through the GHCB in an SNP guest).
+pub fn mmio_read32(addr: u64) -> u32 {
+    if snp::active() {
+        return snp::mmio_read32(addr);
+    }
+    // SAFETY: `addr` is a device register in the identity-mapped MMIO hole.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+/// Writes a 32-bit device register (through the GHCB in an SNP guest).
+pub fn mmio_write32(addr: u64, v: u32) {
+    if snp::active() {
+        return snp::mmio_write32(addr, v);
+    }
+    // SAFETY: as for `mmio_read32`.
+    unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
 }
 
 /// Writes bytes to the serial console.

@@ -188,11 +188,11 @@ pub struct Device {
 
 impl Device {
     fn rd(&self, off: usize) -> u32 {
-        peek::<u32>(self.base + off as u64)
+        crate::rt::mmio_read32(self.base + off as u64)
     }
 
     fn wr(&self, off: usize, v: u32) {
-        poke::<u32>(self.base + off as u64, v)
+        crate::rt::mmio_write32(self.base + off as u64, v)
     }
 
     /// Resets the device at `base` and negotiates VERSION_1 | ACCESS_PLATFORM plus
@@ -384,7 +384,7 @@ impl Queue {
         self.avail_idx = self.avail_idx.wrapping_add(1);
         poke::<u16>(self.avail + 2, self.avail_idx);
         compiler_fence(Ordering::SeqCst);
-        poke::<u32>(self.notify, u32::from(self.index));
+        crate::rt::mmio_write32(self.notify, u32::from(self.index));
         Ok(id)
     }
 

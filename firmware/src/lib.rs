@@ -38,4 +38,9 @@ pub mod test_guests {
     pub fn virtio_rng() -> &'static [u8] {
         include_bytes!(concat!(env!("OUT_DIR"), "/virtio_rng_test.elf"))
     }
+
+    /// The emulated-SNP GHCB test guest (firmware/guests/snp_ghcb_test.rs).
+    pub fn snp_ghcb() -> &'static [u8] {
+        include_bytes!(concat!(env!("OUT_DIR"), "/snp_ghcb_test.elf"))
+    }
 }

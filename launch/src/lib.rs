@@ -39,6 +39,31 @@ pub enum LaunchError {
     /// Reading KVM's supported CPUID failed.
     #[error("cannot read KVM's supported CPUID: {0}")]
     SupportedCpuid(#[source] kvm_ioctls::Error),
+    /// A backend step was called before the one it depends on.
+    #[error("launch steps out of order: {0}")]
+    OutOfOrder(&'static str),
+    /// A capability the emulated platform needs from KVM is missing.
+    #[error("the emulated confidential platform needs {what} from KVM: {source}")]
+    Emulation {
+        /// The capability or ioctl.
+        what: &'static str,
+        /// KVM's error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The emulated PSP refused a launch command.
+    #[error(transparent)]
+    Psp(#[from] snp::psp::PspError),
+    /// Writing a plan range into guest memory failed.
+    #[error("cannot put '{what}' at {gpa:#x} into guest memory: {message}")]
+    GuestWrite {
+        /// The range.
+        what: String,
+        /// Where.
+        gpa: u64,
+        /// The error.
+        message: String,
+    },
     /// A vCPU state ioctl failed.
     #[error("cannot set up vCPU {index} ({what}): {source}")]
     VcpuSetup {
@@ -67,7 +92,8 @@ pub struct VcpuInit {
 /// A way of launching a VM on KVM: plain, or (later) SEV-SNP or TDX, real or emulated.
 ///
 /// The builder calls the methods in this order: [`create_vm`](Self::create_vm),
-/// [`add_memory`](Self::add_memory), [`init_vcpu`](Self::init_vcpu) for each vCPU, and
+/// [`add_memory`](Self::add_memory), [`load_plan`](Self::load_plan) (confidential
+/// launches), [`init_vcpu`](Self::init_vcpu) for each vCPU, and
 /// [`finalize`](Self::finalize) once guest memory holds everything the guest boots from.
 pub trait LaunchBackend: Send {
     /// A short name for logs ("plain KVM", "SEV-SNP (emulated)", ...).
@@ -78,6 +104,10 @@ pub trait LaunchBackend: Send {
 
     /// Makes `mem` the guest's memory.
     fn add_memory(&mut self, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), LaunchError>;
+
+    /// Puts the launch plan's ranges into guest memory, in order (encrypting and
+    /// measuring them where the TEE does), and records the plan's vCPU states.
+    fn load_plan(&mut self, vm: &VmFd, mem: &GuestMemoryMmap, plan: &plan::LaunchPlan) -> Result<(), LaunchError>;
 
     /// Gives a freshly created vCPU its CPUID table and initial state.
     fn init_vcpu(&mut self, kvm: &Kvm, vcpu: &VcpuFd, init: &VcpuInit) -> Result<(), LaunchError>;

@@ -59,6 +59,27 @@ impl LaunchBackend for PlainKvm {
         Ok(())
     }
 
+    fn load_plan(
+        &mut self,
+        _vm: &VmFd,
+        mem: &vm_memory::GuestMemoryMmap,
+        plan: &crate::plan::LaunchPlan,
+    ) -> Result<(), LaunchError> {
+        use vm_memory::Bytes;
+        // Plain memory: the ranges are simply copied.
+        for range in &plan.ranges {
+            for i in 0..range.pages() {
+                let gpa = range.gpa + i * crate::plan::PAGE_SIZE;
+                mem.write_slice(range.page(i), vm_memory::GuestAddress(gpa)).map_err(|e| LaunchError::GuestWrite {
+                    what: range.what.clone(),
+                    gpa,
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     fn init_vcpu(&mut self, kvm: &Kvm, vcpu: &VcpuFd, init: &VcpuInit) -> Result<(), LaunchError> {
         let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(LaunchError::SupportedCpuid)?;
         let count = u8::try_from(init.count).unwrap_or(u8::MAX);

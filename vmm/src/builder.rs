@@ -32,12 +32,13 @@ use firmware::kernel::{KernelError, LoadedKernel};
 use kvm_bindings::{kvm_enable_cap, KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use launch::plain::PlainKvm;
+use launch::snp::emulated::{EmulatedSnp, EmulatedSnpOptions};
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::{ConfigError, GuestMemoryPolicy, KernelSource, NetConfig, VirtioKind, VmConfig};
+use crate::config::{ConfigError, GuestMemoryPolicy, KernelSource, NetConfig, Tee, VirtioKind, VmConfig};
 use crate::device_loop::Subscriber;
 use crate::irq::KvmMsiRouter;
 use crate::stats::StepTimes;
@@ -169,6 +170,12 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// A real SEV-SNP launch was asked for on a host that cannot do it.
+    #[error("--tee snp: {0} (use --emulated for cvmm's software-emulated SNP platform)")]
+    SnpHardware(String),
+    /// The SNP launch plan could not be built.
+    #[error("SEV-SNP launch plan: {0}")]
+    SnpPlan(#[from] crate::snp_launch::SnpLaunchError),
     /// KVM_CREATE_VCPU failed.
     #[error("cannot create vCPU {index}: {source}")]
     CreateVcpu {
@@ -197,27 +204,59 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     check_kvm(&kvm, config.vcpus)?;
     steps.mark("validate inputs and open KVM");
 
-    let mut backend: Box<dyn LaunchBackend> = Box::new(PlainKvm::new());
+    let snp_config = match &config.tee {
+        Tee::Snp(s) if s.emulated => Some(s),
+        Tee::Snp(_) => return Err(BuildError::SnpHardware(launch_real_snp_unavailable(&kvm))),
+        Tee::None => None,
+    };
+    let mut emulated_snp =
+        snp_config.map(|s| EmulatedSnp::new(EmulatedSnpOptions { policy: s.policy, host_data: s.host_data }));
+    let mut plain = PlainKvm::new();
+    let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
+        Some(b) => b,
+        None => &mut plain,
+    };
     let vm = Arc::new(backend.create_vm(&kvm)?);
     enable_split_irqchip(&vm)?;
     let mem = create_guest_memory(&layout, config.guest_memory)?;
     backend.add_memory(&vm, &mem)?;
-    // A plain VM shares all of its memory with the devices.
-    let shared = Arc::new(SharedMemory::all_shared(&mem));
+    // A plain VM shares all of its memory with the devices; a confidential one none,
+    // until the guest converts pages.
+    let shared = Arc::new(if config.tee.is_confidential() {
+        SharedMemory::all_private(&mem)
+    } else {
+        SharedMemory::all_shared(&mem)
+    });
     steps.mark("create VM and guest memory");
 
     let kernel = load_kernel(&mem, &config.kernel, &mut kernel_image)?;
-    let entry = write_boot_data(&mem, &layout, config, &kernel, initrd)?;
+    let (entry, snp_runtime, launch_info) = match snp_config {
+        None => (write_boot_data(&mem, &layout, config, &kernel, initrd)?, None, LaunchInfo::plain()),
+        Some(snp) => {
+            let table = snp_cpuid_table(&kvm)?;
+            let page = crate::snp_launch::cpuid_page(&table);
+            let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, Some(page))?;
+            backend.load_plan(&vm, &mem, &plan)?;
+            let platform = emulated_snp.as_ref().and_then(|b| b.platform());
+            // The entry state comes from the plan's VMSAs; this one is not used.
+            let entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
+            (entry, platform.map(|p| (p, table)), LaunchInfo::snp(config.tee.name(), &plan))
+        }
+    };
+    let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
+        Some(b) => b,
+        None => &mut plain,
+    };
     steps.mark("load kernel and boot data");
 
     let (events_tx, events_rx) = mpsc::channel();
     let stop: Arc<dyn devices::StopHandler> = Arc::new(ChannelStop(events_tx.clone()));
     let console = SharedWriter(Arc::new(Mutex::new(console)));
-    let mut devs = create_devices(&vm, Box::new(console.clone()), stop)?;
+    let mut devs = create_devices(&vm, Box::new(console.clone()), stop, !config.tee.is_confidential())?;
     let subscribers = create_virtio_devices(&vm, config, &shared, &mut devs, &console)?;
     steps.mark("create devices");
 
-    let vcpus = create_vcpus(&kvm, &vm, backend.as_mut(), config.vcpus, entry)?;
+    let vcpus = create_vcpus(&kvm, &vm, backend, config.vcpus, entry)?;
     backend.finalize(&vm, &mem)?;
     steps.mark("create vCPUs and finalize");
 
@@ -235,11 +274,31 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         seccomp: config.seccomp,
         steps,
         backend_name: backend.name(),
-        launch: LaunchInfo::plain(),
+        launch: launch_info,
         i8042: devs.i8042,
+        snp: snp_runtime,
         vm,
         mem,
     })
+}
+
+/// The SEV-SNP launch plan `config` describes and its launch digest, as the launch
+/// would produce them (the CPUID page, whose contents are not measured, left empty):
+/// what `cvmm measure --tee snp` prints for the arguments of a `cvmm run`.
+pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [u8; 48]), BuildError> {
+    let layout = config.validate()?;
+    let Tee::Snp(snp) = &config.tee else {
+        return Err(BuildError::Config(ConfigError::NotSnp));
+    };
+    let mut image = open_kernel(&config.kernel)?;
+    // The same loader writes the program into scratch memory (never touched, so never
+    // allocated beyond the program's own pages).
+    let mem = create_guest_memory(&layout, GuestMemoryPolicy::Dump)?;
+    let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
+    let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, None)?;
+    let digest = launch::measure::snp::launch_digest(&plan)
+        .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
+    Ok((plan, digest))
 }
 
 /// A kernel image: the embedded demo guest or a file.
@@ -463,10 +522,13 @@ struct Devices {
     irqfds: Vec<(EventFd, u32)>,
 }
 
+/// The legacy devices; `serial` attaches the 16550 (not for confidential guests,
+/// which get nothing but virtio).
 fn create_devices(
     vm: &Arc<VmFd>,
     console: Box<dyn Write + Send>,
     stop: Arc<dyn devices::StopHandler>,
+    serial_port: bool,
 ) -> Result<Devices, BuildError> {
     let dev_err = |what| move |source| BuildError::Device { what, source };
     let mut pio = Bus::new();
@@ -492,7 +554,9 @@ fn create_devices(
     let insert = |bus: &mut Bus, dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, what: &'static str| {
         bus.insert(dev, base, len).map_err(|e| BuildError::Device { what, source: std::io::Error::other(e) })
     };
-    insert(&mut pio, serial.clone(), u64::from(SERIAL_PORT), SERIAL_PORT_COUNT, "serial console")?;
+    if serial_port {
+        insert(&mut pio, serial.clone(), u64::from(SERIAL_PORT), SERIAL_PORT_COUNT, "serial console")?;
+    }
     insert(
         &mut pio,
         Arc::new(Mutex::new(DebugExit::new(stop.clone()))),
@@ -586,8 +650,10 @@ fn create_virtio_devices(
         for (index, evt) in queue_events.iter().enumerate() {
             vm.register_ioevent(evt, &notify, index as u32).map_err(kvm_err(what))?;
         }
-        let transport = MmioTransport::new(device, shared.view(), VirtioInterrupt::new(irq), queue_events, false)
-            .map_err(err(what))?;
+        let confidential = config.tee.is_confidential();
+        let transport =
+            MmioTransport::new(device, shared.view(), VirtioInterrupt::new(irq), queue_events, confidential)
+                .map_err(err(what))?;
         devs.mmio
             .insert(Arc::new(Mutex::new(transport)), slot.base, virtio::mmio::MMIO_WINDOW)
             .map_err(|e| BuildError::Device { what, source: std::io::Error::other(e) })?;
@@ -611,4 +677,27 @@ fn create_vcpus(
             Ok((index, vcpu))
         })
         .collect()
+}
+
+/// Why this host cannot launch a real SEV-SNP guest.
+fn launch_real_snp_unavailable(kvm: &Kvm) -> String {
+    const KVM_X86_SNP_VM: u64 = 4;
+    let types = kvm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_VM_TYPES));
+    if !std::path::Path::new("/dev/sev").exists() {
+        return "this host has no SEV firmware interface (/dev/sev is missing: no SEV-SNP hardware, or the ccp driver is not loaded)".into();
+    }
+    if types < 0 || (types as u64) & (1 << KVM_X86_SNP_VM) == 0 {
+        return format!("KVM does not offer the SNP VM type (KVM_CAP_VM_TYPES = {types:#x}; needs Linux >= 6.11 with kvm_amd.sev_snp=1)");
+    }
+    "the real SEV-SNP launch path is not wired into this build yet".into()
+}
+
+/// The CPUID table an emulated SNP guest sees (KVM's, filtered, with the SEV leaf).
+fn snp_cpuid_table(kvm: &Kvm) -> Result<Arc<[kvm_bindings::kvm_cpuid_entry2]>, BuildError> {
+    let mut cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| BuildError::Launch(LaunchError::SupportedCpuid(e)))?;
+    arch::cpuid::filter_cpuid(cpuid.as_mut_slice(), 0, 1);
+    launch::snp::emulated::set_sev_cpuid(cpuid.as_mut_slice());
+    Ok(cpuid.as_slice().into())
 }

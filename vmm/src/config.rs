@@ -56,7 +56,85 @@ pub struct VmConfig {
     /// What the host may do with guest memory: include it in core dumps, leave it out,
     /// or lock it in RAM.
     pub guest_memory: GuestMemoryPolicy,
+    /// The trusted execution environment: none (a plain VM) or SEV-SNP.
+    pub tee: Tee,
 }
+
+/// The TEE a VM runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Tee {
+    /// A plain VM: all memory shared with the host.
+    #[default]
+    None,
+    /// AMD SEV-SNP.
+    Snp(SnpConfig),
+}
+
+impl Tee {
+    /// Whether the guest's memory is private (confidential guest).
+    pub fn is_confidential(&self) -> bool {
+        !matches!(self, Tee::None)
+    }
+
+    /// A short name: "plain", "snp" or "snp-emulated".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Tee::None => "plain",
+            Tee::Snp(s) if s.emulated => "snp-emulated",
+            Tee::Snp(_) => "snp",
+        }
+    }
+}
+
+/// An SEV-SNP guest's launch options (named as QEMU's `sev-snp-guest` object names them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnpConfig {
+    /// Run on cvmm's software-emulated SNP platform instead of SNP hardware.
+    pub emulated: bool,
+    /// Guest policy (`policy`, default 0x30000).
+    pub policy: u64,
+    /// Host data for attestation reports (`host-data`, 32 bytes).
+    pub host_data: [u8; 32],
+}
+
+impl SnpConfig {
+    /// Applies `key=value,...` options with QEMU's sev-snp-guest names and value
+    /// formats: `policy` (a number, decimal or 0x hex), `host-data` (base64 of 32 bytes).
+    pub fn apply_options(&mut self, options: &str) -> Result<(), String> {
+        use base64::Engine;
+        for item in options.split(',').filter(|s| !s.is_empty()) {
+            let (key, value) = item.split_once('=').ok_or_else(|| format!("'{item}' is not KEY=VALUE"))?;
+            match key {
+                "policy" => {
+                    let parsed = match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+                        Some(hex) => u64::from_str_radix(hex, 16),
+                        None => value.parse(),
+                    };
+                    self.policy = parsed.map_err(|_| format!("policy: '{value}' is not a number"))?;
+                }
+                "host-data" => {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(value)
+                        .map_err(|e| format!("host-data: not base64: {e}"))?;
+                    self.host_data =
+                        bytes.try_into().map_err(|b: Vec<u8>| format!("host-data: {} bytes, not 32", b.len()))?;
+                }
+                other => return Err(format!("unknown SNP option '{other}' (known: policy, host-data)")),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for SnpConfig {
+    fn default() -> Self {
+        Self { emulated: false, policy: 0x30000, host_data: [0; 32] }
+    }
+}
+
+/// The most memory a direct-boot SNP guest may have: cvmm's guest firmware maps and
+/// validates the memory below the 3 GiB MMIO hole.
+pub const MAX_SNP_MEMORY: u64 = arch::layout::MMIO_HOLE_START;
 
 /// How guest memory is treated by the host kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -187,6 +265,7 @@ impl Default for VmConfig {
             vsock: None,
             seccomp: true,
             guest_memory: GuestMemoryPolicy::Dump,
+            tee: Tee::None,
         }
     }
 }
@@ -206,6 +285,12 @@ pub enum ConfigError {
     /// A timeout of zero.
     #[error("timeout: must be greater than zero")]
     ZeroTimeout,
+    /// A question about an SEV-SNP launch for a configuration without `--tee snp`.
+    #[error("tee: this needs an SEV-SNP configuration (--tee snp)")]
+    NotSnp,
+    /// An SEV-SNP guest with more memory than cvmm's firmware maps.
+    #[error("memory: an SEV-SNP guest may have at most {} MiB (cvmm's guest firmware maps the memory below the MMIO hole)", MAX_SNP_MEMORY >> 20)]
+    SnpMemory,
     /// More virtio devices than interrupt lines.
     #[error("devices: {0} virtio devices, more than the {max} cvmm can wire", max = arch::layout::VIRTIO_MAX_DEVICES)]
     TooManyDevices(usize),
@@ -223,6 +308,11 @@ impl VmConfig {
         }
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConfigError::ZeroTimeout);
+        }
+        if let Tee::Snp(_) = &self.tee {
+            if self.memory > MAX_SNP_MEMORY {
+                return Err(ConfigError::SnpMemory);
+            }
         }
         let n = self.virtio_devices().len();
         if n > arch::layout::VIRTIO_MAX_DEVICES as usize {
@@ -253,7 +343,8 @@ impl VmConfig {
     /// interrupt lines (fixed by their order).
     pub fn virtio_devices(&self) -> Vec<VirtioSlot> {
         let mut kinds = Vec::new();
-        if self.console {
+        // A confidential guest gets nothing but virtio: its console is virtio-console.
+        if self.console || self.tee.is_confidential() {
             kinds.push(VirtioKind::Console);
         }
         kinds.extend((0..self.disks.len()).map(VirtioKind::Block));

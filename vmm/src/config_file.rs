@@ -17,7 +17,9 @@
 //!   "vsock": { "cid": 3, "socket": "/path/vsock.sock" },
 //!   "rng": false,
 //!   "seccomp": true,
-//!   "guest_memory": "dump"        // "dontdump" or "lock"
+//!   "guest_memory": "dump",       // "dontdump" or "lock"
+//!   "tee": { "type": "snp", "emulated": true, "policy": 196608,
+//!            "host-data": "<base64 of 32 bytes>" }  // absent: a plain VM
 //! }
 //! ```
 
@@ -27,7 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::config::{DiskConfig, GuestMemoryPolicy, KernelSource, NetConfig, VmConfig, VsockConfig};
+use crate::config::{DiskConfig, GuestMemoryPolicy, KernelSource, NetConfig, SnpConfig, Tee, VmConfig, VsockConfig};
 
 /// Errors from reading a configuration file, naming the field at fault.
 #[derive(Debug, Error)]
@@ -115,6 +117,56 @@ struct ConfigFile {
     seccomp: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     guest_memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tee: Option<TeeFile>,
+}
+
+/// The TEE section, with QEMU's sev-snp-guest option names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct TeeFile {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    emulated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<u64>,
+    #[serde(default, rename = "host-data", skip_serializing_if = "Option::is_none")]
+    host_data: Option<String>,
+}
+
+impl TeeFile {
+    fn to_tee(&self) -> Result<Tee, ConfigFileError> {
+        if self.kind != "snp" {
+            return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp)", self.kind)));
+        }
+        let mut snp = SnpConfig { emulated: self.emulated, ..Default::default() };
+        if let Some(p) = self.policy {
+            snp.policy = p;
+        }
+        if let Some(h) = &self.host_data {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(h)
+                .map_err(|e| field("tee.host-data")(format!("not base64: {e}")))?;
+            snp.host_data =
+                bytes.try_into().map_err(|b: Vec<u8>| field("tee.host-data")(format!("{} bytes, not 32", b.len())))?;
+        }
+        Ok(Tee::Snp(snp))
+    }
+
+    fn from_tee(tee: &Tee) -> Option<TeeFile> {
+        use base64::Engine;
+        match tee {
+            Tee::None => None,
+            Tee::Snp(s) => Some(TeeFile {
+                kind: "snp".into(),
+                emulated: s.emulated,
+                policy: Some(s.policy),
+                host_data: Some(base64::engine::general_purpose::STANDARD.encode(s.host_data)),
+            }),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -174,6 +226,7 @@ impl VmConfig {
             vsock,
             seccomp: f.seccomp,
             guest_memory,
+            tee: f.tee.as_ref().map(TeeFile::to_tee).transpose()?.unwrap_or_default(),
         })
     }
 
@@ -214,6 +267,7 @@ impl VmConfig {
                 }
                 .into(),
             ),
+            tee: TeeFile::from_tee(&self.tee),
         };
         serde_json::to_string_pretty(&f).expect("a configuration serializes")
     }
@@ -235,7 +289,9 @@ mod tests {
             "kvm_device": "/dev/kvm", "timeout_secs": 2.5, "console": true,
             "disks": [{"path": "/d.img", "read_only": true}, {"path": "/e.img"}],
             "net": {"socket": "/n.sock"}, "vsock": {"cid": 7, "socket": "/v.sock"},
-            "rng": true, "seccomp": false, "guest_memory": "dontdump"
+            "rng": true, "seccomp": false, "guest_memory": "dontdump",
+            "tee": {"type": "snp", "emulated": true, "policy": 196608,
+                    "host-data": "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="}
         }"#;
         let c = VmConfig::from_json(text).unwrap();
         assert_eq!(c.memory, 512 << 20);
@@ -246,6 +302,9 @@ mod tests {
         assert_eq!(c.vsock.as_ref().unwrap().cid, 7);
         assert_eq!(c.guest_memory, GuestMemoryPolicy::DontDump);
         assert!(!c.seccomp);
+        let Tee::Snp(snp) = &c.tee else { panic!("not SNP") };
+        assert!(snp.emulated);
+        assert_eq!((snp.policy, snp.host_data[0], snp.host_data[31]), (0x30000, 1, 32));
         assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
     }
 
@@ -263,5 +322,9 @@ mod tests {
         assert!(err.contains("vcpus") || err.contains("invalid type"), "{err}");
         assert!(VmConfig::from_json(r#"{"disks": [{"path": "/d", "ro": true}]}"#).is_err());
         assert!(VmConfig::from_json("not json").is_err());
+        let err = VmConfig::from_json(r#"{"tee": {"type": "sgx"}}"#).unwrap_err().to_string();
+        assert!(err.starts_with("configuration: tee.type:"), "{err}");
+        let err = VmConfig::from_json(r#"{"tee": {"type": "snp", "host-data": "AAAA"}}"#).unwrap_err().to_string();
+        assert!(err.contains("tee.host-data: 3 bytes"), "{err}");
     }
 }

@@ -33,11 +33,13 @@ pub mod launch_log;
 pub mod measure;
 pub mod pause;
 pub mod seccomp;
+pub mod snp;
+pub mod snp_launch;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;
 
-pub use builder::{build_vm, BuildError};
-pub use config::{ConfigError, KernelSource, VmConfig};
+pub use builder::{build_vm, snp_measurement, BuildError};
+pub use config::{ConfigError, KernelSource, SnpConfig, Tee, VmConfig};
 pub use handle::{ControlError, VmHandle, VmInfo, VmState};
 pub use vm::{LaunchInfo, RunError, Vm, VmExit};

@@ -40,15 +40,14 @@ struct ServeArgs {
 
 #[derive(clap::Args, Debug)]
 struct MeasureArgs {
-    /// The TEE: snp (launch digest) or tdx (MRTD).
-    #[arg(long, value_parser = parse_tee)]
-    tee: vmm::measure::Tee,
+    /// The arguments of the `cvmm run` to measure (with --tee snp or tdx). Without
+    /// --firmware, the measurement is that of cvmm's own direct boot of that
+    /// configuration; with it, that of the firmware image's launch.
+    #[command(flatten)]
+    run: RunArgs,
     /// Firmware image (an OVMF.fd with SEV/TDX metadata).
     #[arg(long, alias = "ovmf")]
-    firmware: PathBuf,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1)]
-    vcpus: u32,
+    firmware: Option<PathBuf>,
     /// SNP vCPU type, as sev-snp-measure names them: EPYC-v4, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...
     #[arg(long)]
     vcpu_type: Option<String>,
@@ -58,15 +57,6 @@ struct MeasureArgs {
     /// SNP: whose launch conventions to follow: qemu (default), ec2 or gce.
     #[arg(long)]
     vmm_type: Option<String>,
-    /// SNP measured direct boot: the kernel whose hash goes into the kernel-hashes page.
-    #[arg(long)]
-    kernel: Option<PathBuf>,
-    /// SNP measured direct boot: the initrd.
-    #[arg(long)]
-    initrd: Option<PathBuf>,
-    /// SNP measured direct boot: the kernel command line.
-    #[arg(long, alias = "append")]
-    cmdline: Option<String>,
     /// Print every value as one JSON object instead of the bare measurement.
     #[arg(long)]
     json: bool,
@@ -146,6 +136,17 @@ struct RunArgs {
     /// Run without the seccomp filters that confine cvmm's threads (for debugging only).
     #[arg(long)]
     no_seccomp: bool,
+    /// Launch a confidential guest: snp (AMD SEV-SNP). Needs SNP hardware, or --emulated.
+    #[arg(long, value_name = "snp")]
+    tee: Option<String>,
+    /// Run the confidential guest on cvmm's software-emulated platform (never chosen
+    /// silently: without this flag, --tee needs the hardware).
+    #[arg(long, requires = "tee")]
+    emulated: bool,
+    /// TEE launch options with QEMU's sev-snp-guest names and value formats:
+    /// policy=0x30000,host-data=BASE64.
+    #[arg(long, requires = "tee", value_name = "KEY=VALUE,...")]
+    tee_options: Option<String>,
     /// Also serve the HTTP API (docs/api.md) on this Unix socket while the VM runs, to
     /// query, pause, resume or shut it down.
     #[arg(long, value_name = "PATH")]
@@ -177,7 +178,10 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("run").expect("the run subcommand was parsed");
             run(args, sub)
         }
-        Command::Measure(args) => measure(args),
+        Command::Measure(args) => {
+            let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
+            measure(args, sub)
+        }
         Command::Serve(args) => serve(&args.api_socket),
     }
 }
@@ -239,17 +243,25 @@ fn run_with_api(vm: vmm::Vm, config: VmConfig, path: &std::path::Path, stats: bo
     report_exit(&exit)
 }
 
-fn measure(args: MeasureArgs) -> ExitCode {
+fn measure(args: MeasureArgs, matches: &clap::ArgMatches) -> ExitCode {
+    let tee = match args.run.tee.as_deref().map(parse_tee) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return fail(&std::io::Error::other(e)),
+        None => return fail(&std::io::Error::other("--tee is required: snp or tdx")),
+    };
+    let Some(firmware) = args.firmware else {
+        return measure_direct_boot(args.run, matches, args.json, args.launch_log.as_deref());
+    };
     let opts = vmm::measure::MeasureOptions {
-        tee: args.tee,
-        firmware: args.firmware,
-        vcpus: args.vcpus,
+        tee,
+        firmware,
+        vcpus: args.run.vcpus,
         vcpu_type: args.vcpu_type,
         vmm_type: args.vmm_type,
         guest_features: args.guest_features,
-        kernel: args.kernel,
-        initrd: args.initrd,
-        cmdline: args.cmdline,
+        kernel: args.run.kernel,
+        initrd: args.run.initrd,
+        cmdline: args.run.cmdline,
         firmware_hashes: args.json,
         launch_log: args.launch_log.is_some(),
     };
@@ -277,6 +289,46 @@ fn measure(args: MeasureArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `cvmm measure --tee snp [run arguments]`: the launch digest of cvmm's own direct
+/// boot of that configuration.
+fn measure_direct_boot(
+    run: RunArgs,
+    matches: &clap::ArgMatches,
+    json: bool,
+    launch_log: Option<&std::path::Path>,
+) -> ExitCode {
+    let config = match effective_config(run, matches) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let (plan, digest) = match vmm::snp_measurement(&config) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if let Some(path) = launch_log {
+        let lines = vmm::launch_log::to_json_lines(&vmm::measure::snp_log(&plan));
+        if let Err(e) = std::fs::write(path, lines) {
+            return fail(&std::io::Error::new(
+                e.kind(),
+                format!("cannot write the launch log {}: {e}", path.display()),
+            ));
+        }
+    }
+    if json {
+        let report = serde_json::json!({
+            "tee": "snp",
+            "digest": hex::encode(digest),
+            "vcpus": config.vcpus,
+            "plan_ranges": plan.ranges.len(),
+            "tee_name": config.tee.name(),
+        });
+        println!("{report:#}");
+    } else {
+        println!("{}", hex::encode(digest));
+    }
+    ExitCode::SUCCESS
+}
+
 /// The configuration `cvmm run` describes: the `--config` file if given, with every
 /// flag given on the command line overriding its field.
 fn effective_config(args: RunArgs, matches: &clap::ArgMatches) -> Result<VmConfig, vmm::config_file::ConfigFileError> {
@@ -295,6 +347,8 @@ fn effective_config(args: RunArgs, matches: &clap::ArgMatches) -> Result<VmConfi
         vsock: args.vsock,
         guest_memory: args.guest_memory,
         seccomp: !args.no_seccomp,
+        tee: tee_from_flags(args.tee.as_deref(), args.emulated, args.tee_options.as_deref())
+            .map_err(|message| vmm::config_file::ConfigFileError::Field { field: "tee", message })?,
     };
     let Some(path) = &args.config else { return Ok(from_flags) };
     let mut config = VmConfig::from_json_file(path)?;
@@ -341,7 +395,25 @@ fn effective_config(args: RunArgs, matches: &clap::ArgMatches) -> Result<VmConfi
     if given("no_seccomp") {
         config.seccomp = false;
     }
+    if given("tee") {
+        config.tee = from_flags.tee;
+    }
     Ok(config)
+}
+
+/// The TEE the flags describe.
+fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> Result<vmm::Tee, String> {
+    match tee {
+        None => Ok(vmm::Tee::None),
+        Some("snp") => {
+            let mut snp = vmm::SnpConfig { emulated, ..Default::default() };
+            if let Some(o) = options {
+                snp.apply_options(o)?;
+            }
+            Ok(vmm::Tee::Snp(snp))
+        }
+        Some(other) => Err(format!("--tee {other}: cvmm knows snp")),
+    }
 }
 
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
@@ -364,6 +436,10 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
         Ok(vm) => vm,
         Err(e) => return fail(&e),
     };
+    if let Some(m) = vm.launch_measurement() {
+        log::info!("{} launch measurement: {}", vm.backend_name(), hex::encode(m));
+    }
+
     log::info!("launched with {}", vm.backend_name());
     if let Some(path) = &api_socket {
         return run_with_api(vm, config, path, stats);

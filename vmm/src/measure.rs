@@ -250,7 +250,8 @@ fn kernel_hashes(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<
     Ok(KernelHashes { cmdline: cmdline_only.cmdline, initrd: initrd?.unwrap_or(cmdline_only.initrd), kernel: kernel? })
 }
 
-fn snp_log(plan: &LaunchPlan) -> Vec<LogEntry> {
+/// The launch log of an SNP plan: every range, then every VMSA.
+pub fn snp_log(plan: &LaunchPlan) -> Vec<LogEntry> {
     log_entries(plan, |v| match v {
         VcpuState::Snp(s) => Some((launch::measure::snp::VMSA_GPA, launch::measure::snp::vmsa_page(s).to_vec())),
         VcpuState::Tdx { .. } => None,

@@ -114,6 +114,19 @@ const ARCH: TargetArch = TargetArch::x86_64;
 const KVM_RUN: u64 = 0xae80;
 const KVM_GET_REGS: u64 = 0x8090_ae81;
 const KVM_SET_GSI_ROUTING: u64 = 0x4008_ae6a;
+/// The emulated SNP platform's vCPU exits: `_IOW(KVMIO, 0x82, struct kvm_regs)`,
+/// `_IOWR(KVMIO, 0x85, struct kvm_translation)`, `_IOWR(KVMIO, 0x88, struct kvm_msrs)`,
+/// `_IOW(KVMIO, 0x89, struct kvm_msrs)`.
+const KVM_SET_REGS: u64 = 0x4090_ae82;
+const KVM_TRANSLATE: u64 = 0xc018_ae85;
+const KVM_GET_MSRS: u64 = 0xc008_ae88;
+const KVM_SET_MSRS: u64 = 0x4008_ae89;
+/// An SNP AP's start from its VMSA: `_IOR(KVMIO, 0x83, struct kvm_sregs)`,
+/// `_IOW(KVMIO, 0x84, struct kvm_sregs)`.
+const KVM_GET_SREGS: u64 = 0x8138_ae83;
+const KVM_SET_SREGS: u64 = 0x4138_ae84;
+/// `_IOW(KVMIO, 0x99, struct kvm_mp_state)`: a created AP becomes runnable.
+const KVM_SET_MP_STATE: u64 = 0x4004_ae99;
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
@@ -124,9 +137,23 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     match kind {
         ThreadKind::Vcpu => {
             // KVM_RUN; KVM_GET_REGS (the rip in an internal-error report); the user-space
-            // IOAPIC rewrites the VM's MSI routes when the guest programs it. Nothing
-            // else: in particular no ioctl that creates or changes memory or vCPUs.
-            allow_if_any(&mut r, libc::SYS_ioctl, 1, &[KVM_RUN, KVM_GET_REGS, KVM_SET_GSI_ROUTING])?;
+            // IOAPIC rewrites the VM's MSI routes when the guest programs it; the emulated
+            // SNP platform's PVALIDATE/RMPADJUST (translate the address, complete the
+            // instruction) and GHCB MSR requests. Nothing else: in particular no ioctl
+            // that creates or changes memory or vCPUs.
+            let ioctls = [
+                KVM_RUN,
+                KVM_GET_REGS,
+                KVM_SET_GSI_ROUTING,
+                KVM_SET_REGS,
+                KVM_TRANSLATE,
+                KVM_GET_MSRS,
+                KVM_SET_MSRS,
+                KVM_GET_SREGS,
+                KVM_SET_SREGS,
+                KVM_SET_MP_STATE,
+            ];
+            allow_if_any(&mut r, libc::SYS_ioctl, 1, &ioctls)?;
         }
         ThreadKind::Devices => {
             // The event loop: epoll over queue eventfds and host sockets; connections are
@@ -241,6 +268,13 @@ mod tests {
         assert_eq!(KVM_RUN, ioc(0, 0x80, 0));
         assert_eq!(KVM_GET_REGS, ioc(2, 0x81, size_of::<kvm_bindings::kvm_regs>()));
         assert_eq!(KVM_SET_GSI_ROUTING, ioc(1, 0x6a, size_of::<kvm_bindings::kvm_irq_routing>()));
+        assert_eq!(KVM_SET_REGS, ioc(1, 0x82, size_of::<kvm_bindings::kvm_regs>()));
+        assert_eq!(KVM_TRANSLATE, ioc(3, 0x85, size_of::<kvm_bindings::kvm_translation>()));
+        assert_eq!(KVM_GET_MSRS, ioc(3, 0x88, size_of::<kvm_bindings::kvm_msrs>()));
+        assert_eq!(KVM_SET_MSRS, ioc(1, 0x89, size_of::<kvm_bindings::kvm_msrs>()));
+        assert_eq!(KVM_GET_SREGS, ioc(2, 0x83, size_of::<kvm_bindings::kvm_sregs>()));
+        assert_eq!(KVM_SET_SREGS, ioc(1, 0x84, size_of::<kvm_bindings::kvm_sregs>()));
+        assert_eq!(KVM_SET_MP_STATE, ioc(1, 0x99, size_of::<kvm_bindings::kvm_mp_state>()));
     }
 
     #[test]
@@ -257,7 +291,7 @@ mod tests {
         let vcpu = rules(ThreadKind::Vcpu).unwrap();
         let devices = rules(ThreadKind::Devices).unwrap();
         let main = rules(ThreadKind::Main).unwrap();
-        assert_eq!(vcpu[&libc::SYS_ioctl].len(), 3);
+        assert_eq!(vcpu[&libc::SYS_ioctl].len(), 10);
         assert_eq!(devices[&libc::SYS_ioctl].len(), 1, "FIONBIO only");
         assert!(!main.contains_key(&libc::SYS_ioctl));
         assert!(devices.contains_key(&libc::SYS_socket));

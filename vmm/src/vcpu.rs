@@ -18,6 +18,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::pause::PauseGate;
 use crate::seccomp::{Filter, SeccompError};
+use crate::snp::SnpVcpuExits;
 use crate::vm::VmEvent;
 
 thread_local! {
@@ -69,6 +70,8 @@ pub struct VcpuContext {
     pub ready: mpsc::Sender<Result<(), SeccompError>>,
     /// Where the thread parks, between two KVM_RUNs, while the VM is paused.
     pub pause: Arc<PauseGate>,
+    /// The emulated SEV-SNP platform's exits of this vCPU, for an emulated SNP guest.
+    pub snp: Option<SnpVcpuExits>,
 }
 
 impl std::fmt::Debug for VcpuContext {
@@ -82,13 +85,15 @@ enum Next {
     Continue,
     /// KVM_EXIT_INTERNAL_ERROR: described once the exit's borrow of the vCPU ends.
     InternalError,
+    /// The emulated SNP platform's VMGEXIT doorbell: served once the borrow ends.
+    Vmgexit,
     Stop(VmEvent),
 }
 
 /// Installs the thread's seccomp filter (if any), then runs `vcpu` until the VM ends.
 /// Reports the filter's installation on `ctx.ready`, and why the VM ended on
 /// `ctx.events` when this vCPU is the one that ended it.
-pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
+pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, mut ctx: VcpuContext) {
     let installed = ctx.seccomp.as_ref().map_or(Ok(()), Filter::apply);
     let failed = installed.is_err();
     let _ = ctx.ready.send(installed);
@@ -96,7 +101,15 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
         return;
     }
     KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
-    let outcome = run_loop(&mut vcpu, index, &ctx);
+    let mut snp = ctx.snp.take();
+    // An SNP AP runs only once the guest creates it from a VMSA of its own.
+    if let Some(s) = &snp {
+        if !s.wait_for_creation(&mut vcpu, &ctx.stopping) {
+            KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
+            return;
+        }
+    }
+    let outcome = run_loop(&mut vcpu, index, &ctx, &mut snp);
     KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
     if let Some(event) = outcome {
         // The controller may already be gone if another vCPU ended the VM first.
@@ -104,14 +117,17 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, ctx: VcpuContext) {
     }
 }
 
-fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext) -> Option<VmEvent> {
+fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Option<VmEvent> {
     loop {
         ctx.pause.park_while_closed();
         if ctx.stopping.load(Ordering::Acquire) {
+            if log::log_enabled!(log::Level::Debug) {
+                log::debug!("vCPU {index} stopped at {:x?}", vcpu.get_regs().map(|r| (r.rip, r.rsp, r.rax, r.rcx)));
+            }
             return None;
         }
         let next = match vcpu.run() {
-            Ok(exit) => dispatch(exit, index, ctx),
+            Ok(exit) => dispatch(exit, index, ctx, snp),
             Err(e) if e.errno() == libc::EINTR => {
                 vcpu.set_kvm_immediate_exit(0);
                 Next::Continue
@@ -121,10 +137,24 @@ fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext) -> Option<VmEvent>
         };
         match next {
             Next::Continue => {}
-            Next::InternalError => {
-                return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) });
+            Next::InternalError => match snp.as_mut().and_then(|s| s.emulation_failure(vcpu)) {
+                Some(Ok(())) => {}
+                Some(Err(event)) => return Some(event),
+                None => return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) }),
+            },
+            Next::Vmgexit => {
+                if let Some(s) = snp.as_mut() {
+                    if let Err(event) = s.vmgexit(vcpu, &ctx.pio, &ctx.mmio) {
+                        return Some(event);
+                    }
+                }
             }
-            Next::Stop(event) => return Some(event),
+            Next::Stop(event) => {
+                if log::log_enabled!(log::Level::Debug) {
+                    log::debug!("vCPU {index} at the end: {:x?}", vcpu.get_regs());
+                }
+                return Some(event);
+            }
         }
     }
 }
@@ -138,8 +168,22 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
     format!("KVM internal error, suberror {}{what}, at rip {rip}", internal.suberror)
 }
 
-fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext) -> Next {
+fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Next {
     match exit {
+        VcpuExit::IoOut(arch::ghcb::EMULATED_VMGEXIT_PORT, _) if snp.is_some() => Next::Vmgexit,
+        VcpuExit::X86Rdmsr(msr) if snp.is_some() => {
+            match snp.as_ref().and_then(|s| s.rdmsr(msr.index)) {
+                Some(v) => *msr.data = v,
+                None => *msr.error = 1,
+            }
+            Next::Continue
+        }
+        VcpuExit::X86Wrmsr(msr) if snp.is_some() => {
+            if !snp.as_mut().is_some_and(|s| s.wrmsr(msr.index, msr.data)) {
+                *msr.error = 1;
+            }
+            Next::Continue
+        }
         VcpuExit::IoOut(port, data) => {
             if data.len() <= 4 {
                 ctx.pio.write(u64::from(port), data);

@@ -59,6 +59,15 @@ pub enum VmEvent {
         /// What happened.
         message: String,
     },
+    /// A confidential guest asked its platform to terminate it (GHCB termination).
+    GuestTerminated {
+        /// The vCPU.
+        vcpu: u32,
+        /// Reason set.
+        set: u64,
+        /// Reason code.
+        code: u64,
+    },
     /// A request from the VM's [`VmHandle`]; it does not end the VM by itself.
     Request(Request),
 }
@@ -121,6 +130,16 @@ pub enum VmExit {
         /// The grace period the guest had.
         grace: Duration,
     },
+    /// A confidential guest asked to be terminated (SEV-SNP GHCB termination request,
+    /// TDX fatal error), with its reason.
+    GuestTerminated {
+        /// The vCPU.
+        vcpu: u32,
+        /// Reason set (SNP) or error class.
+        set: u64,
+        /// Reason code.
+        code: u64,
+    },
 }
 
 impl VmExit {
@@ -140,7 +159,8 @@ impl VmExit {
     }
 
     /// A short name for the kind of end, as the API reports it: `guest_exit`, `reset`,
-    /// `shutdown`, `triple_fault`, `crash`, `timeout`, `vcpu_failed`, `shutdown_forced`.
+    /// `shutdown`, `triple_fault`, `crash`, `timeout`, `vcpu_failed`, `shutdown_forced`,
+    /// `guest_terminated`.
     pub fn kind(&self) -> &'static str {
         match self {
             VmExit::GuestExit(_) => "guest_exit",
@@ -151,6 +171,7 @@ impl VmExit {
             VmExit::Timeout(_) => "timeout",
             VmExit::VcpuFailed { .. } => "vcpu_failed",
             VmExit::ShutdownForced { .. } => "shutdown_forced",
+            VmExit::GuestTerminated { .. } => "guest_terminated",
         }
     }
 
@@ -163,6 +184,7 @@ impl VmExit {
             VmEvent::TripleFault { vcpu } => VmExit::TripleFault { vcpu },
             VmEvent::Crash { vcpu } => VmExit::Crash { vcpu },
             VmEvent::VcpuFailed { vcpu, message } => VmExit::VcpuFailed { vcpu, message },
+            VmEvent::GuestTerminated { vcpu, set, code } => VmExit::GuestTerminated { vcpu, set, code },
             VmEvent::Request(r) => return Err(r),
         })
     }
@@ -185,6 +207,9 @@ impl std::fmt::Display for VmExit {
                 "the guest did not shut down within {:.1} s of the request; the VM was ended",
                 grace.as_secs_f64()
             ),
+            VmExit::GuestTerminated { vcpu, set, code } => {
+                write!(f, "the guest asked to be terminated on vCPU {vcpu}: reason set {set}, code {code:#x}")
+            }
         }
     }
 }
@@ -249,6 +274,16 @@ impl LaunchInfo {
     pub fn plain() -> Self {
         Self { tee: "plain", expected_measurement: None, launch_log: Vec::new() }
     }
+
+    /// An SEV-SNP launch of `plan` under `tee` (`snp`, `snp-emulated`): the launch
+    /// digest cvmm computes from the plan, and its launch log.
+    pub fn snp(tee: &'static str, plan: &launch::plan::LaunchPlan) -> Self {
+        let digest = launch::measure::snp::launch_digest(plan);
+        if let Err(e) = &digest {
+            log::warn!("cannot compute the expected SNP launch digest: {e}");
+        }
+        Self { tee, expected_measurement: digest.ok().map(hex::encode), launch_log: crate::measure::snp_log(plan) }
+    }
 }
 
 /// A VM ready to run. Fields drop in declaration order: vCPUs and devices before the
@@ -270,6 +305,8 @@ pub struct Vm {
     pub(crate) launch: LaunchInfo,
     /// The i8042, through which a shutdown request reaches the guest.
     pub(crate) i8042: Arc<Mutex<devices::legacy::I8042>>,
+    /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
+    pub(crate) snp: Option<(Arc<launch::snp::emulated::EmulatedSnpPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     pub(crate) vm: Arc<VmFd>,
     pub(crate) mem: GuestMemoryMmap,
 }
@@ -298,6 +335,17 @@ impl Vm {
     /// The private/shared state of guest memory, as the devices see it.
     pub fn shared_memory(&self) -> &devices::virtio::SharedMemory {
         &self.shared
+    }
+
+    /// The launch measurement the (emulated) platform computed for a confidential VM:
+    /// the SEV-SNP launch digest.
+    pub fn launch_measurement(&self) -> Option<[u8; 48]> {
+        self.snp.as_ref().and_then(|(platform, _)| platform.psp().measurement())
+    }
+
+    /// The emulated SEV-SNP platform (RMP, PSP, AP creation) of an emulated SNP VM.
+    pub fn snp_platform(&self) -> Option<&Arc<launch::snp::emulated::EmulatedSnpPlatform>> {
+        self.snp.as_ref().map(|(platform, _)| platform)
     }
 
     /// Which launch backend built this VM.
@@ -381,6 +429,15 @@ impl Vm {
                 seccomp: vcpu_filter.clone(),
                 ready: ready_tx.clone(),
                 pause: gate.clone(),
+                snp: self.snp.as_ref().map(|(platform, cpuid)| {
+                    crate::snp::SnpVcpuExits::new(
+                        index,
+                        platform.clone(),
+                        self.shared.clone(),
+                        cpuid.clone(),
+                        self.mem.clone(),
+                    )
+                }),
             };
             let spawned =
                 std::thread::Builder::new().name(format!("vcpu{index}")).spawn(move || run_vcpu(vcpu, index, ctx));

@@ -14,7 +14,7 @@
 #[path = "vmsa.rs"]
 pub mod vmsa;
 
-pub use vmsa::{vmsa_page, VMSA_SIZE};
+pub use vmsa::{parse_vmsa, vmsa_page, VMSA_SIZE};
 
 use sha2::{Digest, Sha384};
 use thiserror::Error;

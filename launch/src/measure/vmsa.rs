@@ -110,10 +110,85 @@ pub fn vmsa_page(v: &SnpVcpu) -> [u8; VMSA_SIZE] {
     p
 }
 
+fn get<const N: usize>(page: &[u8; VMSA_SIZE], at: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    b.copy_from_slice(&page[at..at + N]);
+    b
+}
+
+fn get_u64(page: &[u8; VMSA_SIZE], at: usize) -> u64 {
+    u64::from_le_bytes(get(page, at))
+}
+
+fn get_segment(page: &[u8; VMSA_SIZE], at: usize) -> SnpSegment {
+    SnpSegment {
+        selector: u16::from_le_bytes(get(page, at)),
+        attrib: u16::from_le_bytes(get(page, at + 2)),
+        limit: u32::from_le_bytes(get(page, at + 4)),
+        base: get_u64(page, at + 8),
+    }
+}
+
+/// The register state a VMSA page holds: the inverse of [`vmsa_page`] for the fields
+/// [`SnpVcpu`] has (what the emulated platform starts an AP from when the guest
+/// creates it with a VMSA of its own).
+pub fn parse_vmsa(p: &[u8; VMSA_SIZE]) -> SnpVcpu {
+    use offset::*;
+    let mut r8_to_r15 = [0u64; 8];
+    for (i, r) in r8_to_r15.iter_mut().enumerate() {
+        *r = get_u64(p, R8 + 8 * i);
+    }
+    SnpVcpu {
+        es: get_segment(p, ES),
+        cs: get_segment(p, CS),
+        ss: get_segment(p, SS),
+        ds: get_segment(p, DS),
+        fs: get_segment(p, FS),
+        gs: get_segment(p, GS),
+        gdtr: get_segment(p, GDTR),
+        ldtr: get_segment(p, LDTR),
+        idtr: get_segment(p, IDTR),
+        tr: get_segment(p, TR),
+        efer: get_u64(p, EFER),
+        cr0: get_u64(p, CR0),
+        cr2: get_u64(p, CR2),
+        cr3: get_u64(p, CR3),
+        cr4: get_u64(p, CR4),
+        dr6: get_u64(p, DR6),
+        dr7: get_u64(p, DR7),
+        rflags: get_u64(p, RFLAGS),
+        rip: get_u64(p, RIP),
+        rsp: get_u64(p, RSP),
+        rax: get_u64(p, RAX),
+        rbx: get_u64(p, RBX),
+        rcx: get_u64(p, RCX),
+        rdx: get_u64(p, RDX),
+        rsi: get_u64(p, RSI),
+        rdi: get_u64(p, RDI),
+        rbp: get_u64(p, RBP),
+        r8_to_r15,
+        g_pat: get_u64(p, G_PAT),
+        xcr0: get_u64(p, XCR0),
+        xss: get_u64(p, XSS),
+        x87_fcw: u16::from_le_bytes(get(p, X87_FCW)),
+        mxcsr: u32::from_le_bytes(get(p, MXCSR)),
+        sev_features: get_u64(p, SEV_FEATURES),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::snp::{VcpuType, VmmType, BSP_RESET_EIP};
+
+    #[test]
+    fn parse_vmsa_inverts_vmsa_page() {
+        let mut v = SnpVcpu::at_reset(BSP_RESET_EIP, VcpuType::EpycV4.signature(), 1, VmmType::Qemu);
+        v.rsp = 0x1234_5678;
+        v.r8_to_r15[7] = 15;
+        v.cr3 = 0x9000;
+        assert_eq!(parse_vmsa(&vmsa_page(&v)), v);
+    }
     use sha2::{Digest, Sha384};
 
     fn u64_at(p: &[u8], at: usize) -> u64 {

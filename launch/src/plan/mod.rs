@@ -7,6 +7,7 @@
 
 pub mod igvm;
 pub mod snp;
+pub mod snp_direct;
 pub mod tdx;
 
 use std::sync::Arc;

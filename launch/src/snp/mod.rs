@@ -7,3 +7,9 @@
 //!   `SNP_LAUNCH_*`).
 //! - The emulated platform: the PSP's and KVM's part, done in software for hosts
 //!   without SNP hardware (`--tee snp --emulated`, never chosen silently).
+
+pub mod cpuid_page;
+pub mod emulated;
+pub mod id_block;
+pub mod policy;
+pub mod psp;
