@@ -8,8 +8,12 @@
 //! - The emulated platform: the PSP's and KVM's part, done in software for hosts
 //!   without SNP hardware (`--tee snp --emulated`, never chosen silently).
 
+pub mod certs;
 pub mod cpuid_page;
 pub mod emulated;
+pub mod guest_msg;
 pub mod id_block;
 pub mod policy;
 pub mod psp;
+pub mod report;
+pub mod secrets;
