@@ -8,6 +8,7 @@ apt_need=()
 [ -f /usr/share/ovmf/OVMF.fd ] || apt_need+=(ovmf)           # a real firmware image to measure
 command -v setpriv >/dev/null || apt_need+=(util-linux)      # permission tests
 command -v cc >/dev/null || apt_need+=(build-essential)      # links the no_std guests
+command -v curl >/dev/null || apt_need+=(curl)               # the API tests' HTTP client
 if [ ${#apt_need[@]} -gt 0 ]; then
     echo "setup.sh: installing ${apt_need[*]}" >&2
     apt-get update -qq

@@ -16,6 +16,20 @@ fn launches_leave_no_fds_or_threads_behind() {
     a_guest_that_dies_leaves_nothing_behind();
     a_run_with_every_device_leaves_no_fds_sockets_or_files_behind();
     guest_memory_policy_is_applied_to_the_mapping();
+    a_dropped_handle_ends_its_vm_and_leaves_nothing_behind();
+}
+
+fn a_dropped_handle_ends_its_vm_and_leaves_nothing_behind() {
+    let (fds, threads) = (common::open_fds(), common::thread_count());
+    // The demo guest in `wait` mode halts until it is asked to shut down.
+    let config = VmConfig { cmdline: Some("wait".into()), ..Default::default() };
+    let vm = vmm::VmHandle::create(&config, Box::new(std::io::sink())).unwrap();
+    vm.start().unwrap();
+    vm.pause().unwrap();
+    assert!(common::thread_count() > threads);
+    drop(vm);
+    assert_eq!(common::open_fds(), fds, "fds leaked by a dropped handle");
+    assert_eq!(common::settled_thread_count(threads), threads, "threads leaked by a dropped handle");
 }
 
 /// The VmFlags of the mapping that contains `addr`, from /proc/self/smaps.

@@ -302,3 +302,24 @@ fn no_seccomp_runs_the_same_demo_without_filters() {
     assert!(!stderr.contains("seccomp filters installed"), "{stderr}");
     assert_eq!(vsock, b"hello from the cvmm demo guest\n");
 }
+
+#[test]
+fn a_vm_under_a_handle_is_paused_resumed_and_shut_down_from_its_confined_threads() {
+    // The demo guest in `wait` mode halts until it is asked to shut down.
+    let config =
+        VmConfig { cmdline: Some("wait".into()), timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let vm = vmm::VmHandle::create(&config, Box::new(std::io::sink())).unwrap();
+    vm.start().unwrap();
+    // Every control request is carried out on the VM's confined threads: a system call
+    // outside their allow-lists would kill this process.
+    vm.pause().unwrap();
+    let seen = confined_threads();
+    for name in ["vmm", "vcpu0"] {
+        assert!(seen.contains(name), "thread {name} was not confined; confined: {seen:?}");
+    }
+    // The supervisor that releases the VM's resources after the run must not be.
+    assert!(!seen.contains("vm-supervisor"), "{seen:?}");
+    vm.resume().unwrap();
+    vm.shutdown(Duration::from_secs(30)).unwrap();
+    assert_eq!(vm.wait().unwrap(), VmExit::GuestExit(0));
+}

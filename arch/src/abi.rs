@@ -56,6 +56,18 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 pub const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// I/O port of the i8042 controller's command register: writing 0xfe resets (ends) the VM.
 pub const I8042_COMMAND_PORT: u16 = 0x64;
+/// I/O port of the i8042's status register (reads of the command port): bit 0 is set
+/// while the data port holds a byte for the guest.
+pub const I8042_STATUS_PORT: u16 = 0x64;
+/// I/O port of the i8042's data register.
+pub const I8042_DATA_PORT: u16 = 0x60;
+/// IOAPIC pin (and GSI) of the i8042's keyboard interrupt.
+pub const KEYBOARD_GSI: u32 = 1;
+/// What the host's request to shut down looks like from the guest: these bytes
+/// (Ctrl, Alt and Delete key presses in scancode set 2) arrive through the i8042 data
+/// port, with the keyboard interrupt. A guest that honours the request ends the VM
+/// itself (debug-exit port, reset or shutdown); cvmm ends it by force otherwise.
+pub const CTRL_ALT_DEL_SCANCODES: [u8; 4] = [0x14, 0x11, 0xe0, 0x71];
 
 /// One virtio-mmio device.
 #[repr(C)]

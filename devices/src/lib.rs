@@ -7,7 +7,7 @@
 //! the IOAPIC's interrupt routes. Nothing here issues an ioctl.
 //!
 //! - [`serial`]: the 16550 debug console (vm-superio) at COM1.
-//! - [`legacy`]: the debug-exit port and the i8042 reset line.
+//! - [`legacy`]: the debug-exit port and the i8042 (reset line, Ctrl-Alt-Del).
 //! - [`ioapic`]: a user-space IOAPIC that turns redirection entries into MSI routes.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

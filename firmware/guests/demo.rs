@@ -16,6 +16,14 @@
 //! - virtio-vsock (ID 19): connects to host CID 2 port 1234, sends [`VSOCK_MESSAGE`],
 //!   shuts the connection down and prints `vsock: sent`.
 //!
+//! With the word `wait` on its command line (`cvmm run --cmdline wait`), the guest
+//! then prints `demo: waiting for Ctrl-Alt-Del` and halts until the host asks it to
+//! shut down (the Ctrl-Alt-Del key presses of `abi::CTRL_ALT_DEL_SCANCODES` on the
+//! i8042, with the keyboard interrupt routed to [`KEYBOARD_VECTOR`]), prints
+//! `demo: Ctrl-Alt-Del, shutting down` and ends as below. Halted, it costs the host
+//! nothing; it is how the VM handle's pause, resume and shutdown are tested. (A
+//! confidential launch passes no command line yet, so there the guest never waits.)
+//!
 //! A part that fails prints a line saying so; the guest then ends the VM through the
 //! debug-exit port with the status of the first failure (0 when everything worked):
 //! 1 no valid boot information, 2 panic, 3 console, 4 disk I/O, 5 disk read-back
@@ -40,7 +48,9 @@ mod aes_gcm;
 #[path = "snp_msg.rs"]
 mod snp_msg;
 
-use abi::BootInfo;
+use core::arch::{asm, global_asm};
+
+use abi::{BootInfo, CTRL_ALT_DEL_SCANCODES, I8042_DATA_PORT, I8042_STATUS_PORT, KEYBOARD_GSI};
 use virtio::{Buf, Bump, Device, Queue};
 
 const STATUS_CONSOLE: u8 = 3;
@@ -128,7 +138,7 @@ fn note(status: &mut u8, failure: u8) {
 }
 
 #[no_mangle]
-extern "C" fn guest_main(boot_info: *const BootInfo, _zero_page: *const u8) -> ! {
+extern "C" fn guest_main(boot_info: *const BootInfo, zero_page: *const u8) -> ! {
     // Read the block once, by value (no double fetch of host-provided data).
     // SAFETY: cvmm maps the boot-info page; a bad pointer faults and cvmm reports it.
     let info = unsafe { core::ptr::read_volatile(boot_info) };
@@ -176,7 +186,106 @@ extern "C" fn guest_main(boot_info: *const BootInfo, _zero_page: *const u8) -> !
     if rt::snp::active() && !attest(&info, &nonce, &mut out) {
         note(&mut status, STATUS_ATTESTATION);
     }
+    if cmdline_has_word(zero_page, b"wait") {
+        out.put(b"demo: waiting for Ctrl-Alt-Del");
+        out.end();
+        wait_for_ctrl_alt_del();
+        out.put(b"demo: Ctrl-Alt-Del, shutting down");
+        out.end();
+    }
     rt::exit(status);
+}
+
+/// Whether the kernel command line (the zero page's `cmd_line_ptr` and `cmdline_size`)
+/// holds `word` as a whole space-separated word.
+fn cmdline_has_word(zero_page: *const u8, word: &[u8]) -> bool {
+    if zero_page.is_null() {
+        return false;
+    }
+    // SAFETY: cvmm maps the zero page; the fields are at their boot-protocol offsets.
+    let (ptr, size) = unsafe {
+        (
+            core::ptr::read_volatile(zero_page.add(0x228).cast::<u32>()),
+            core::ptr::read_volatile(zero_page.add(0x238).cast::<u32>()),
+        )
+    };
+    if ptr == 0 {
+        return false;
+    }
+    // SAFETY: the command line lies in guest RAM cvmm maps (at most 2 KiB, as cvmm
+    // writes it); a bad pointer would fault and cvmm would report it.
+    let line = unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, (size as usize).min(2048)) };
+    line.split(|&b| b == b' ' || b == 0).any(|w| w == word)
+}
+
+/// The interrupt vector the demo routes the i8042's keyboard interrupt to.
+const KEYBOARD_VECTOR: usize = 0x21;
+const IOAPIC_BASE: u64 = 0xfec0_0000;
+const LAPIC_BASE: u64 = 0xfee0_0000;
+
+#[repr(C, align(16))]
+struct Idt([u64; 2 * (KEYBOARD_VECTOR + 1)]);
+
+static mut IDT: Idt = Idt([0; 2 * (KEYBOARD_VECTOR + 1)]);
+
+// The keyboard interrupt's handler does nothing: the interrupt only ends the HLT of
+// the waiting loop, which acknowledges it (LAPIC EOI) and reads the i8042 itself, with
+// interrupts off, through `rt` (the GHCB in an SNP guest, where a direct access to a
+// device register would need a #VC handler).
+global_asm!(".global keyboard_entry", "keyboard_entry:", "    iretq");
+
+extern "C" {
+    fn keyboard_entry();
+}
+
+const LAPIC_EOI: u64 = LAPIC_BASE + 0xb0;
+
+/// Routes the keyboard interrupt to [`KEYBOARD_VECTOR`] and halts until the i8042 has
+/// delivered the Ctrl-Alt-Del sequence.
+fn wait_for_ctrl_alt_del() {
+    let handler = keyboard_entry as *const () as usize as u64;
+    // 64-bit interrupt gate: selector 0x08 (64-bit code), present, DPL0, type 0xe.
+    let low = (handler & 0xffff) | (0x08 << 16) | (0x8e00u64 << 32) | ((handler & 0xffff_0000) << 32);
+    // SAFETY: single-threaded guest code; the IDT is only read by the CPU.
+    let idt_base = unsafe {
+        let idt = &raw mut IDT;
+        core::ptr::write_volatile(&raw mut (*idt).0[2 * KEYBOARD_VECTOR], low);
+        core::ptr::write_volatile(&raw mut (*idt).0[2 * KEYBOARD_VECTOR + 1], handler >> 32);
+        idt as u64
+    };
+    let mut idtr = [0u8; 10];
+    idtr[..2].copy_from_slice(&((16 * (KEYBOARD_VECTOR + 1) - 1) as u16).to_le_bytes());
+    idtr[2..].copy_from_slice(&idt_base.to_le_bytes());
+    // SAFETY: the descriptor points at an IDT that lives for the whole program.
+    unsafe { asm!("lidt [{}]", in(reg) idtr.as_ptr(), options(nostack)) };
+    rt::mmio_write32(LAPIC_BASE + 0xf0, 0x1ff); // APIC software enable, spurious vector 0xff
+    let pin = KEYBOARD_GSI;
+    rt::mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin + 1); // IOREGSEL: redirection entry, high
+    rt::mmio_write32(IOAPIC_BASE + 0x10, 0); // destination APIC 0
+    rt::mmio_write32(IOAPIC_BASE, 0x10 + 2 * pin); // low: fixed, physical, edge, unmasked
+    rt::mmio_write32(IOAPIC_BASE + 0x10, KEYBOARD_VECTOR as u32);
+
+    let mut seen = 0usize;
+    loop {
+        // Acknowledges the interrupt that ended the last HLT (harmless if none did).
+        rt::mmio_write32(LAPIC_EOI, 0);
+        // Interrupts are off here: a key press that lands now stays pending and wakes
+        // the HLT below (STI delays interrupts by one instruction).
+        while rt::inb(I8042_STATUS_PORT) & 1 != 0 {
+            let byte = rt::inb(I8042_DATA_PORT);
+            seen = if byte == CTRL_ALT_DEL_SCANCODES[seen] {
+                seen + 1
+            } else {
+                usize::from(byte == CTRL_ALT_DEL_SCANCODES[0])
+            };
+            if seen == CTRL_ALT_DEL_SCANCODES.len() {
+                return;
+            }
+        }
+        // SAFETY: the IDT has a gate for the only vector that can arrive; its handler
+        // returns at once.
+        unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) };
+    }
 }
 
 fn greet(out: &mut Out, info: &BootInfo) {

@@ -35,6 +35,17 @@ pub fn outb(port: u16, value: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
+/// Reads one byte from an I/O port (through the GHCB in an SNP guest).
+pub fn inb(port: u16) -> u8 {
+    if snp::active() {
+        return snp::inb(port);
+    }
+    let value: u8;
+    // SAFETY: port I/O has no memory effects in this guest; cvmm handles the exit.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
 /// Reads a 32-bit device register (through the GHCB in an SNP guest).
 pub fn mmio_read32(addr: u64) -> u32 {
     if snp::active() {

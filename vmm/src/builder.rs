@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use arch::abi::{
-    BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, DEBUG_EXIT_PORT, SERIAL_PORT,
+    BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, DEBUG_EXIT_PORT, KEYBOARD_GSI,
+    SERIAL_PORT,
 };
 use arch::boot::BootBlobs;
 use arch::layout::{
@@ -41,7 +42,7 @@ use crate::config::{ConfigError, GuestMemoryPolicy, KernelSource, NetConfig, Tee
 use crate::device_loop::Subscriber;
 use crate::irq::KvmMsiRouter;
 use crate::stats::StepTimes;
-use crate::vm::{ChannelStop, Console, Vm};
+use crate::vm::{ChannelStop, Console, LaunchInfo, Vm};
 
 /// IOAPIC pin (and GSI) of the COM1 serial port.
 const SERIAL_GSI: u32 = 4;
@@ -237,8 +238,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     steps.mark("create VM and guest memory");
 
     let kernel = load_kernel(&mem, &config.kernel, &mut kernel_image)?;
-    let (entry, snp_runtime) = match snp_config {
-        None => (write_boot_data(&mem, &layout, config, &kernel, initrd)?, None),
+    let (entry, snp_runtime, launch_info) = match snp_config {
+        None => (write_boot_data(&mem, &layout, config, &kernel, initrd)?, None, LaunchInfo::plain()),
         Some(snp) => {
             let table = snp_cpuid_table(&kvm)?;
             let page = crate::snp_launch::cpuid_page(&table)?;
@@ -247,7 +248,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
             let platform = emulated_snp.as_ref().and_then(|b| b.platform());
             // The entry state comes from the plan's VMSAs; this one is not used.
             let entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
-            (entry, platform.map(|p| (p, table)))
+            (entry, platform.map(|p| (p, table)), LaunchInfo::snp(config.tee.name(), &plan))
         }
     };
     let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
@@ -281,6 +282,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         seccomp: config.seccomp,
         steps,
         backend_name: backend.name(),
+        launch: launch_info,
+        i8042: devs.i8042,
         snp: snp_runtime,
         vm,
         mem,
@@ -523,6 +526,7 @@ struct Devices {
     pio: Bus,
     mmio: Bus,
     serial: Arc<Mutex<Console>>,
+    i8042: Arc<Mutex<I8042>>,
     irqfds: Vec<(EventFd, u32)>,
 }
 
@@ -545,6 +549,14 @@ fn create_devices(
         source: std::io::Error::from_raw_os_error(e.errno()),
     })?;
     let serial = Arc::new(Mutex::new(SerialConsole::new(EventFdTrigger(serial_irq), console)));
+    // The i8042's keyboard interrupt carries the host's shutdown request (Ctrl-Alt-Del).
+    let keyboard_irq = EventFd::new(EFD_NONBLOCK).map_err(dev_err("keyboard interrupt"))?;
+    let keyboard_irqfd = keyboard_irq.try_clone().map_err(dev_err("keyboard interrupt"))?;
+    vm.register_irqfd(&keyboard_irqfd, KEYBOARD_GSI).map_err(|e| BuildError::Device {
+        what: "keyboard interrupt",
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    })?;
+    let i8042 = Arc::new(Mutex::new(I8042::with_keyboard_interrupt(stop.clone(), EventFdTrigger(keyboard_irq))));
 
     let ioapic = Ioapic::new(Arc::new(KvmMsiRouter::new(vm.clone())));
     let insert = |bus: &mut Bus, dev: Arc<Mutex<dyn BusDevice>>, base: u64, len: u64, what: &'static str| {
@@ -560,9 +572,9 @@ fn create_devices(
         1,
         "debug-exit port",
     )?;
-    insert(&mut pio, Arc::new(Mutex::new(I8042::new(stop))), I8042_BASE, I8042_LEN, "i8042")?;
+    insert(&mut pio, i8042.clone(), I8042_BASE, I8042_LEN, "i8042")?;
     insert(&mut mmio, Arc::new(Mutex::new(ioapic)), IOAPIC_START, IOAPIC_SIZE, "IOAPIC")?;
-    Ok(Devices { pio, mmio, serial, irqfds: vec![(irqfd, SERIAL_GSI)] })
+    Ok(Devices { pio, mmio, serial, i8042, irqfds: vec![(irqfd, SERIAL_GSI), (keyboard_irqfd, KEYBOARD_GSI)] })
 }
 
 /// Creates the configured virtio devices: each gets a virtio-mmio window on the MMIO

@@ -6,7 +6,13 @@
 //!   to run ([`builder::build_vm`]).
 //! - [`vm`]: the built VM; [`vm::Vm::run`] starts one thread per vCPU, waits for the
 //!   guest (or the watchdog) to end it, and tears everything down.
-//! - [`vcpu`]: the vCPU run loop, exit dispatch, and the kick that interrupts KVM_RUN.
+//! - [`handle`]: a [`VmHandle`] to start a VM, pause, resume and shut it down, wait for
+//!   its end and query its state, for programs that embed cvmm; several VMs may run in
+//!   one process.
+//! - [`api`]: the HTTP API over a Unix socket (`cvmm serve`, `cvmm run --api-socket`),
+//!   driving a [`VmHandle`].
+//! - [`vcpu`]: the vCPU run loop, exit dispatch, and the kick that interrupts KVM_RUN;
+//!   [`pause`]: the gate where paused vCPU threads park.
 //! - [`device_loop`]: the thread that runs the virtio devices (event-manager).
 //! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
@@ -16,13 +22,16 @@
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod builder;
 pub mod config;
 pub mod config_file;
 pub mod device_loop;
+pub mod handle;
 pub mod irq;
 pub mod launch_log;
 pub mod measure;
+pub mod pause;
 pub mod seccomp;
 pub mod snp;
 pub mod snp_launch;
@@ -32,4 +41,5 @@ pub mod vm;
 
 pub use builder::{build_vm, snp_measurement, BuildError};
 pub use config::{ConfigError, KernelSource, SnpConfig, Tee, VmConfig};
-pub use vm::{RunError, Vm, VmExit};
+pub use handle::{ControlError, VmHandle, VmInfo, VmState};
+pub use vm::{LaunchInfo, RunError, Vm, VmExit};

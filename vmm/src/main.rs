@@ -29,6 +29,16 @@ enum Command {
     /// Export the emulated SEV-SNP platform's AMD-style certificate chain (ARK, ASK,
     /// VCEK; generated once per installation and cached) for relying parties.
     SnpCerts(SnpCertsArgs),
+    /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
+    /// paused, resumed and shut down through it; their consoles go to stdout.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// The Unix socket to serve the API on (created with mode 0600, removed on exit).
+    #[arg(long, value_name = "PATH")]
+    api_socket: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -164,6 +174,10 @@ struct RunArgs {
     /// policy=0x30000,host-data=BASE64.
     #[arg(long, requires = "tee", value_name = "KEY=VALUE,...")]
     tee_options: Option<String>,
+    /// Also serve the HTTP API (docs/api.md) on this Unix socket while the VM runs, to
+    /// query, pause, resume or shut it down.
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
 }
 
 fn parse_memory(s: &str) -> Result<u64, String> {
@@ -196,7 +210,65 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
             measure(args, sub)
         }
+        Command::Serve(args) => serve(&args.api_socket),
     }
+}
+
+/// A writer to this process's stdout (fd 1, unbuffered), noting the first output.
+fn stdout_console() -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    Ok(Box::new(FirstOutput(std::fs::File::from(fd))))
+}
+
+/// The consoles of VMs created through the API: stdout.
+fn api_consoles() -> vmm::api::ConsoleFactory {
+    Box::new(|| match stdout_console() {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("cannot duplicate stdout for the console ({e}); the guest's output is dropped");
+            Box::new(std::io::sink())
+        }
+    })
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let server = match vmm::api::ApiServer::bind(path, api_consoles()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    server.serve();
+    ExitCode::SUCCESS
+}
+
+/// `cvmm run --api-socket`: runs the VM under a handle while the API serves it.
+fn run_with_api(vm: vmm::Vm, config: VmConfig, path: &std::path::Path, stats: bool) -> ExitCode {
+    let server = match vmm::api::ApiServer::bind(path, api_consoles()) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => return fail(&e),
+    };
+    let handle = std::sync::Arc::new(vm.into_handle());
+    server.attach(handle.clone(), config);
+    let serving = server.clone();
+    let api = match std::thread::Builder::new().name("api".into()).spawn(move || serving.serve()) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let exit = handle.start().and_then(|()| handle.wait());
+    server.stop();
+    if api.join().is_err() {
+        log::error!("the API thread panicked");
+    }
+    let exit = match exit {
+        Ok(exit) => exit,
+        Err(e) => return fail(&e),
+    };
+    if stats {
+        print_times();
+        print_step_stats(handle.launch_steps());
+        // The VM's memory is gone with it: no guest residency here.
+        eprintln!("stats: peak_rss_kib={}", vmm::stats::peak_rss_kib().unwrap_or(0));
+    }
+    report_exit(&exit)
 }
 
 fn measure(args: MeasureArgs, matches: &clap::ArgMatches) -> ExitCode {
@@ -373,7 +445,7 @@ fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> R
 }
 
 fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
-    let (print_config, stats) = (args.print_config, args.stats);
+    let (print_config, stats, api_socket) = (args.print_config, args.stats, args.api_socket.clone());
     let config = match effective_config(args, matches) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -384,8 +456,8 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
     }
     // The guest's console goes straight to fd 1, unbuffered: each byte the guest
     // transmits is visible at once, as on a real serial line.
-    let console: Box<dyn std::io::Write + Send> = match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => Box::new(FirstOutput(std::fs::File::from(fd))),
+    let console = match stdout_console() {
+        Ok(c) => c,
         Err(e) => return fail(&e),
     };
     let mut vm = match vmm::build_vm(&config, console) {
@@ -397,6 +469,9 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
     }
 
     log::info!("launched with {}", vm.backend_name());
+    if let Some(path) = &api_socket {
+        return run_with_api(vm, config, path, stats);
+    }
     let exit = match vm.run() {
         Ok(exit) => exit,
         Err(e) => return fail(&e),
@@ -404,6 +479,11 @@ fn run(args: RunArgs, matches: &clap::ArgMatches) -> ExitCode {
     if stats {
         print_stats(&vm);
     }
+    report_exit(&exit)
+}
+
+/// Reports how the VM ended and returns `cvmm run`'s exit status.
+fn report_exit(exit: &vmm::VmExit) -> ExitCode {
     if !exit.is_guest_requested() {
         eprintln!("cvmm: {exit}");
     } else {
@@ -436,18 +516,26 @@ fn since_main_ms(t: Option<&Instant>) -> f64 {
     }
 }
 
-fn print_stats(vm: &vmm::Vm) {
+fn print_times() {
     eprintln!(
         "stats: main_to_first_output_ms={:.3} main_to_exit_ms={:.3}",
         since_main_ms(FIRST_OUTPUT.get()),
         since_main_ms(Some(&Instant::now()))
     );
-    for (step, d) in vm.launch_steps() {
-        eprintln!("stats: step {:<32} {:>9.3} ms", step, d.as_secs_f64() * 1e3);
-    }
+}
+
+fn print_stats(vm: &vmm::Vm) {
+    print_times();
+    print_step_stats(vm.launch_steps());
     let peak = vmm::stats::peak_rss_kib().unwrap_or(0);
     let guest = vmm::stats::guest_resident_kib(vm.guest_memory());
     eprintln!("stats: peak_rss_kib={peak} guest_resident_kib={guest} vmm_overhead_kib={}", peak.saturating_sub(guest));
+}
+
+fn print_step_stats(steps: &[(&'static str, Duration)]) {
+    for (step, d) in steps {
+        eprintln!("stats: step {:<32} {:>9.3} ms", step, d.as_secs_f64() * 1e3);
+    }
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {

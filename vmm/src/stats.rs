@@ -17,13 +17,16 @@ impl StepTimes {
         Self { steps: Vec::new(), last: Some(Instant::now()) }
     }
 
-    /// Records the time since the previous mark as step `name`.
+    /// Records the time since the previous mark as step `name`, and logs it at once
+    /// (info level, with the structured fields `step`, `index` and `ms`), so a long
+    /// launch shows its progress.
     pub fn mark(&mut self, name: &'static str) {
         let now = Instant::now();
         let since = self.last.map(|l| now - l).unwrap_or_default();
         self.steps.push((name, since));
         self.last = Some(now);
-        log::debug!("launch step {name}: {:.3} ms", since.as_secs_f64() * 1e3);
+        let ms = since.as_secs_f64() * 1e3;
+        log::info!(step:? = name, index = self.steps.len(), ms:% = format_args!("{ms:.3}"); "launch step done");
     }
 
     /// The recorded steps.

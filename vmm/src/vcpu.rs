@@ -4,7 +4,8 @@
 //! docs/ARCHITECTURE.md), so every vCPU can be kicked: the controller sets the stop
 //! flag and sends [`kick_signal`] to the thread; the handler sets
 //! `kvm_run.immediate_exit` through a thread-local pointer, so the kick also works
-//! when it lands between the flag check and the next KVM_RUN.
+//! when it lands between the flag check and the next KVM_RUN. A pause kicks the same
+//! way: the thread comes back to its loop and parks at the [`PauseGate`].
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
+use crate::pause::PauseGate;
 use crate::seccomp::{Filter, SeccompError};
 use crate::snp::SnpVcpuExits;
 use crate::vm::VmEvent;
@@ -66,6 +68,8 @@ pub struct VcpuContext {
     /// Where the thread reports whether it installed its filter (it runs the vCPU
     /// only if it did).
     pub ready: mpsc::Sender<Result<(), SeccompError>>,
+    /// Where the thread parks, between two KVM_RUNs, while the VM is paused.
+    pub pause: Arc<PauseGate>,
     /// The emulated SEV-SNP platform's exits of this vCPU, for an emulated SNP guest.
     pub snp: Option<SnpVcpuExits>,
 }
@@ -115,6 +119,7 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, mut ctx: VcpuContext) {
 
 fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Option<VmEvent> {
     loop {
+        ctx.pause.park_while_closed();
         if ctx.stopping.load(Ordering::Acquire) {
             if log::log_enabled!(log::Level::Debug) {
                 log::debug!("vCPU {index} stopped at {:x?}", vcpu.get_regs().map(|r| (r.rip, r.rsp, r.rax, r.rcx)));

@@ -1,8 +1,14 @@
-//! A built VM: runs its vCPU threads until the guest (or the watchdog) ends it, then
-//! tears everything down.
+//! A built VM: runs its vCPU threads until the guest (or the watchdog, or its
+//! handle) ends it, then tears everything down.
+//!
+//! One control thread per running VM waits on the VM's event channel: events from the
+//! vCPUs and devices that end the VM, and requests from its [`VmHandle`]
+//! (pause, resume, shut down), so every change of a running VM's state is made by that
+//! one thread, under its seccomp filter.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,15 +22,21 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
+use crate::handle::{ControlError, StatusCell, VmHandle, VmState};
+use crate::launch_log::LogEntry;
+use crate::pause::PauseGate;
 use crate::seccomp::{Filter, SeccompError, ThreadKind};
 use crate::stats::StepTimes;
 use crate::vcpu::{install_kick_handler, kick_signal, run_vcpu, VcpuContext};
 
 /// How long teardown waits for vCPU threads to leave KVM_RUN after being kicked.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a pause waits for every vCPU thread to park.
+const PAUSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Something that ends the VM, as reported by a device or a vCPU thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that ends the VM, as reported by a device or a vCPU thread, or a request
+/// from the VM's handle.
+#[derive(Debug, Clone)]
 pub enum VmEvent {
     /// The guest asked (debug-exit port, reset).
     Guest(GuestStop),
@@ -56,6 +68,32 @@ pub enum VmEvent {
         /// Reason code.
         code: u64,
     },
+    /// A request from the VM's [`VmHandle`]; it does not end the VM by itself.
+    Request(Request),
+}
+
+/// What a [`VmHandle`] asks the control thread of a running VM to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestKind {
+    /// Park every vCPU outside KVM_RUN.
+    Pause,
+    /// Let parked vCPUs run again.
+    Resume,
+    /// Ask the guest to shut down (Ctrl-Alt-Del on the i8042), resuming it if it is
+    /// paused, and end the VM by force if it is still running after `grace`.
+    Shutdown {
+        /// How long the guest has to end the VM itself.
+        grace: Duration,
+    },
+    /// Press Ctrl-Alt-Del on the i8042 and nothing else (no resume, no deadline).
+    CtrlAltDel,
+}
+
+/// A request from a [`VmHandle`] to the control thread, with where to send the answer.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) kind: RequestKind,
+    pub(crate) reply: mpsc::Sender<Result<(), ControlError>>,
 }
 
 /// How a VM ended.
@@ -86,6 +124,12 @@ pub enum VmExit {
         /// What happened.
         message: String,
     },
+    /// The VM's handle asked the guest to shut down and the guest was still running
+    /// after the grace period, so cvmm ended it (as the watchdog does).
+    ShutdownForced {
+        /// The grace period the guest had.
+        grace: Duration,
+    },
     /// A confidential guest asked to be terminated (SEV-SNP GHCB termination request,
     /// TDX fatal error), with its reason.
     GuestTerminated {
@@ -113,6 +157,37 @@ impl VmExit {
     pub fn is_guest_requested(&self) -> bool {
         matches!(self, VmExit::GuestExit(_) | VmExit::Reset | VmExit::Shutdown)
     }
+
+    /// A short name for the kind of end, as the API reports it: `guest_exit`, `reset`,
+    /// `shutdown`, `triple_fault`, `crash`, `timeout`, `vcpu_failed`, `shutdown_forced`,
+    /// `guest_terminated`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VmExit::GuestExit(_) => "guest_exit",
+            VmExit::Reset => "reset",
+            VmExit::Shutdown => "shutdown",
+            VmExit::TripleFault { .. } => "triple_fault",
+            VmExit::Crash { .. } => "crash",
+            VmExit::Timeout(_) => "timeout",
+            VmExit::VcpuFailed { .. } => "vcpu_failed",
+            VmExit::ShutdownForced { .. } => "shutdown_forced",
+            VmExit::GuestTerminated { .. } => "guest_terminated",
+        }
+    }
+
+    /// The exit of an event that ends the VM, or the handle's request the event carries.
+    fn from_event(e: VmEvent) -> Result<Self, Request> {
+        Ok(match e {
+            VmEvent::Guest(GuestStop::Exit(s)) => VmExit::GuestExit(s),
+            VmEvent::Guest(GuestStop::Reset) => VmExit::Reset,
+            VmEvent::Shutdown => VmExit::Shutdown,
+            VmEvent::TripleFault { vcpu } => VmExit::TripleFault { vcpu },
+            VmEvent::Crash { vcpu } => VmExit::Crash { vcpu },
+            VmEvent::VcpuFailed { vcpu, message } => VmExit::VcpuFailed { vcpu, message },
+            VmEvent::GuestTerminated { vcpu, set, code } => VmExit::GuestTerminated { vcpu, set, code },
+            VmEvent::Request(r) => return Err(r),
+        })
+    }
 }
 
 impl std::fmt::Display for VmExit {
@@ -127,23 +202,14 @@ impl std::fmt::Display for VmExit {
                 write!(f, "the guest did not finish within {:.1} s; the watchdog ended the VM", t.as_secs_f64())
             }
             VmExit::VcpuFailed { vcpu, message } => write!(f, "vCPU {vcpu} failed: {message}"),
+            VmExit::ShutdownForced { grace } => write!(
+                f,
+                "the guest did not shut down within {:.1} s of the request; the VM was ended",
+                grace.as_secs_f64()
+            ),
             VmExit::GuestTerminated { vcpu, set, code } => {
                 write!(f, "the guest asked to be terminated on vCPU {vcpu}: reason set {set}, code {code:#x}")
             }
-        }
-    }
-}
-
-impl From<VmEvent> for VmExit {
-    fn from(e: VmEvent) -> Self {
-        match e {
-            VmEvent::Guest(GuestStop::Exit(s)) => VmExit::GuestExit(s),
-            VmEvent::Guest(GuestStop::Reset) => VmExit::Reset,
-            VmEvent::Shutdown => VmExit::Shutdown,
-            VmEvent::TripleFault { vcpu } => VmExit::TripleFault { vcpu },
-            VmEvent::Crash { vcpu } => VmExit::Crash { vcpu },
-            VmEvent::VcpuFailed { vcpu, message } => VmExit::VcpuFailed { vcpu, message },
-            VmEvent::GuestTerminated { vcpu, set, code } => VmExit::GuestTerminated { vcpu, set, code },
         }
     }
 }
@@ -189,6 +255,37 @@ impl StopHandler for ChannelStop {
 /// The serial console type the VM writes its guest's output through.
 pub type Console = SerialConsole<Box<dyn Write + Send>>;
 
+/// What a launch established about the VM, for its owner and for attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchInfo {
+    /// The trusted execution environment: `plain` for a VM without one; the SNP and
+    /// TDX backends name theirs.
+    pub tee: &'static str,
+    /// The launch measurement the guest's attestation report should carry (hex), as
+    /// cvmm computed it from the launch plan; `None` for a plain VM, which has none.
+    pub expected_measurement: Option<String>,
+    /// The measured launch plan, one entry per range ([`crate::launch_log`]); empty
+    /// for a plain VM.
+    pub launch_log: Vec<LogEntry>,
+}
+
+impl LaunchInfo {
+    /// A plain VM: no TEE, no measurement, an empty launch log.
+    pub fn plain() -> Self {
+        Self { tee: "plain", expected_measurement: None, launch_log: Vec::new() }
+    }
+
+    /// An SEV-SNP launch of `plan` under `tee` (`snp`, `snp-emulated`): the launch
+    /// digest cvmm computes from the plan, and its launch log.
+    pub fn snp(tee: &'static str, plan: &launch::plan::LaunchPlan) -> Self {
+        let digest = launch::measure::snp::launch_digest(plan);
+        if let Err(e) = &digest {
+            log::warn!("cannot compute the expected SNP launch digest: {e}");
+        }
+        Self { tee, expected_measurement: digest.ok().map(hex::encode), launch_log: crate::measure::snp_log(plan) }
+    }
+}
+
 /// A VM ready to run. Fields drop in declaration order: vCPUs and devices before the
 /// VM fd, the VM fd before the guest memory it maps.
 pub struct Vm {
@@ -205,6 +302,9 @@ pub struct Vm {
     pub(crate) seccomp: bool,
     pub(crate) steps: StepTimes,
     pub(crate) backend_name: &'static str,
+    pub(crate) launch: LaunchInfo,
+    /// The i8042, through which a shutdown request reaches the guest.
+    pub(crate) i8042: Arc<Mutex<devices::legacy::I8042>>,
     /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
     pub(crate) snp: Option<(Arc<launch::snp::emulated::EmulatedSnpPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     pub(crate) vm: Arc<VmFd>,
@@ -253,6 +353,22 @@ impl Vm {
         self.backend_name
     }
 
+    /// What the launch established: TEE, expected measurement, launch log.
+    pub fn launch_info(&self) -> &LaunchInfo {
+        &self.launch
+    }
+
+    /// The number of vCPUs (0 once the VM has run: its vCPUs went with it).
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Turns the VM into a [`VmHandle`] (state `created`), to start it and control it
+    /// while it runs.
+    pub fn into_handle(self) -> VmHandle {
+        VmHandle::new(self)
+    }
+
     /// Runs the VM until it ends: starts the device loop and one thread per vCPU,
     /// waits for the first event that ends the VM (or the timeout), kicks every vCPU
     /// out of KVM_RUN and joins the threads. Can be called once.
@@ -264,6 +380,11 @@ impl Vm {
     /// run another VM). A filter that cannot be installed ends the run with
     /// [`RunError::Seccomp`].
     pub fn run(&mut self) -> Result<VmExit, RunError> {
+        self.run_with(None)
+    }
+
+    /// [`Vm::run`], reporting the VM's state to `status` (a handle's) as it changes.
+    pub(crate) fn run_with(&mut self, status: Option<&StatusCell>) -> Result<VmExit, RunError> {
         if self.vcpus.is_empty() {
             return Err(RunError::AlreadyRan);
         }
@@ -281,14 +402,14 @@ impl Vm {
         std::thread::scope(|scope| {
             let control = std::thread::Builder::new()
                 .name("vmm".into())
-                .spawn_scoped(scope, || self.control(filters))
+                .spawn_scoped(scope, || self.control(filters, status))
                 .map_err(RunError::SpawnController)?;
             control.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
     /// The body of [`Vm::run`], on the control thread.
-    fn control(&mut self, filters: Option<ThreadFilters>) -> Result<VmExit, RunError> {
+    fn control(&mut self, filters: Option<ThreadFilters>, status: Option<&StatusCell>) -> Result<VmExit, RunError> {
         let (vcpu_filter, devices_filter, main_filter) = match filters {
             Some(f) => (Some(f.vcpu), Some(f.devices), Some(f.main)),
             None => (None, None, None),
@@ -296,6 +417,7 @@ impl Vm {
         let mut device_loop =
             crate::device_loop::DeviceLoop::start(std::mem::take(&mut self.subscribers), devices_filter)?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(PauseGate::new());
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut handles: Vec<JoinHandle<()>> = Vec::with_capacity(self.vcpus.len());
         for (index, vcpu) in self.vcpus.drain(..) {
@@ -306,6 +428,7 @@ impl Vm {
                 events: self.events_tx.clone(),
                 seccomp: vcpu_filter.clone(),
                 ready: ready_tx.clone(),
+                pause: gate.clone(),
                 snp: self.snp.as_ref().map(|(platform, cpuid)| {
                     crate::snp::SnpVcpuExits::new(
                         index,
@@ -321,7 +444,7 @@ impl Vm {
             match spawned {
                 Ok(h) => handles.push(h),
                 Err(source) => {
-                    stop_vcpus(&stopping, handles);
+                    stop_vcpus(&stopping, &gate, handles);
                     return Err(RunError::SpawnVcpu { vcpu: index, source });
                 }
             }
@@ -337,31 +460,181 @@ impl Vm {
             installed = installed.and_then(|()| main.apply());
         }
         if let Err(e) = installed {
-            stop_vcpus(&stopping, handles);
+            stop_vcpus(&stopping, &gate, handles);
             return Err(e.into());
         }
         if main_filter.is_some() {
             log::debug!("seccomp filters installed: {} vCPU thread(s), device loop, main", handles.len());
         }
         let started = Instant::now();
-        let event = match self.timeout {
-            Some(t) => self.events_rx.recv_timeout(t).map_err(|_| t),
-            // The controller holds a sender, so recv only fails if every sender is gone.
-            None => self.events_rx.recv().map_err(|_| Duration::ZERO),
-        };
-        stop_vcpus(&stopping, handles);
+        if let Some(s) = status {
+            s.set_state(VmState::Running);
+        }
+        let exit = Controller { vm: self, gate: &gate, vcpus: &handles, status, paused: false }.serve(started);
+        stop_vcpus(&stopping, &gate, handles);
         if let Some(l) = device_loop.as_mut() {
             l.stop();
         }
-        let exit = match event {
-            Ok(e) => VmExit::from(e),
-            Err(t) => VmExit::Timeout(t),
-        };
         log::info!("VM ended after {:.3} s: {exit}", started.elapsed().as_secs_f64());
         if let Err(e) = self.serial.lock().unwrap_or_else(|e| e.into_inner()).flush() {
             log::warn!("cannot flush the console: {e}");
         }
         Ok(exit)
+    }
+}
+
+/// The control thread's view of a running VM, while it waits for the VM's end.
+struct Controller<'a> {
+    vm: &'a Vm,
+    gate: &'a PauseGate,
+    vcpus: &'a [JoinHandle<()>],
+    status: Option<&'a StatusCell>,
+    paused: bool,
+}
+
+impl Controller<'_> {
+    /// Answers the handle's requests until an event ends the VM, the watchdog fires,
+    /// or a requested shutdown's grace period runs out; returns why the VM ended.
+    fn serve(&mut self, started: Instant) -> VmExit {
+        // A timeout beyond Instant's range never fires.
+        let watchdog = self.vm.timeout.and_then(|t| Some((started.checked_add(t)?, VmExit::Timeout(t))));
+        let mut forced: Option<(Instant, VmExit)> = None;
+        loop {
+            let deadline = match (&watchdog, &forced) {
+                (Some(w), Some(f)) => Some(if f.0 < w.0 { f } else { w }),
+                (w, f) => w.as_ref().or(f.as_ref()),
+            };
+            // A wait beyond Instant's range is a plain recv; the VM holds a sender, so
+            // the channel never disconnects.
+            let wait = deadline.map_or(Duration::MAX, |(at, _)| at.saturating_duration_since(Instant::now()));
+            let event = match self.vm.events_rx.recv_timeout(wait) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => match deadline {
+                    Some((_, exit)) => return exit.clone(),
+                    None => continue,
+                },
+                Err(RecvTimeoutError::Disconnected) => {
+                    return VmExit::VcpuFailed { vcpu: 0, message: "the VM's event channel closed".into() }
+                }
+            };
+            let request = match VmExit::from_event(event) {
+                Ok(exit) => return exit,
+                Err(request) => request,
+            };
+            let result = self.handle(request.kind, &mut forced);
+            // The requester may have given up waiting; nothing to do then.
+            let _ = request.reply.send(result);
+        }
+    }
+
+    fn handle(&mut self, kind: RequestKind, forced: &mut Option<(Instant, VmExit)>) -> Result<(), ControlError> {
+        let state = if forced.is_some() {
+            VmState::ShuttingDown
+        } else if self.paused {
+            VmState::Paused
+        } else {
+            VmState::Running
+        };
+        let wrong = |action| Err(ControlError::WrongState { action, state });
+        match kind {
+            RequestKind::Pause if state != VmState::Running => wrong("pause"),
+            RequestKind::Pause => {
+                self.pause()?;
+                self.paused = true;
+                self.set_state(VmState::Paused);
+                log::info!("VM paused");
+                Ok(())
+            }
+            RequestKind::Resume if state != VmState::Paused => wrong("resume"),
+            RequestKind::Resume => {
+                self.resume();
+                self.set_state(VmState::Running);
+                log::info!("VM resumed");
+                Ok(())
+            }
+            RequestKind::CtrlAltDel => {
+                self.press_ctrl_alt_del();
+                Ok(())
+            }
+            RequestKind::Shutdown { grace } => {
+                // The guest must run to honour the request.
+                if self.paused {
+                    self.resume();
+                }
+                // A grace period beyond Instant's range is a century.
+                let now = Instant::now();
+                let at = now.checked_add(grace).unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
+                match forced {
+                    // A repeated request can only bring the deadline forward.
+                    Some((deadline, exit)) => {
+                        if at < *deadline {
+                            *deadline = at;
+                            *exit = VmExit::ShutdownForced { grace };
+                        }
+                    }
+                    None => {
+                        // A zero grace period ends the VM at once, without asking.
+                        if !grace.is_zero() {
+                            self.press_ctrl_alt_del();
+                        }
+                        *forced = Some((at, VmExit::ShutdownForced { grace }));
+                        self.set_state(VmState::ShuttingDown);
+                        if grace.is_zero() {
+                            log::info!("shutdown requested: the VM ends now");
+                        } else {
+                            log::info!(
+                                "shutdown requested: Ctrl-Alt-Del sent; the VM ends within {:.1} s",
+                                grace.as_secs_f64()
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn set_state(&self, state: VmState) {
+        if let Some(s) = self.status {
+            s.set_state(state);
+        }
+    }
+
+    fn press_ctrl_alt_del(&self) {
+        let pressed = self.vm.i8042.lock().unwrap_or_else(|e| e.into_inner()).press_ctrl_alt_del();
+        if let Err(e) = pressed {
+            log::warn!("cannot raise the keyboard interrupt for Ctrl-Alt-Del: {e}");
+        }
+    }
+
+    /// Closes the gate and kicks every vCPU thread until each has parked or ended.
+    fn pause(&self) -> Result<(), ControlError> {
+        self.gate.close();
+        let deadline = Instant::now() + PAUSE_GRACE;
+        loop {
+            let ended = self.vcpus.iter().filter(|h| h.is_finished()).count();
+            let want = self.vcpus.len() - ended;
+            if self.gate.parked() >= want {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.gate.open();
+                return Err(ControlError::PauseTimeout {
+                    stuck: want - self.gate.parked().min(want),
+                    waited: PAUSE_GRACE,
+                });
+            }
+            for h in self.vcpus.iter().filter(|h| !h.is_finished()) {
+                // ESRCH: the thread is on its way out, which is as good as parked.
+                let _ = h.kill(kick_signal());
+            }
+            self.gate.wait_parked(want, Duration::from_millis(2));
+        }
+    }
+
+    fn resume(&mut self) {
+        self.gate.open();
+        self.paused = false;
     }
 }
 
@@ -372,9 +645,11 @@ struct ThreadFilters {
     main: Filter,
 }
 
-/// Sets the stop flag and kicks every vCPU thread until all have left KVM_RUN.
-fn stop_vcpus(stopping: &AtomicBool, mut handles: Vec<JoinHandle<()>>) {
+/// Sets the stop flag, releases parked vCPU threads and kicks every vCPU thread until
+/// all have left KVM_RUN.
+fn stop_vcpus(stopping: &AtomicBool, gate: &PauseGate, mut handles: Vec<JoinHandle<()>>) {
     stopping.store(true, Ordering::Release);
+    gate.open();
     let deadline = Instant::now() + TEARDOWN_GRACE;
     while !handles.is_empty() {
         for h in &handles {
