@@ -7,3 +7,5 @@
 //!   `SNP_LAUNCH_*`).
 //! - The emulated platform: the PSP's and KVM's part, done in software for hosts
 //!   without SNP hardware (`--tee snp --emulated`, never chosen silently).
+
+pub mod kvm;

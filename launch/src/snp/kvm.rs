@@ -1,0 +1,4 @@
+//! The real SEV-SNP launch through the upstream KVM ABI (Linux >= 6.11).
+
+pub mod ioctl;
+pub mod uapi;
