@@ -138,7 +138,7 @@ impl Conversion {
         if len == 0 {
             return Err(ConversionError::Empty { gpa });
         }
-        if gpa % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+        if !gpa.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(ConversionError::Unaligned { gpa, len });
         }
         let end = gpa.checked_add(len).ok_or(ConversionError::Overflow { gpa, pages: len / PAGE_SIZE })?;
