@@ -27,16 +27,18 @@
 //! 10. [`SnpKvmLaunch::launch_finish`] issues `KVM_SEV_SNP_LAUNCH_FINISH` (ID block, ID
 //!     auth, host data); KVM builds every VMSA from the vCPU state of step 8.
 //!
-//! Then, in the vCPU loop: `KVM_EXIT_HYPERCALL` (KVM_HC_MAP_GPA_RANGE) and
-//! `KVM_EXIT_MEMORY_FAULT` go to [`SnpKvmLaunch::memory`]'s `conversion_from_*` and
-//! `convert` (with [`memory::hypercall_ret`] for the hypercall's `ret`);
+//! Then, in the vCPU loop: `KVM_EXIT_HYPERCALL` (KVM_HC_MAP_GPA_RANGE) goes to
+//! [`SnpKvmLaunch::memory`]'s `handle_map_gpa_range` (put [`memory::hypercall_ret`] of
+//! its result in `kvm_run.hypercall.ret`), `KVM_EXIT_MEMORY_FAULT` to its
+//! `handle_memory_fault` (after either, tell the devices' view of guest memory which
+//! pages are shared now);
 //! `KVM_SYSTEM_EVENT_SEV_TERM` to [`exits::SevTermination::from_system_event`];
 //! `KVM_EXIT_SNP_REQ_CERTS` (`VcpuExit::Unsupported(43)` in kvm-ioctls 0.25) to
 //! [`exits::req_certs_exit`] and [`exits::CertServer::serve`].
 //!
 //! # What was verified where
 //!
-//! The host this was written on has no SNP (see docs/snp.md): the structure layouts and
+//! The host this was written on has no SNP: the structure layouts and
 //! ioctl numbers are tested against the upstream headers; guest_memfd, memory slots,
 //! discards and the vCPU register ioctls run against the host's KVM (default VM type);
 //! the SNP commands themselves only run in tests/snp_hardware.rs on an SNP host.
@@ -390,13 +392,6 @@ impl SnpKvmLaunch {
             UpdateData::Zero(_) if page_type == SnpPageType::Zero => {}
             UpdateData::Zero(_) => memory.write(gpa, &vec![0u8; len as usize])?,
         }
-        let given_cpuid = (page_type == SnpPageType::Cpuid).then(|| {
-            let mut page = Box::new([0u8; 4096]);
-            // The first page: CPUID ranges are one page (a failing later page is read
-            // again below).
-            let _ = memory.read(gpa, &mut page[..]);
-            page
-        });
         let mut update = kvm_sev_snp_launch_update {
             gfn_start: gpa / PAGE_SIZE,
             uaddr: host as u64,
@@ -417,12 +412,17 @@ impl SnpKvmLaunch {
                 Err(e) => {
                     let failed_gpa = update.gfn_start * PAGE_SIZE;
                     if page_type == SnpPageType::Cpuid && e.fw_error.0 == SEV_RET_INVALID_PARAM {
+                        // KVM copied the firmware's version over the source page; the
+                        // given one is still in `data`.
                         let mut corrected = Box::new([0u8; 4096]);
                         memory.read(failed_gpa, &mut corrected[..])?;
-                        let given = match given_cpuid {
-                            Some(page) if failed_gpa == gpa => page,
-                            _ => Box::new([0u8; 4096]),
-                        };
+                        let mut given = Box::new([0u8; 4096]);
+                        let at = failed_gpa.checked_sub(gpa).map(|at| at as usize);
+                        if let (UpdateData::Bytes(bytes), Some(at)) = (data, at) {
+                            if let Some(page) = bytes.get(at..at.saturating_add(4096)) {
+                                given.copy_from_slice(page);
+                            }
+                        }
                         return Err(SnpLaunchError::CpuidRejected { gpa: failed_gpa, given, corrected });
                     }
                     return Err(SnpLaunchError::LaunchUpdate {

@@ -10,6 +10,7 @@
 //! `kvm_convert_memory` does.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Mutex;
 
 use kvm_bindings::{kvm_userspace_memory_region2, KVM_MEMORY_EXIT_FLAG_PRIVATE, KVM_MEM_GUEST_MEMFD};
 use kvm_ioctls::VmFd;
@@ -161,9 +162,9 @@ impl Conversion {
 
 /// The `kvm_run.hypercall.ret` value for a KVM_HC_MAP_GPA_RANGE whose conversion gave
 /// `result`: 0 on success, [`HYPERCALL_RET_EINVAL`] on any failure.
-pub fn hypercall_ret<E>(result: &Result<(), E>) -> u64 {
+pub fn hypercall_ret<T, E>(result: &Result<T, E>) -> u64 {
     match result {
-        Ok(()) => 0,
+        Ok(_) => 0,
         Err(_) => HYPERCALL_RET_EINVAL,
     }
 }
@@ -224,10 +225,15 @@ struct SnpRegion {
 
 /// Guest RAM of an SNP VM: the shared mappings (a clone of the builder's
 /// `GuestMemoryMmap`, which keeps them mapped) and a guest_memfd per region.
+///
+/// Conversions may come from several vCPU threads: [`convert`](Self::convert) holds a
+/// lock from the attribute change to the end of the discard, so that two conversions of
+/// the same pages cannot interleave (a discard of the side the other one just chose).
 #[derive(Debug)]
 pub struct SnpMemory {
     mem: GuestMemoryMmap,
     regions: Vec<SnpRegion>,
+    convert_lock: Mutex<()>,
 }
 
 impl SnpMemory {
@@ -259,7 +265,7 @@ impl SnpMemory {
             unsafe { set_user_memory_region2(vm, desc) }?;
             regions.push(SnpRegion { slot, gpa, len, gmem });
         }
-        Ok(Self { mem: mem.clone(), regions })
+        Ok(Self { mem: mem.clone(), regions, convert_lock: Mutex::new(()) })
     }
 
     /// Makes all of RAM private (`KVM_SET_MEMORY_ATTRIBUTES`), as QEMU does when it
@@ -295,10 +301,40 @@ impl SnpMemory {
     /// Converts `c` (checked again against RAM): `KVM_SET_MEMORY_ATTRIBUTES` for the
     /// whole range first, then the discard of the backing no longer used, region by
     /// region. Nothing is discarded when KVM refuses the attribute change.
+    ///
+    /// After it succeeds, the caller updates whatever else tracks shared pages (the
+    /// devices' view of guest memory).
     pub fn convert(&self, vm: &VmFd, c: &Conversion) -> Result<(), SnpMemoryError> {
         c.check(&self.ranges())?;
+        // A poisoned lock only means another conversion panicked; the attributes are
+        // KVM's, so carry on.
+        let _guard = self.convert_lock.lock().unwrap_or_else(|e| e.into_inner());
         set_memory_attributes(vm, c.gpa, c.len, c.to_private)?;
         self.discard(c)
+    }
+
+    /// A `KVM_EXIT_HYPERCALL` from the vCPU loop: parses it
+    /// ([`conversion_from_hypercall`](Self::conversion_from_hypercall)) and converts. Put
+    /// [`hypercall_ret`] of the result in `kvm_run.hypercall.ret`.
+    pub fn handle_map_gpa_range(&self, vm: &VmFd, nr: u64, args: &[u64; 6]) -> Result<Conversion, SnpMemoryError> {
+        let c = self.conversion_from_hypercall(nr, args)?;
+        self.convert(vm, &c)?;
+        Ok(c)
+    }
+
+    /// A `KVM_EXIT_MEMORY_FAULT` from the vCPU loop: parses it
+    /// ([`conversion_from_memory_fault`](Self::conversion_from_memory_fault)) and converts;
+    /// then run the vCPU again (on failure, the fault repeats: stop the VM).
+    pub fn handle_memory_fault(
+        &self,
+        vm: &VmFd,
+        flags: u64,
+        gpa: u64,
+        size: u64,
+    ) -> Result<Conversion, SnpMemoryError> {
+        let c = self.conversion_from_memory_fault(flags, gpa, size)?;
+        self.convert(vm, &c)?;
+        Ok(c)
     }
 
     /// Discards the backing a converted range no longer uses: the shared mapping's pages
@@ -493,8 +529,8 @@ mod tests {
 
     #[test]
     fn hypercall_ret_is_zero_or_minus_einval() {
-        assert_eq!(hypercall_ret::<()>(&Ok(())), 0);
-        assert_eq!(hypercall_ret(&Err(())), (-22i64) as u64);
+        assert_eq!(hypercall_ret::<(), ()>(&Ok(())), 0);
+        assert_eq!(hypercall_ret::<(), ()>(&Err(())), (-22i64) as u64);
     }
 
     /// A default VM (this host has no SNP VM type) with 2 MiB of RAM at 1 MiB,
@@ -553,6 +589,23 @@ mod tests {
             let mut page = [0u8; 0x1000];
             mem.read(0x10_0000, &mut page).unwrap();
             assert_eq!(page, [0x55; 0x1000]);
+        }
+    }
+
+    #[test]
+    fn a_map_gpa_range_exit_is_parsed_then_converted() {
+        let (vm, mem) = vm_with_memory();
+
+        let bad = mem.handle_map_gpa_range(&vm, 12, &[0x10_0800, 1, 0, 0, 0, 0]);
+        let good = mem.handle_map_gpa_range(&vm, 12, &[0x10_0000, 1, KVM_MAP_GPA_RANGE_ENCRYPTED, 0, 0, 0]);
+
+        assert!(matches!(bad, Err(SnpMemoryError::Conversion(ConversionError::Unaligned { .. }))), "{bad:?}");
+        assert_eq!(hypercall_ret(&bad), HYPERCALL_RET_EINVAL);
+        // This host's KVM has no memory attributes: the valid request reaches
+        // KVM_SET_MEMORY_ATTRIBUTES and fails there; on an SNP host it succeeds.
+        match good {
+            Ok(c) => assert_eq!(c, Conversion { gpa: 0x10_0000, len: 0x1000, to_private: true }),
+            Err(e) => assert!(matches!(e, SnpMemoryError::Ioctl(SnpIoctlError::SetMemoryAttributes { .. })), "{e}"),
         }
     }
 
