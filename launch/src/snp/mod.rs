@@ -13,6 +13,7 @@ pub mod cpuid_page;
 pub mod emulated;
 pub mod guest_msg;
 pub mod id_block;
+pub mod kvm;
 pub mod policy;
 pub mod psp;
 pub mod report;
