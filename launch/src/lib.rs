@@ -11,6 +11,7 @@ pub mod measure;
 pub mod plain;
 pub mod plan;
 pub mod snp;
+pub mod tdx;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
