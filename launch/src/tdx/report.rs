@@ -336,12 +336,12 @@ impl ReportMacKey {
 
     /// A key derived from a platform secret: HMAC-SHA-256(`secret`, `label`).
     pub fn derive(secret: &[u8], label: &[u8]) -> Self {
-        Self(self::hmac(secret, label))
+        Self(hmac_sha256(secret, label))
     }
 
     /// The MAC of REPORTMACSTRUCT's first [`MAC_COVERED_SIZE`] bytes.
     pub fn mac(&self, covered: &[u8; MAC_COVERED_SIZE]) -> [u8; MAC_SIZE] {
-        self::hmac(&self.0, covered)
+        hmac_sha256(&self.0, covered)
     }
 
     /// Checks `mac` against `covered` in constant time.
@@ -353,7 +353,7 @@ impl ReportMacKey {
 }
 
 /// HMAC-SHA-256(`key`, `data`).
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
         Ok(m) => m,
