@@ -1162,3 +1162,227 @@ mod tests {
         assert!(matches!(q.verify(&refs::intel_root_der()), Err(QuoteError::QuoteSignature)));
     }
 }
+
+/// Emulated collateral (TCB info, QE identity, CRLs, all signed by the emulated
+/// chain), so that dcap-qvl's complete verification can run on emulated quotes.
+#[cfg(test)]
+mod collateral_tests {
+    use std::time::{Duration, SystemTime};
+
+    use p256::ecdsa::DerSignature;
+    use x509_cert::crl::{CertificateList, TbsCertList};
+    use x509_cert::der::asn1::{BitString, OctetString, Uint};
+    use x509_cert::der::{DateTime, Decode, Encode};
+    use x509_cert::ext::Extension;
+    use x509_cert::spki::{AlgorithmIdentifierOwned, ObjectIdentifier};
+    use x509_cert::time::Time;
+
+    use super::*;
+    use crate::tdx::certs::tests_chain;
+    use crate::tdx::report::{TdInfo, TeeTcbInfo, TEE_TCB_INFO_VALID_TDX10};
+
+    const DAY: u64 = 86_400;
+    /// TEE_TCB_SVN of the emulated module: minor SVN 3, major version 1.
+    const TEE_TCB_SVN: [u8; 16] = [3, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn rfc3339(secs: u64) -> String {
+        let t = DateTime::from_unix_duration(Duration::from_secs(secs)).unwrap();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minutes(),
+            t.seconds()
+        )
+    }
+
+    fn raw_sig(key: &SigningKey, msg: &[u8]) -> Vec<u8> {
+        let sig: Signature = key.sign(msg);
+        sig.to_bytes().to_vec()
+    }
+
+    /// A version 2 CRL with no revoked certificate, a CRL number and an authority
+    /// key identifier, issued by `issuer_der`'s subject with `key`.
+    fn crl(issuer_der: &[u8], key: &SigningKey) -> Vec<u8> {
+        let issuer = Certificate::from_der(issuer_der).unwrap();
+        let alg =
+            AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"), parameters: None };
+        let time = |secs: u64| Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+        let ski = issuer
+            .tbs_certificate
+            .extensions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.extn_id == ObjectIdentifier::new_unwrap("2.5.29.14"))
+            .unwrap()
+            .extn_value
+            .clone();
+        let key_id = OctetString::from_der(ski.as_bytes()).unwrap();
+        let aki = x509_cert::ext::pkix::AuthorityKeyIdentifier {
+            key_identifier: Some(key_id),
+            authority_cert_issuer: None,
+            authority_cert_serial_number: None,
+        };
+        let number = Uint::new(&[1]).unwrap();
+        let ext = |oid: &str, der: Vec<u8>| Extension {
+            extn_id: ObjectIdentifier::new_unwrap(oid),
+            critical: false,
+            extn_value: OctetString::new(der).unwrap(),
+        };
+        let tbs = TbsCertList {
+            version: x509_cert::Version::V2,
+            signature: alg.clone(),
+            issuer: issuer.tbs_certificate.subject.clone(),
+            this_update: time(now() - DAY),
+            next_update: Some(time(now() + 30 * DAY)),
+            revoked_certificates: None,
+            crl_extensions: Some(vec![
+                ext("2.5.29.20", number.to_der().unwrap()),
+                ext("2.5.29.35", aki.to_der().unwrap()),
+            ]),
+        };
+        let sig: DerSignature = key.sign(&tbs.to_der().unwrap());
+        let list = CertificateList {
+            tbs_cert_list: tbs,
+            signature_algorithm: alg,
+            signature: BitString::from_bytes(sig.as_bytes()).unwrap(),
+        };
+        list.to_der().unwrap()
+    }
+
+    fn pem_of(ders: &[&[u8]]) -> String {
+        ders.iter()
+            .map(|d| x509_cert::der::pem::encode_string("CERTIFICATE", x509_cert::der::pem::LineEnding::LF, d).unwrap())
+            .collect()
+    }
+
+    /// TCB info (TDX, version 3) for the emulated platform: one UpToDate level at
+    /// exactly its TCB, and the TDX module identity TDX_01 (Intel's module: zero
+    /// MRSIGNERSEAM and attributes).
+    fn tcb_info_json(chain: &EmulatedIntelChain, fmspc: &str) -> String {
+        let sgx = chain.sgx_extensions();
+        let comps = |svns: &[u8]| svns.iter().map(|s| format!("{{\"svn\":{s}}}")).collect::<Vec<_>>().join(",");
+        let zeros48 = "0".repeat(96);
+        let (issue, next, date) = (rfc3339(now() - DAY), rfc3339(now() + 30 * DAY), rfc3339(now() - 30 * DAY));
+        format!(
+            concat!(
+                r#"{{"id":"TDX","version":3,"issueDate":"{issue}","nextUpdate":"{next}","fmspc":"{fmspc}","pceId":"{pce}","#,
+                r#""tcbType":0,"tcbEvaluationDataNumber":17,"#,
+                r#""tdxModule":{{"mrsigner":"{z}","attributes":"0000000000000000","attributesMask":"FFFFFFFFFFFFFFFF"}},"#,
+                r#""tdxModuleIdentities":[{{"id":"TDX_01","mrsigner":"{z}","attributes":"0000000000000000","#,
+                r#""attributesMask":"FFFFFFFFFFFFFFFF","tcbLevels":[{{"tcb":{{"isvsvn":3}},"tcbDate":"{date}","tcbStatus":"UpToDate"}}]}}],"#,
+                r#""tcbLevels":[{{"tcb":{{"sgxtcbcomponents":[{sgx}],"pcesvn":{pcesvn},"tdxtcbcomponents":[{tdx}]}},"#,
+                r#""tcbDate":"{date}","tcbStatus":"UpToDate"}}]}}"#
+            ),
+            issue = issue,
+            next = next,
+            fmspc = fmspc,
+            pce = hex::encode_upper(sgx.pce_id),
+            z = zeros48,
+            date = date,
+            sgx = comps(&sgx.tcb.cpu_svn),
+            pcesvn = sgx.tcb.pce_svn,
+            tdx = comps(&TEE_TCB_SVN),
+        )
+    }
+
+    /// QE identity (TD_QE, version 2) of the emulated quoting enclave.
+    fn qe_identity_json() -> String {
+        let mrsigner = hex::encode_upper(Sha256::digest(EMULATED_QE_MRSIGNER_LABEL));
+        format!(
+            concat!(
+                r#"{{"id":"TD_QE","version":2,"issueDate":"{}","nextUpdate":"{}","tcbEvaluationDataNumber":17,"#,
+                r#""miscselect":"00000000","miscselectMask":"FFFFFFFF","attributes":"11000000000000000000000000000000","#,
+                r#""attributesMask":"FBFFFFFFFFFFFFFF0000000000000000","mrsigner":"{}","isvprodid":{},"#,
+                r#""tcbLevels":[{{"tcb":{{"isvsvn":{}}},"tcbDate":"{}","tcbStatus":"UpToDate"}}]}}"#
+            ),
+            rfc3339(now() - DAY),
+            rfc3339(now() + 30 * DAY),
+            mrsigner,
+            EMULATED_QE_PROD_ID,
+            EMULATED_QE_SVN,
+            rfc3339(now() - 30 * DAY),
+        )
+    }
+
+    fn collateral(chain: &EmulatedIntelChain, fmspc: &str) -> dcap_qvl::QuoteCollateralV3 {
+        let tcb_chain = pem_of(&[chain.tcb_signing_der(), chain.root_der()]);
+        let tcb_info = tcb_info_json(chain, fmspc);
+        let qe_identity = qe_identity_json();
+        dcap_qvl::QuoteCollateralV3 {
+            pck_crl_issuer_chain: pem_of(&[chain.pck_ca_der(), chain.root_der()]),
+            root_ca_crl: crl(chain.root_der(), chain.root_signing_key()),
+            pck_crl: crl(chain.pck_ca_der(), chain.pck_ca_signing_key()),
+            tcb_info_issuer_chain: tcb_chain.clone(),
+            tcb_info_signature: raw_sig(chain.tcb_signing_key(), tcb_info.as_bytes()),
+            tcb_info,
+            qe_identity_issuer_chain: tcb_chain,
+            qe_identity_signature: raw_sig(chain.tcb_signing_key(), qe_identity.as_bytes()),
+            qe_identity,
+            pck_certificate_chain: None,
+        }
+    }
+
+    fn quote_bytes(chain: &EmulatedIntelChain) -> Vec<u8> {
+        let td = TdInfo { attributes: 0x1000_0000, xfam: 0x0006_02e7, mr_td: [0x4d; 48], ..Default::default() };
+        let tcb = TeeTcbInfo {
+            valid: TEE_TCB_INFO_VALID_TDX10,
+            tee_tcb_svn: TEE_TCB_SVN,
+            mr_seam: [0x5e; 48],
+            ..Default::default()
+        };
+        let cpu_svn = chain.sgx_extensions().tcb.cpu_svn;
+        let report = TdReport::create(&chain.report_mac_key(), cpu_svn, tcb, td, [0xda; 64]).to_bytes();
+        QuotingEnclave::new(chain).unwrap().quote(&report, QuoteFormat::V4).unwrap()
+    }
+
+    fn verifier(chain: &EmulatedIntelChain) -> dcap_qvl::verify::QuoteVerifier<dcap_qvl::configs::RustCryptoConfig> {
+        dcap_qvl::verify::QuoteVerifier::new_with_config(chain.root_der().to_vec())
+    }
+
+    fn fmspc(chain: &EmulatedIntelChain) -> String {
+        hex::encode_upper(chain.sgx_extensions().fmspc)
+    }
+
+    #[test]
+    fn dcap_qvl_fully_verifies_an_emulated_quote_with_emulated_collateral() {
+        // Arrange
+        let chain = tests_chain();
+        let quote = quote_bytes(chain);
+        // Act
+        let report = verifier(chain).verify(&quote, &collateral(chain, &fmspc(chain)), now()).unwrap();
+        // Assert
+        assert_eq!(report.status, "UpToDate");
+        assert_eq!(report.ppid, chain.sgx_extensions().ppid);
+        let td = report.report.as_td10().unwrap();
+        assert_eq!((td.mr_td, td.report_data), ([0x4d; 48], [0xda; 64]));
+    }
+
+    #[test]
+    fn dcap_qvl_rejects_an_emulated_quote_under_another_root_or_with_a_flipped_byte() {
+        let chain = tests_chain();
+        let quote = quote_bytes(chain);
+        let collateral = collateral(chain, &fmspc(chain));
+        // Intel's real root.
+        let intel = dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RustCryptoConfig>::new_with_config(
+            crate::tdx::certs::refs::intel_root_der(),
+        );
+        assert!(intel.verify(&quote, &collateral, now()).is_err());
+        // A flipped MRTD byte.
+        let mut flipped = quote.clone();
+        flipped[48 + 140] ^= 1;
+        let err = verifier(chain).verify(&flipped, &collateral, now()).unwrap_err();
+        assert!(format!("{err:#}").contains("signature is invalid"), "{err:#}");
+        // Collateral for another FMSPC.
+        let other = self::collateral(chain, "00906ED50000");
+        let err = verifier(chain).verify(&quote, &other, now()).unwrap_err();
+        assert!(format!("{err:#}").contains("Fmspc mismatch"), "{err:#}");
+    }
+}
