@@ -719,15 +719,17 @@ fn psp_launch(kvm: &Kvm, snp: &crate::config::SnpConfig) -> Result<launch::snp::
     let fw = launch::snp::psp::FIRMWARE_VERSION;
     // The policy is the operator's request: debug is allowed when the policy asks for it.
     let host = PolicyHost::new(smt, true, fw.major, fw.minor);
-    SnpPolicy::new(snp.policy).validate(&host).map_err(|e| psp_err("policy", &e))?;
-    let host_data = base64_of(&snp.host_data);
-    let finish = launch::snp::id_block::FinishOptions::from_qemu(
-        snp.id_block.as_deref(),
-        snp.id_auth.as_deref(),
-        Some(if snp.author_key_enabled { "on" } else { "off" }),
-        Some(&host_data),
-    )
-    .map_err(|e| psp_err("launch options", &e))?;
+    let o = &snp.options;
+    SnpPolicy::new(o.policy).validate(&host).map_err(|e| psp_err("policy", &e))?;
+    use launch::snp::id_block::{FinishOptions, IdAuth, IdBlock};
+    let id = match (&o.id_block, &o.id_auth) {
+        (Some(block), Some(auth)) => Some((
+            IdBlock::from_bytes(&block[..]).map_err(|e| psp_err("id-block", &e))?,
+            IdAuth::from_bytes(&auth[..]).map_err(|e| psp_err("id-auth", &e))?,
+        )),
+        _ => None,
+    };
+    let finish = FinishOptions { id, author_key_enabled: o.author_key_enabled, host_data: o.host_data };
     let mut supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| BuildError::Launch(LaunchError::SupportedCpuid(e)))?;
@@ -735,10 +737,5 @@ fn psp_launch(kvm: &Kvm, snp: &crate::config::SnpConfig) -> Result<launch::snp::
     let cpuid = launch::snp::cpuid_page::CpuidPlatform::from_kvm_supported(supported.as_slice());
     let chain = launch::snp::certs::EmulatedAmdChain::load_or_create_default()
         .map_err(|e| psp_err("the emulated AMD key chain", &e))?;
-    Ok(launch::snp::psp::PspLaunch { policy: snp.policy, finish, cpuid, chain: Arc::new(chain) })
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    Ok(launch::snp::psp::PspLaunch { policy: o.policy, finish, cpuid, chain: Arc::new(chain) })
 }
