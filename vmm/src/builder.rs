@@ -33,6 +33,7 @@ use kvm_bindings::{kvm_enable_cap, KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use launch::plain::PlainKvm;
 use launch::snp::emulated::EmulatedSnp;
+use launch::snp::real::RealSnp;
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile};
@@ -208,26 +209,25 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     steps.mark("validate inputs and open KVM");
 
     let snp_config = match &config.tee {
-        Tee::Snp(s) if s.emulated => Some(s),
-        Tee::Snp(_) => return Err(BuildError::SnpHardware(launch_real_snp_unavailable(&kvm))),
+        Tee::Snp(s) => Some(s),
         Tee::None => None,
     };
-    let mut emulated_snp = match snp_config {
-        Some(s) => Some(EmulatedSnp::new(psp_launch(&kvm, s)?)),
-        None => None,
+    let mut backend = match snp_config {
+        None => Backend::Plain(PlainKvm::new()),
+        Some(s) if s.emulated => {
+            let b = Backend::SnpEmulated(EmulatedSnp::new(psp_launch(&kvm, s)?));
+            steps.mark("prepare the SNP platform (policy, key chain)");
+            b
+        }
+        Some(s) => {
+            let host = launch::snp::kvm::probe::probe_host(&kvm).map_err(|e| BuildError::SnpHardware(e.to_string()))?;
+            Backend::Snp(RealSnp::new(host, s.options.clone(), crate::snp_launch::SEV_FEATURES)?)
+        }
     };
-    if emulated_snp.is_some() {
-        steps.mark("prepare the SNP platform (policy, key chain)");
-    }
-    let mut plain = PlainKvm::new();
-    let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
-        Some(b) => b,
-        None => &mut plain,
-    };
-    let vm = Arc::new(backend.create_vm(&kvm)?);
+    let vm = Arc::new(backend.as_dyn().create_vm(&kvm)?);
     enable_split_irqchip(&vm)?;
     let mem = create_guest_memory(&layout, config.guest_memory)?;
-    backend.add_memory(&vm, &mem)?;
+    backend.as_dyn().add_memory(&vm, &mem)?;
     // A plain VM shares all of its memory with the devices; a confidential one none,
     // until the guest converts pages.
     let shared = Arc::new(if config.tee.is_confidential() {
@@ -244,16 +244,15 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
             let table = snp_cpuid_table(&kvm)?;
             let page = crate::snp_launch::cpuid_page(&table)?;
             let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, Some(page))?;
-            backend.load_plan(&vm, &mem, &plan)?;
-            let platform = emulated_snp.as_ref().and_then(|b| b.platform());
+            backend.as_dyn().load_plan(&vm, &mem, &plan)?;
+            let platform = match &backend {
+                Backend::SnpEmulated(b) => b.platform(),
+                _ => None,
+            };
             // The entry state comes from the plan's VMSAs; this one is not used.
             let entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
             (entry, platform.map(|p| (p, table)), LaunchInfo::snp(config.tee.name(), &plan))
         }
-    };
-    let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
-        Some(b) => b,
-        None => &mut plain,
     };
     steps.mark("load kernel and boot data");
 
@@ -264,9 +263,14 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     let subscribers = create_virtio_devices(&vm, config, &shared, &mut devs, &console)?;
     steps.mark("create devices");
 
-    let vcpus = create_vcpus(&kvm, &vm, backend, config.vcpus, entry)?;
-    backend.finalize(&vm, &mem)?;
+    let vcpus = create_vcpus(&kvm, &vm, backend.as_dyn(), config.vcpus, entry)?;
+    backend.as_dyn().finalize(&vm, &mem)?;
     steps.mark("create vCPUs and finalize");
+    let backend_name = backend.as_dyn().name();
+    let snp_real = match backend {
+        Backend::Snp(b) => b.into_runtime(),
+        _ => None,
+    };
 
     Ok(Vm {
         vcpus,
@@ -281,7 +285,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         timeout: config.timeout,
         seccomp: config.seccomp,
         steps,
-        backend_name: backend.name(),
+        backend_name,
+        snp_real,
         launch: launch_info,
         i8042: devs.i8042,
         snp: snp_runtime,
@@ -307,6 +312,23 @@ pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [
     let digest = launch::measure::snp::launch_digest(&plan)
         .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
     Ok((plan, digest))
+}
+
+/// The launch backend a configuration chose.
+enum Backend {
+    Plain(PlainKvm),
+    SnpEmulated(EmulatedSnp),
+    Snp(RealSnp),
+}
+
+impl Backend {
+    fn as_dyn(&mut self) -> &mut dyn LaunchBackend {
+        match self {
+            Backend::Plain(b) => b,
+            Backend::SnpEmulated(b) => b,
+            Backend::Snp(b) => b,
+        }
+    }
 }
 
 /// A kernel image: the embedded demo guest or a file.
@@ -685,19 +707,6 @@ fn create_vcpus(
             Ok((index, vcpu))
         })
         .collect()
-}
-
-/// Why this host cannot launch a real SEV-SNP guest.
-fn launch_real_snp_unavailable(kvm: &Kvm) -> String {
-    const KVM_X86_SNP_VM: u64 = 4;
-    let types = kvm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_VM_TYPES));
-    if !std::path::Path::new("/dev/sev").exists() {
-        return "this host has no SEV firmware interface (/dev/sev is missing: no SEV-SNP hardware, or the ccp driver is not loaded)".into();
-    }
-    if types < 0 || (types as u64) & (1 << KVM_X86_SNP_VM) == 0 {
-        return format!("KVM does not offer the SNP VM type (KVM_CAP_VM_TYPES = {types:#x}; needs Linux >= 6.11 with kvm_amd.sev_snp=1)");
-    }
-    "the real SEV-SNP launch path is not wired into this build yet".into()
 }
 
 /// The CPUID table an emulated SNP guest sees (KVM's, filtered, with the SEV leaf).

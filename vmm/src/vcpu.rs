@@ -18,7 +18,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::pause::PauseGate;
 use crate::seccomp::{Filter, SeccompError};
-use crate::snp::SnpVcpuExits;
+use crate::snp::{RealSnpExits, SnpVcpuExits};
 use crate::vm::VmEvent;
 
 thread_local! {
@@ -72,6 +72,8 @@ pub struct VcpuContext {
     pub pause: Arc<PauseGate>,
     /// The emulated SEV-SNP platform's exits of this vCPU, for an emulated SNP guest.
     pub snp: Option<SnpVcpuExits>,
+    /// A real SEV-SNP guest's page conversions and termination requests.
+    pub snp_real: Option<RealSnpExits>,
 }
 
 impl std::fmt::Debug for VcpuContext {
@@ -171,6 +173,26 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
 fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Next {
     match exit {
         VcpuExit::IoOut(arch::ghcb::EMULATED_VMGEXIT_PORT, _) if snp.is_some() => Next::Vmgexit,
+        VcpuExit::Hypercall(h) if ctx.snp_real.is_some() => {
+            if let Some(real) = &ctx.snp_real {
+                *h.ret = real.hypercall(h.nr, &h.args);
+            }
+            Next::Continue
+        }
+        VcpuExit::MemoryFault { flags, gpa, size } if ctx.snp_real.is_some() => {
+            match ctx.snp_real.as_ref().map(|r| r.memory_fault(flags, gpa, size)) {
+                Some(Err(event)) => Next::Stop(event),
+                _ => Next::Continue,
+            }
+        }
+        VcpuExit::SystemEvent(kind, data)
+            if ctx.snp_real.as_ref().and_then(|r| r.termination(kind, data)).is_some() =>
+        {
+            match ctx.snp_real.as_ref().and_then(|r| r.termination(kind, data)) {
+                Some(event) => Next::Stop(event),
+                None => Next::Continue,
+            }
+        }
         VcpuExit::X86Rdmsr(msr) if snp.is_some() => {
             match snp.as_ref().and_then(|s| s.rdmsr(msr.index)) {
                 Some(v) => *msr.data = v,

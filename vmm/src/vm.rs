@@ -305,6 +305,8 @@ pub struct Vm {
     pub(crate) launch: LaunchInfo,
     /// The i8042, through which a shutdown request reaches the guest.
     pub(crate) i8042: Arc<Mutex<devices::legacy::I8042>>,
+    /// The real SNP launch (guest_memfds, conversions) of a VM on SNP hardware.
+    pub(crate) snp_real: Option<Arc<launch::snp::kvm::SnpKvmLaunch>>,
     /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
     pub(crate) snp: Option<(Arc<launch::snp::emulated::EmulatedSnpPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     pub(crate) vm: Arc<VmFd>,
@@ -429,6 +431,12 @@ impl Vm {
                 seccomp: vcpu_filter.clone(),
                 ready: ready_tx.clone(),
                 pause: gate.clone(),
+                snp_real: self.snp_real.as_ref().map(|launch| crate::snp::RealSnpExits {
+                    index,
+                    launch: launch.clone(),
+                    vm: self.vm.clone(),
+                    shared: self.shared.clone(),
+                }),
                 snp: self.snp.as_ref().map(|(platform, cpuid)| {
                     crate::snp::SnpVcpuExits::new(
                         index,
