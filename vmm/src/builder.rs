@@ -314,7 +314,9 @@ pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [
     Ok((plan, digest))
 }
 
-/// The launch backend a configuration chose.
+/// The launch backend a configuration chose (one per build, on the stack: no point in
+/// boxing the larger variants).
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Plain(PlainKvm),
     SnpEmulated(EmulatedSnp),
