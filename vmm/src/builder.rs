@@ -34,6 +34,7 @@ use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use launch::plain::PlainKvm;
 use launch::snp::emulated::EmulatedSnp;
 use launch::snp::real::RealSnp;
+use launch::tdx::emulated::{EmulatedTdx, TdxModuleConfig};
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile};
@@ -171,6 +172,9 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// A real TDX launch was asked for on a host that cannot do it.
+    #[error("--tee tdx: {0} (use --emulated for cvmm's software-emulated TDX platform)")]
+    TdxHardware(String),
     /// A real SEV-SNP launch was asked for on a host that cannot do it.
     #[error("--tee snp: {0} (use --emulated for cvmm's software-emulated SNP platform)")]
     SnpHardware(String),
@@ -210,9 +214,19 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
 
     let snp_config = match &config.tee {
         Tee::Snp(s) => Some(s),
-        Tee::None => None,
+        Tee::None | Tee::Tdx(_) => None,
+    };
+    let tdx = match &config.tee {
+        Tee::Tdx(t) if t.emulated => true,
+        Tee::Tdx(_) => {
+            return Err(BuildError::TdxHardware(
+                "this host offers no TDX VM type (the real TDX launch needs Linux >= 6.16 with kvm_intel.tdx=1 and a loaded TDX module)".into(),
+            ))
+        }
+        _ => false,
     };
     let mut backend = match snp_config {
+        None if tdx => Backend::TdxEmulated(EmulatedTdx::new(TdxModuleConfig::default())),
         None => Backend::Plain(PlainKvm::new()),
         Some(s) if s.emulated => {
             let b = Backend::SnpEmulated(EmulatedSnp::new(psp_launch(&kvm, s)?));
@@ -226,7 +240,9 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     };
     let vm = Arc::new(backend.as_dyn().create_vm(&kvm)?);
     enable_split_irqchip(&vm)?;
-    let mem = create_guest_memory(&layout, config.guest_memory)?;
+    // A TD starts at the reset vector: the top page below 4 GiB is guest memory too.
+    let extra: &[(u64, u64)] = if tdx { &[(launch::plan::tdx_direct::RESET_PAGE, 0x1000)] } else { &[] };
+    let mem = create_guest_memory(&layout, extra, config.guest_memory)?;
     backend.as_dyn().add_memory(&vm, &mem)?;
     // A plain VM shares all of its memory with the devices; a confidential one none,
     // until the guest converts pages.
@@ -238,7 +254,21 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     steps.mark("create VM and guest memory");
 
     let kernel = load_kernel(&mem, &config.kernel, &mut kernel_image)?;
+    // The entry state of a confidential guest comes from its plan (VMSAs) or from the
+    // TDX module; this one is not used then.
+    let unused_entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
+    let mut tdx_runtime = None;
     let (entry, snp_runtime, launch_info) = match snp_config {
+        None if tdx => {
+            let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel)?;
+            backend.as_dyn().load_plan(&vm, &mem, &plan)?;
+            if let Backend::TdxEmulated(b) = &backend {
+                if let Some(p) = b.platform() {
+                    tdx_runtime = Some((p, snp_cpuid_table(&kvm)?));
+                }
+            }
+            (unused_entry, None, LaunchInfo::tdx(config.tee.name(), &plan))
+        }
         None => (write_boot_data(&mem, &layout, config, &kernel, initrd)?, None, LaunchInfo::plain()),
         Some(snp) => {
             let table = snp_cpuid_table(&kvm)?;
@@ -249,9 +279,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
                 Backend::SnpEmulated(b) => b.platform(),
                 _ => None,
             };
-            // The entry state comes from the plan's VMSAs; this one is not used.
-            let entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
-            (entry, platform.map(|p| (p, table)), LaunchInfo::snp(config.tee.name(), &plan))
+            (unused_entry, platform.map(|p| (p, table)), LaunchInfo::snp(config.tee.name(), &plan))
         }
     };
     steps.mark("load kernel and boot data");
@@ -287,6 +315,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         steps,
         backend_name,
         snp_real,
+        tdx: tdx_runtime,
         launch: launch_info,
         i8042: devs.i8042,
         snp: snp_runtime,
@@ -306,7 +335,7 @@ pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [
     let mut image = open_kernel(&config.kernel)?;
     // The same loader writes the program into scratch memory (never touched, so never
     // allocated beyond the program's own pages).
-    let mem = create_guest_memory(&layout, GuestMemoryPolicy::Dump)?;
+    let mem = create_guest_memory(&layout, &[], GuestMemoryPolicy::Dump)?;
     let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
     let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, None)?;
     let digest = launch::measure::snp::launch_digest(&plan)
@@ -321,6 +350,7 @@ enum Backend {
     Plain(PlainKvm),
     SnpEmulated(EmulatedSnp),
     Snp(RealSnp),
+    TdxEmulated(EmulatedTdx),
 }
 
 impl Backend {
@@ -329,6 +359,7 @@ impl Backend {
             Backend::Plain(b) => b,
             Backend::SnpEmulated(b) => b,
             Backend::Snp(b) => b,
+            Backend::TdxEmulated(b) => b,
         }
     }
 }
@@ -410,9 +441,14 @@ fn enable_split_irqchip(vm: &VmFd) -> Result<(), BuildError> {
     vm.enable_cap(&cap).map_err(BuildError::SplitIrqchip)
 }
 
-fn create_guest_memory(layout: &MemoryLayout, policy: GuestMemoryPolicy) -> Result<GuestMemoryMmap, BuildError> {
+/// Maps the layout's RAM regions and `extra` ones (GPA, length).
+fn create_guest_memory(
+    layout: &MemoryLayout,
+    extra: &[(u64, u64)],
+    policy: GuestMemoryPolicy,
+) -> Result<GuestMemoryMmap, BuildError> {
     let ranges: Vec<(GuestAddress, usize)> =
-        layout.ram_regions().iter().map(|&(gpa, len)| (GuestAddress(gpa), len as usize)).collect();
+        layout.ram_regions().iter().chain(extra).map(|&(gpa, len)| (GuestAddress(gpa), len as usize)).collect();
     let err = |message: String| BuildError::GuestMemory { size: layout.mem_size(), message };
     let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| err(e.to_string()))?;
     for region in mem.iter() {

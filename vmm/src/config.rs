@@ -68,6 +68,15 @@ pub enum Tee {
     None,
     /// AMD SEV-SNP.
     Snp(SnpConfig),
+    /// Intel TDX.
+    Tdx(TdxConfig),
+}
+
+/// An Intel TDX guest's launch options.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TdxConfig {
+    /// Run on cvmm's software-emulated TDX platform instead of TDX hardware.
+    pub emulated: bool,
 }
 
 impl Tee {
@@ -82,6 +91,8 @@ impl Tee {
             Tee::None => "plain",
             Tee::Snp(s) if s.emulated => "snp-emulated",
             Tee::Snp(_) => "snp",
+            Tee::Tdx(t) if t.emulated => "tdx-emulated",
+            Tee::Tdx(_) => "tdx",
         }
     }
 }
@@ -265,7 +276,7 @@ pub enum ConfigError {
     #[error("tee: this needs an SEV-SNP configuration (--tee snp)")]
     NotSnp,
     /// An SEV-SNP guest with more memory than cvmm's firmware maps.
-    #[error("memory: an SEV-SNP guest may have at most {} MiB (cvmm's guest firmware maps the memory below the MMIO hole)", MAX_SNP_MEMORY >> 20)]
+    #[error("memory: a confidential guest may have at most {} MiB (cvmm's guest firmware maps the memory below the MMIO hole)", MAX_SNP_MEMORY >> 20)]
     SnpMemory,
     /// More virtio devices than interrupt lines.
     #[error("devices: {0} virtio devices, more than the {max} cvmm can wire", max = arch::layout::VIRTIO_MAX_DEVICES)]
@@ -285,7 +296,7 @@ impl VmConfig {
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConfigError::ZeroTimeout);
         }
-        if let Tee::Snp(_) = &self.tee {
+        if self.tee.is_confidential() {
             if self.memory > MAX_SNP_MEMORY {
                 return Err(ConfigError::SnpMemory);
             }

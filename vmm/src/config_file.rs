@@ -144,8 +144,11 @@ struct TeeFile {
 
 impl TeeFile {
     fn to_tee(&self) -> Result<Tee, ConfigFileError> {
+        if self.kind == "tdx" {
+            return Ok(Tee::Tdx(crate::config::TdxConfig { emulated: self.emulated }));
+        }
         if self.kind != "snp" {
-            return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp)", self.kind)));
+            return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp, tdx)", self.kind)));
         }
         let mut snp = SnpConfig { emulated: self.emulated, ..Default::default() };
         let set = |snp: &mut SnpConfig, key: &str, value: &str| {
@@ -169,6 +172,15 @@ impl TeeFile {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         match tee {
             Tee::None => None,
+            Tee::Tdx(t) => Some(TeeFile {
+                kind: "tdx".into(),
+                emulated: t.emulated,
+                policy: None,
+                host_data: None,
+                id_block: None,
+                id_auth: None,
+                author_key_enabled: false,
+            }),
             Tee::Snp(s) => Some(TeeFile {
                 kind: "snp".into(),
                 emulated: s.emulated,

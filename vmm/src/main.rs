@@ -440,7 +440,13 @@ fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> R
             }
             Ok(vmm::Tee::Snp(snp))
         }
-        Some(other) => Err(format!("--tee {other}: cvmm knows snp")),
+        Some("tdx") => {
+            if options.is_some() {
+                return Err("--tee-options: no TDX options are supported yet".into());
+            }
+            Ok(vmm::Tee::Tdx(vmm::TdxConfig { emulated }))
+        }
+        Some(other) => Err(format!("--tee {other}: cvmm knows snp and tdx")),
     }
 }
 

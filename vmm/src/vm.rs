@@ -284,6 +284,20 @@ impl LaunchInfo {
         }
         Self { tee, expected_measurement: digest.ok().map(hex::encode), launch_log: crate::measure::snp_log(plan) }
     }
+
+    /// A TDX launch of `plan` under `tee` (`tdx`, `tdx-emulated`): MRTD as cvmm computes
+    /// it from the plan, and its launch log.
+    pub fn tdx(tee: &'static str, plan: &launch::plan::LaunchPlan) -> Self {
+        let mrtd = launch::measure::tdx::mrtd(plan);
+        if let Err(e) = &mrtd {
+            log::warn!("cannot compute the expected MRTD: {e}");
+        }
+        Self {
+            tee,
+            expected_measurement: mrtd.ok().map(hex::encode),
+            launch_log: crate::launch_log::log_entries(plan, |_| None),
+        }
+    }
 }
 
 /// A VM ready to run. Fields drop in declaration order: vCPUs and devices before the
@@ -305,6 +319,8 @@ pub struct Vm {
     pub(crate) launch: LaunchInfo,
     /// The i8042, through which a shutdown request reaches the guest.
     pub(crate) i8042: Arc<Mutex<devices::legacy::I8042>>,
+    /// The emulated TDX platform and the CPUID table TDVMCALL<CPUID> serves, if any.
+    pub(crate) tdx: Option<(Arc<launch::tdx::emulated::EmulatedTdxPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     /// The real SNP launch (guest_memfds, conversions) of a VM on SNP hardware.
     pub(crate) snp_real: Option<Arc<launch::snp::kvm::SnpKvmLaunch>>,
     /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
@@ -342,7 +358,15 @@ impl Vm {
     /// The launch measurement the (emulated) platform computed for a confidential VM:
     /// the SEV-SNP launch digest.
     pub fn launch_measurement(&self) -> Option<[u8; 48]> {
+        if let Some((platform, _)) = &self.tdx {
+            return platform.module().mrtd();
+        }
         self.snp.as_ref().and_then(|(platform, _)| platform.psp().measurement())
+    }
+
+    /// The emulated TDX platform (page states, TDX module) of an emulated TD.
+    pub fn tdx_platform(&self) -> Option<&Arc<launch::tdx::emulated::EmulatedTdxPlatform>> {
+        self.tdx.as_ref().map(|(platform, _)| platform)
     }
 
     /// The emulated SEV-SNP platform (RMP, PSP, AP creation) of an emulated SNP VM.
@@ -431,6 +455,15 @@ impl Vm {
                 seccomp: vcpu_filter.clone(),
                 ready: ready_tx.clone(),
                 pause: gate.clone(),
+                tdx: self.tdx.as_ref().map(|(platform, cpuid)| {
+                    crate::tdx::TdxVcpuExits::new(
+                        index,
+                        platform.clone(),
+                        self.shared.clone(),
+                        cpuid.clone(),
+                        self.mem.clone(),
+                    )
+                }),
                 snp_real: self.snp_real.as_ref().map(|launch| crate::snp::RealSnpExits {
                     index,
                     launch: launch.clone(),
