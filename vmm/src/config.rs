@@ -296,10 +296,8 @@ impl VmConfig {
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConfigError::ZeroTimeout);
         }
-        if self.tee.is_confidential() {
-            if self.memory > MAX_SNP_MEMORY {
-                return Err(ConfigError::SnpMemory);
-            }
+        if self.tee.is_confidential() && self.memory > MAX_SNP_MEMORY {
+            return Err(ConfigError::SnpMemory);
         }
         let n = self.virtio_devices().len();
         if n > arch::layout::VIRTIO_MAX_DEVICES as usize {

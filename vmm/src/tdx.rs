@@ -157,7 +157,7 @@ impl TdxVcpuExits {
     }
 
     fn rtmr_extend(&self, gpa: u64, index: u64) -> u64 {
-        if gpa % 64 != 0 || !self.private(gpa, 48) {
+        if !gpa.is_multiple_of(64) || !self.private(gpa, 48) {
             return TDX_OPERAND_INVALID;
         }
         let mut data = [0u8; 48];
@@ -172,7 +172,7 @@ impl TdxVcpuExits {
     }
 
     fn report(&self, report_gpa: u64, data_gpa: u64, subtype: u64) -> u64 {
-        if subtype != 0 || report_gpa % 1024 != 0 || data_gpa % 64 != 0 {
+        if subtype != 0 || !report_gpa.is_multiple_of(1024) || !data_gpa.is_multiple_of(64) {
             return TDX_OPERAND_INVALID;
         }
         if !self.private(report_gpa, TDREPORT_SIZE as u64) || !self.private(data_gpa, 64) {
@@ -261,7 +261,7 @@ impl TdxVcpuExits {
         let (gpa, size) = (regs.r12, regs.r13);
         let shared = gpa & SHARED_BIT != 0;
         let start = gpa & !SHARED_BIT;
-        if start % PAGE != 0 || size % PAGE != 0 {
+        if !start.is_multiple_of(PAGE) || size % PAGE != 0 {
             return TDVMCALL_ALIGN_ERROR;
         }
         if size == 0 || start >= SHARED_BIT || start.checked_add(size).is_none_or(|e| e > SHARED_BIT) {
@@ -304,7 +304,7 @@ impl TdxVcpuExits {
             _ => return TDVMCALL_INVALID_OPERAND,
         };
         let gpa = regs.r14 & !SHARED_BIT;
-        if gpa % regs.r12 != 0 {
+        if !gpa.is_multiple_of(regs.r12) {
             return TDVMCALL_ALIGN_ERROR;
         }
         // MMIO requests are for device memory, never for guest RAM.
@@ -334,7 +334,7 @@ impl TdxVcpuExits {
             return TDVMCALL_INVALID_OPERAND;
         }
         let buf = gpa & !SHARED_BIT;
-        if buf % PAGE != 0 || len % PAGE != 0 {
+        if !buf.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
             return TDVMCALL_ALIGN_ERROR;
         }
         let min = (QUOTE_HEADER_SIZE + TDREPORT_SIZE) as u64;

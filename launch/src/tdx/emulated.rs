@@ -167,7 +167,7 @@ impl EmulatedTdxPlatform {
     pub fn accept(&self, gpa: u64, level: u64) -> AcceptResult {
         match level {
             // Upstream KVM maps TD private memory at 4 KiB.
-            1 if gpa % (512 * PAGE_SIZE) == 0 && self.pages().state(gpa).is_some() => AcceptResult::SizeMismatch,
+            1 if gpa.is_multiple_of(512 * PAGE_SIZE) && self.pages().state(gpa).is_some() => AcceptResult::SizeMismatch,
             0 => match self.pages().pvalidate(gpa, false, true) {
                 PvalidateResult::Changed => AcceptResult::Accepted,
                 PvalidateResult::Unchanged => AcceptResult::AlreadyAccepted,
