@@ -343,6 +343,22 @@ pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [
     Ok((plan, digest))
 }
 
+/// The TDX launch plan `config` describes and its MRTD, as the launch would produce
+/// them: what `cvmm measure --tee tdx` prints for the arguments of a `cvmm run`.
+pub fn tdx_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [u8; 48]), BuildError> {
+    let layout = config.validate()?;
+    if !matches!(config.tee, Tee::Tdx(_)) {
+        return Err(BuildError::Config(ConfigError::NotTdx));
+    }
+    let mut image = open_kernel(&config.kernel)?;
+    let mem = create_guest_memory(&layout, &[], GuestMemoryPolicy::Dump)?;
+    let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
+    let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel)?;
+    let mrtd = launch::measure::tdx::mrtd(&plan)
+        .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
+    Ok((plan, mrtd))
+}
+
 /// The launch backend a configuration chose (one per build, on the stack: no point in
 /// boxing the larger variants).
 #[allow(clippy::large_enum_variant)]

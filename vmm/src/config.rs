@@ -272,6 +272,9 @@ pub enum ConfigError {
     /// A timeout of zero.
     #[error("timeout: must be greater than zero")]
     ZeroTimeout,
+    /// A question about a TDX launch for a configuration without `--tee tdx`.
+    #[error("tee: this needs a TDX configuration (--tee tdx)")]
+    NotTdx,
     /// A question about an SEV-SNP launch for a configuration without `--tee snp`.
     #[error("tee: this needs an SEV-SNP configuration (--tee snp)")]
     NotSnp,

@@ -208,7 +208,7 @@ impl TdxVcpuExits {
             TDVMCALL_MAP_GPA => (self.map_gpa(regs), TdcallOutcome::Continue),
             TDVMCALL_GET_QUOTE => (self.get_quote(regs.r12, regs.r13), TdcallOutcome::Continue),
             TDVMCALL_REPORT_FATAL_ERROR => {
-                let event = VmEvent::GuestTerminated { vcpu: self.index, set: 0x7d, code: regs.r12 };
+                let event = VmEvent::TdxFatalError { vcpu: self.index, code: regs.r12 };
                 return TdcallOutcome::End(event);
             }
             TDVMCALL_SETUP_EVENT_NOTIFY => match u8::try_from(regs.r12) {

@@ -68,6 +68,13 @@ pub enum VmEvent {
         /// Reason code.
         code: u64,
     },
+    /// A TD reported a fatal error (TDVMCALL ReportFatalError).
+    TdxFatalError {
+        /// The vCPU.
+        vcpu: u32,
+        /// The guest's error code (R12).
+        code: u64,
+    },
     /// A request from the VM's [`VmHandle`]; it does not end the VM by itself.
     Request(Request),
 }
@@ -130,14 +137,21 @@ pub enum VmExit {
         /// The grace period the guest had.
         grace: Duration,
     },
-    /// A confidential guest asked to be terminated (SEV-SNP GHCB termination request,
-    /// TDX fatal error), with its reason.
+    /// A confidential guest asked to be terminated (SEV-SNP GHCB termination request),
+    /// with its reason.
     GuestTerminated {
         /// The vCPU.
         vcpu: u32,
-        /// Reason set (SNP) or error class.
+        /// Reason set.
         set: u64,
         /// Reason code.
+        code: u64,
+    },
+    /// A TD reported a fatal error (TDVMCALL ReportFatalError), with its code.
+    TdxFatalError {
+        /// The vCPU.
+        vcpu: u32,
+        /// The guest's error code.
         code: u64,
     },
 }
@@ -172,6 +186,7 @@ impl VmExit {
             VmExit::VcpuFailed { .. } => "vcpu_failed",
             VmExit::ShutdownForced { .. } => "shutdown_forced",
             VmExit::GuestTerminated { .. } => "guest_terminated",
+            VmExit::TdxFatalError { .. } => "tdx_fatal_error",
         }
     }
 
@@ -185,6 +200,7 @@ impl VmExit {
             VmEvent::Crash { vcpu } => VmExit::Crash { vcpu },
             VmEvent::VcpuFailed { vcpu, message } => VmExit::VcpuFailed { vcpu, message },
             VmEvent::GuestTerminated { vcpu, set, code } => VmExit::GuestTerminated { vcpu, set, code },
+            VmEvent::TdxFatalError { vcpu, code } => VmExit::TdxFatalError { vcpu, code },
             VmEvent::Request(r) => return Err(r),
         })
     }
@@ -209,6 +225,9 @@ impl std::fmt::Display for VmExit {
             ),
             VmExit::GuestTerminated { vcpu, set, code } => {
                 write!(f, "the guest asked to be terminated on vCPU {vcpu}: reason set {set}, code {code:#x}")
+            }
+            VmExit::TdxFatalError { vcpu, code } => {
+                write!(f, "the TD reported a fatal error on vCPU {vcpu}: code {code:#x}")
             }
         }
     }
