@@ -1179,11 +1179,9 @@ mod collateral_tests {
 
     use super::*;
     use crate::tdx::certs::tests_chain;
-    use crate::tdx::report::{TdInfo, TeeTcbInfo, TEE_TCB_INFO_VALID_TDX10};
+    use crate::tdx::report::{TdInfo, TeeTcbInfo, EMULATED_TEE_TCB_SVN};
 
     const DAY: u64 = 86_400;
-    /// TEE_TCB_SVN of the emulated module: minor SVN 3, major version 1.
-    const TEE_TCB_SVN: [u8; 16] = [3, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
     fn now() -> u64 {
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
@@ -1289,7 +1287,7 @@ mod collateral_tests {
             date = date,
             sgx = comps(&sgx.tcb.cpu_svn),
             pcesvn = sgx.tcb.pce_svn,
-            tdx = comps(&TEE_TCB_SVN),
+            tdx = comps(&EMULATED_TEE_TCB_SVN),
         )
     }
 
@@ -1332,12 +1330,7 @@ mod collateral_tests {
 
     fn quote_bytes(chain: &EmulatedIntelChain) -> Vec<u8> {
         let td = TdInfo { attributes: 0x1000_0000, xfam: 0x0006_02e7, mr_td: [0x4d; 48], ..Default::default() };
-        let tcb = TeeTcbInfo {
-            valid: TEE_TCB_INFO_VALID_TDX10,
-            tee_tcb_svn: TEE_TCB_SVN,
-            mr_seam: [0x5e; 48],
-            ..Default::default()
-        };
+        let tcb = TeeTcbInfo::emulated();
         let cpu_svn = chain.sgx_extensions().tcb.cpu_svn;
         let report = TdReport::create(&chain.report_mac_key(), cpu_svn, tcb, td, [0xda; 64]).to_bytes();
         QuotingEnclave::new(chain).unwrap().quote(&report, QuoteFormat::V4).unwrap()

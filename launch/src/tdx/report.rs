@@ -55,6 +55,12 @@ pub const TEE_TCB_INFO_VALID_TDX10: u64 = 0x1ff;
 /// `ff 01 03 00 00 00 00 00` as TDX 1.5 hardware reports it.
 pub const TEE_TCB_INFO_VALID_TDX15: u64 = 0x301ff;
 
+/// TEE_TCB_SVN of the emulated TDX module: minor SVN 3, major version 1 (a TDX 1.x
+/// module), SEAM loader patch SVN 2.
+pub const EMULATED_TEE_TCB_SVN: [u8; 16] = [3, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// What the emulated TDX module's MRSEAM is the SHA-384 of.
+pub const EMULATED_MRSEAM_LABEL: &[u8] = b"cvmm emulated TDX module";
+
 /// Offsets inside TDREPORT_STRUCT.
 mod off {
     pub const REPORT_TYPE: usize = 0;
@@ -252,6 +258,20 @@ impl TeeTcbInfo {
     /// TEE_TCB_INFO_HASH: SHA-384 of the structure's bytes.
     pub fn hash(&self) -> [u8; DIGEST_SIZE] {
         Sha384::digest(self.to_bytes()).into()
+    }
+}
+
+impl TeeTcbInfo {
+    /// The emulated TDX 1.0 module's TEE_TCB_INFO: [`EMULATED_TEE_TCB_SVN`], MRSEAM
+    /// the SHA-384 of [`EMULATED_MRSEAM_LABEL`], MRSIGNERSEAM and ATTRIBUTES zero
+    /// (as Intel's own module has them), VALID [`TEE_TCB_INFO_VALID_TDX10`].
+    pub fn emulated() -> Self {
+        Self {
+            valid: TEE_TCB_INFO_VALID_TDX10,
+            tee_tcb_svn: EMULATED_TEE_TCB_SVN,
+            mr_seam: Sha384::digest(EMULATED_MRSEAM_LABEL).into(),
+            ..Default::default()
+        }
     }
 }
 
