@@ -226,7 +226,14 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         _ => false,
     };
     let mut backend = match snp_config {
-        None if tdx => Backend::TdxEmulated(EmulatedTdx::new(TdxModuleConfig::default())),
+        None if tdx => {
+            let chain = launch::tdx::certs::EmulatedIntelChain::load_or_create_default()
+                .map_err(|e| BuildError::TdxHardware(format!("the emulated Intel key chain: {e}")))?;
+            let backend =
+                EmulatedTdx::new(TdxModuleConfig::default(), Arc::new(chain)).map_err(BuildError::TdxHardware)?;
+            steps.mark("prepare the TDX platform (key chain, quoting enclave)");
+            Backend::TdxEmulated(backend)
+        }
         None => Backend::Plain(PlainKvm::new()),
         Some(s) if s.emulated => {
             let b = Backend::SnpEmulated(EmulatedSnp::new(psp_launch(&kvm, s)?));

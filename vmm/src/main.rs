@@ -29,6 +29,9 @@ enum Command {
     /// Export the emulated SEV-SNP platform's AMD-style certificate chain (ARK, ASK,
     /// VCEK; generated once per installation and cached) for relying parties.
     SnpCerts(SnpCertsArgs),
+    /// Export the emulated TDX platform's Intel-style certificate chain (root, PCK
+    /// platform CA, PCK; generated once per installation and cached) for relying parties.
+    TdxCerts(SnpCertsArgs),
     /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
     /// paused, resumed and shut down through it; their consoles go to stdout.
     Serve(ServeArgs),
@@ -43,9 +46,28 @@ struct ServeArgs {
 
 #[derive(clap::Args, Debug)]
 struct SnpCertsArgs {
-    /// Directory to write ark.pem, ask.pem, vcek.pem and cert_chain.pem (ASK then ARK) into.
+    /// Directory to write the chain into: for SNP ark.pem, ask.pem, vcek.pem and
+    /// cert_chain.pem (ASK then ARK); for TDX root.pem, pck_chain.pem, pck.pem and
+    /// tcb_signing_chain.pem.
     #[arg(long, value_name = "DIR")]
     export: PathBuf,
+}
+
+fn tdx_certs(args: SnpCertsArgs) -> ExitCode {
+    let chain = match launch::tdx::certs::EmulatedIntelChain::load_or_create_default() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.export) {
+        return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
+    }
+    match chain.export(&args.export) {
+        Ok(()) => {
+            println!("{}", args.export.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn snp_certs(args: SnpCertsArgs) -> ExitCode {
@@ -206,6 +228,7 @@ fn main() -> ExitCode {
             run(args, sub)
         }
         Command::SnpCerts(args) => snp_certs(args),
+        Command::TdxCerts(args) => tdx_certs(args),
         Command::Measure(args) => {
             let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
             measure(args, sub)

@@ -128,11 +128,12 @@ impl Default for TdxModuleConfig {
 }
 
 /// What the VMM's TDCALL handler shares with the launch.
-#[derive(Debug)]
 pub struct EmulatedTdxPlatform {
     pages: Mutex<Rmp>,
     module: Mutex<TdxModule>,
     vcpus: u32,
+    chain: Arc<super::certs::EmulatedIntelChain>,
+    qe: Arc<super::quote::QuotingEnclave>,
 }
 
 impl EmulatedTdxPlatform {
@@ -151,16 +152,43 @@ impl EmulatedTdxPlatform {
         self.vcpus
     }
 
-    /// TDG.MR.REPORT: the TDREPORT_STRUCT of this TD for `report_data`.
+    /// TDG.MR.REPORT: the TDREPORT_STRUCT of this TD for `report_data`, MACed with the
+    /// platform's report key (which the quoting enclave checks).
     pub fn td_report(&self, report_data: &[u8; 64]) -> Result<[u8; 1024], String> {
-        let _ = report_data;
-        Err("TD reports are not available in this build".into())
+        use super::report::{TdInfo, TdReport, TeeTcbInfo};
+        let module = self.module();
+        let mr_td = module.mrtd.ok_or("the TD is not finalized")?;
+        let mut td_info = TdInfo {
+            attributes: ATTRIBUTES,
+            xfam: XFAM,
+            mr_td,
+            mr_config_id: module.mrconfigid,
+            mr_owner: module.mrowner,
+            mr_owner_config: module.mrownerconfig,
+            rtmr: [[0; DIGEST_SIZE]; 4],
+            servtd_hash: [0; DIGEST_SIZE],
+        };
+        td_info.set_rtmrs(&module.rtmrs);
+        let chain = &self.chain;
+        let report = TdReport::create(
+            &chain.report_mac_key(),
+            chain.sgx_extensions().tcb.cpu_svn,
+            TeeTcbInfo::emulated(),
+            td_info,
+            *report_data,
+        );
+        report.to_bytes().try_into().map_err(|_| "a TD report is 1024 bytes".to_string())
     }
 
-    /// The emulated quoting enclave: a DCAP quote for `td_report`.
+    /// The emulated quoting enclave: a DCAP quote (version 4) for `td_report`, which
+    /// must carry this platform's MAC.
     pub fn quote(&self, td_report: &[u8]) -> Result<Vec<u8>, String> {
-        let _ = td_report;
-        Err("the emulated quoting enclave is not available in this build".into())
+        self.qe.quote(td_report, super::quote::QuoteFormat::V4).map_err(|e| e.to_string())
+    }
+
+    /// The key chain that signs this platform's quotes.
+    pub fn chain(&self) -> &super::certs::EmulatedIntelChain {
+        &self.chain
     }
 
     /// TDG.MEM.PAGE.ACCEPT of `gpa` at `level` (0: 4 KiB, 1: 2 MiB).
@@ -179,19 +207,33 @@ impl EmulatedTdxPlatform {
     }
 }
 
+impl std::fmt::Debug for EmulatedTdxPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatedTdxPlatform").field("vcpus", &self.vcpus).finish_non_exhaustive()
+    }
+}
+
 /// The emulated TDX launch backend.
-#[derive(Debug)]
 pub struct EmulatedTdx {
     config: TdxModuleConfig,
+    chain: Arc<super::certs::EmulatedIntelChain>,
+    qe: Arc<super::quote::QuotingEnclave>,
     platform: Option<Arc<EmulatedTdxPlatform>>,
     hob: u64,
     vcpus: u32,
 }
 
+impl std::fmt::Debug for EmulatedTdx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatedTdx").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
 impl EmulatedTdx {
-    /// A backend for one launch.
-    pub fn new(config: TdxModuleConfig) -> Self {
-        Self { config, platform: None, hob: 0, vcpus: 0 }
+    /// A backend for one launch whose quotes the emulated Intel `chain` signs.
+    pub fn new(config: TdxModuleConfig, chain: Arc<super::certs::EmulatedIntelChain>) -> Result<Self, String> {
+        let qe = Arc::new(super::quote::QuotingEnclave::new(&chain).map_err(|e| e.to_string())?);
+        Ok(Self { config, chain, qe, platform: None, hob: 0, vcpus: 0 })
     }
 
     /// The platform state the VMM's exit handlers use (after [`LaunchBackend::load_plan`]).
@@ -246,6 +288,8 @@ impl LaunchBackend for EmulatedTdx {
             pages: Mutex::new(Rmp::new(mem)),
             module: Mutex::new(TdxModule::new(&self.config)),
             vcpus: 0,
+            chain: self.chain.clone(),
+            qe: self.qe.clone(),
         }));
         Ok(())
     }
@@ -352,10 +396,13 @@ mod tests {
     #[test]
     fn accepting_follows_kvms_4k_mapping() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+        let chain = Arc::new(crate::tdx::certs::tests_chain().clone());
         let platform = EmulatedTdxPlatform {
             pages: Mutex::new(Rmp::new(&mem)),
             module: Mutex::new(TdxModule::new(&TdxModuleConfig::default())),
             vcpus: 1,
+            qe: Arc::new(crate::tdx::quote::QuotingEnclave::new(&chain).unwrap()),
+            chain,
         };
         assert_eq!(platform.accept(0x40_0000, 1), AcceptResult::SizeMismatch);
         assert_eq!(platform.accept(0x40_0000, 0), AcceptResult::Accepted);
