@@ -357,7 +357,13 @@ pub(crate) mod fixtures {
     }
 
     fn no_tdx() -> TdxFacts {
-        TdxFacts { msrs: None, kvm_intel_tdx: ModuleParam::NotLoaded, module_version: None, kernel_log: Ok(vec![]) }
+        TdxFacts {
+            msrs: None,
+            kvm_intel_tdx: ModuleParam::NotLoaded,
+            virt_at_load: ModuleParam::Value("Y".into()),
+            module_version: None,
+            kernel_log: Ok(vec![]),
+        }
     }
 
     /// A Milan host with SNP set up: BIOS, firmware 1.55, kvm_amd.sev_snp=Y, Linux 6.18.
@@ -430,6 +436,7 @@ pub(crate) mod fixtures {
             tdx: TdxFacts {
                 msrs: Some(Ok((1 << 15 | 0x1d0a, 0x0000_003f_0000_0000))),
                 kvm_intel_tdx: ModuleParam::Value("Y".into()),
+                virt_at_load: ModuleParam::Value("Y".into()),
                 module_version: Some(("/sys/devices/faux/tdx_host/version".into(), "1.5.06".into())),
                 kernel_log: Ok(vec![
                     "virt/tdx: BIOS enabled: private KeyID range [64, 127)".into(),

@@ -28,8 +28,12 @@ pub const TDX_MODULE_VERSION_FILES: [&str; 2] =
     ["/sys/devices/faux/tdx_host/version", "/sys/firmware/tdx/tdx_module/version"];
 
 /// What the kernel log says about TDX: the lines of arch/x86/virt/vmx/tdx/tdx.c
-/// ("virt/tdx: ...") and KVM's.
-pub const KERNEL_LOG_NEEDLES: [&str; 2] = ["virt/tdx:", "kvm_intel: TDX"];
+/// ("virt/tdx: ...") and KVM's ("kvm_intel: tdx: ..." when it turns TDX off).
+pub const KERNEL_LOG_NEEDLES: [&str; 3] = ["virt/tdx:", "kvm_intel: tdx", "kvm_intel: TDX"];
+
+/// Kernel log lines that say the TDX module or KVM's TDX support did not come up.
+const KERNEL_LOG_FAILURES: [&str; 5] =
+    ["module not loaded", "initialization failed", "Failed to initialize", "kvm_intel: tdx: ", "TDX not supported"];
 
 /// Everything the TDX rows are made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub struct TdxFacts {
     pub msrs: Option<Result<(u64, u64), String>>,
     /// kvm_intel's `tdx` parameter.
     pub kvm_intel_tdx: ModuleParam,
+    /// kvm's `enable_virt_at_load` parameter (TDX needs it on).
+    pub virt_at_load: ModuleParam,
     /// The TDX module's version from sysfs: (file, contents).
     pub module_version: Option<(String, String)>,
     /// The kernel log's TDX lines, or why they could not be read.
@@ -51,6 +57,7 @@ impl TdxFacts {
         Self {
             msrs: intel.then(|| Ok((read_msr(MSR_IA32_MTRRCAP)?, read_msr(MSR_IA32_MKTME_KEYID_PARTITIONING)?))),
             kvm_intel_tdx: ModuleParam::read("kvm_intel", "tdx"),
+            virt_at_load: ModuleParam::read("kvm", "enable_virt_at_load"),
             module_version: TDX_MODULE_VERSION_FILES.iter().find_map(|f| {
                 let v = std::fs::read_to_string(Path::new(f)).ok()?;
                 Some(((*f).to_owned(), v.trim().to_owned()))
@@ -127,9 +134,14 @@ pub fn checks(host: &HostFacts) -> Vec<Check> {
             "kvm_intel has no tdx parameter: the kernel predates TDX in KVM (Linux < 6.16) or lacks CONFIG_KVM_INTEL_TDX"
                 .into(),
         ),
-        p @ ModuleParam::Value(v) if p.is_enabled() => {
-            Check::new(Status::Pass, "tdx.kvm_intel", format!("kvm_intel.tdx = {v}"))
-        }
+        p @ ModuleParam::Value(v) if p.is_enabled() => match &facts.virt_at_load {
+            ModuleParam::Value(at_load) if !facts.virt_at_load.is_enabled() => Check::new(
+                Status::Fail,
+                "tdx.kvm_intel",
+                format!("kvm_intel.tdx = {v}, but kvm.enable_virt_at_load = {at_load}: TDX needs it on"),
+            ),
+            _ => Check::new(Status::Pass, "tdx.kvm_intel", format!("kvm_intel.tdx = {v}")),
+        },
         ModuleParam::Value(v) => Check::new(
             Status::Fail,
             "tdx.kvm_intel",
@@ -181,9 +193,7 @@ fn module_row(cpu: &CpuInfo, facts: &TdxFacts) -> Check {
             );
         }
     };
-    let failed = log.iter().find(|l| {
-        l.contains("module not loaded") || l.contains("initialization failed") || l.contains("Failed to initialize")
-    });
+    let failed = log.iter().find(|l| KERNEL_LOG_FAILURES.iter().any(|f| l.contains(f)));
     let initialized = log.iter().rev().find(|l| l.contains("module initialized"));
     let mut evidence: Vec<String> = version.into_iter().collect();
     match (failed, initialized) {
@@ -240,6 +250,7 @@ mod tests {
         host.tdx = TdxFacts {
             msrs: None,
             kvm_intel_tdx: ModuleParam::NotLoaded,
+            virt_at_load: ModuleParam::Value("Y".into()),
             module_version: None,
             kernel_log: Ok(vec![]),
         };
@@ -273,6 +284,9 @@ mod tests {
         let (status, evidence) = row(&checks(&host), "tdx.module");
         assert_eq!((status, evidence.as_str()), (Status::Fail, "kernel log: \"virt/tdx: module not loaded\""));
 
+        host.tdx.kernel_log = Ok(vec!["kvm_intel: tdx: tdx requires kvm.enable_virt_at_load=1".into()]);
+        assert_eq!(row(&checks(&host), "tdx.module").0, Status::Fail);
+
         host.tdx.kernel_log = Ok(vec![]);
         assert_eq!(row(&checks(&host), "tdx.module").0, Status::Warn);
 
@@ -293,5 +307,10 @@ mod tests {
         assert!(evidence.contains("tdx=1"), "{evidence}");
         host.tdx.kvm_intel_tdx = ModuleParam::Missing;
         assert!(row(&checks(&host), "tdx.kvm_intel").1.contains("Linux < 6.16"));
+        host.tdx.kvm_intel_tdx = ModuleParam::Value("Y".into());
+        host.tdx.virt_at_load = ModuleParam::Value("N".into());
+        let (status, evidence) = row(&checks(&host), "tdx.kvm_intel");
+        assert_eq!(status, Status::Fail);
+        assert!(evidence.contains("kvm.enable_virt_at_load = N"), "{evidence}");
     }
 }
