@@ -38,10 +38,11 @@ pub mod seccomp;
 pub mod snp;
 pub mod snp_launch;
 pub mod stats;
+pub mod tdx;
 pub mod vcpu;
 pub mod vm;
 
-pub use builder::{build_vm, snp_measurement, BuildError};
-pub use config::{ConfigError, KernelSource, SnpConfig, Tee, VmConfig};
+pub use builder::{build_vm, snp_measurement, tdx_measurement, BuildError};
+pub use config::{ConfigError, KernelSource, SnpConfig, TdxConfig, Tee, VmConfig};
 pub use handle::{ControlError, VmHandle, VmInfo, VmState};
 pub use vm::{LaunchInfo, RunError, Vm, VmExit};

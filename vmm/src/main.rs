@@ -364,12 +364,15 @@ fn measure_direct_boot(
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let (plan, digest) = match vmm::snp_measurement(&config) {
+    let is_tdx = matches!(config.tee, vmm::Tee::Tdx(_));
+    let measured = if is_tdx { vmm::tdx_measurement(&config) } else { vmm::snp_measurement(&config) };
+    let (plan, digest) = match measured {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
     if let Some(path) = launch_log {
-        let lines = vmm::launch_log::to_json_lines(&vmm::measure::snp_log(&plan));
+        let log = if is_tdx { vmm::launch_log::log_entries(&plan, |_| None) } else { vmm::measure::snp_log(&plan) };
+        let lines = vmm::launch_log::to_json_lines(&log);
         if let Err(e) = std::fs::write(path, lines) {
             return fail(&std::io::Error::new(
                 e.kind(),
@@ -379,8 +382,8 @@ fn measure_direct_boot(
     }
     if json {
         let report = serde_json::json!({
-            "tee": "snp",
-            "digest": hex::encode(digest),
+            "tee": if is_tdx { "tdx" } else { "snp" },
+            if is_tdx { "mrtd" } else { "digest" }: hex::encode(digest),
             "vcpus": config.vcpus,
             "plan_ranges": plan.ranges.len(),
             "tee_name": config.tee.name(),
@@ -475,7 +478,13 @@ fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> R
             }
             Ok(vmm::Tee::Snp(snp))
         }
-        Some(other) => Err(format!("--tee {other}: cvmm knows snp")),
+        Some("tdx") => {
+            if options.is_some() {
+                return Err("--tee-options: no TDX options are supported yet".into());
+            }
+            Ok(vmm::Tee::Tdx(vmm::TdxConfig { emulated }))
+        }
+        Some(other) => Err(format!("--tee {other}: cvmm knows snp and tdx")),
     }
 }
 
