@@ -96,9 +96,15 @@ pub fn vm_type_names(mask: u32) -> String {
 pub const CONFIDENTIAL_ROWS: [&str; 5] =
     ["kvm.guest-memfd", "kvm.memory-attributes", "kvm.user-memory2", "kvm.exit-hypercall", "kvm.split-irqchip"];
 
-/// The rows cvmm's emulated platform needs.
-pub const EMULATION_ROWS: [&str; 5] =
+/// The rows cvmm's emulated SEV-SNP platform needs (`launch::snp::emulated`: GHCB MSR
+/// accesses exit to user space through an MSR filter; VMGEXIT reaches cvmm as an
+/// emulation failure).
+pub const EMULATED_SNP_ROWS: [&str; 5] =
     ["kvm.device", "kvm.base", "kvm.user-space-msr", "kvm.msr-filter", "kvm.exit-on-emulation-failure"];
+
+/// The rows cvmm's emulated TDX platform needs (`launch::tdx::emulated`: TDCALL
+/// reaches cvmm as an emulation failure).
+pub const EMULATED_TDX_ROWS: [&str; 3] = ["kvm.device", "kvm.base", "kvm.exit-on-emulation-failure"];
 
 /// The KVM rows, from what /dev/kvm answered (or why it could not be opened).
 pub fn checks(caps: &Result<KvmCaps, String>) -> Vec<Check> {
@@ -109,7 +115,7 @@ pub fn checks(caps: &Result<KvmCaps, String>) -> Vec<Check> {
             for name in ["kvm.base", "kvm.vm-types"]
                 .into_iter()
                 .chain(CONFIDENTIAL_ROWS)
-                .chain(EMULATION_ROWS.into_iter().skip(2))
+                .chain(EMULATED_SNP_ROWS.into_iter().skip(2))
             {
                 rows.push(Check::new(Status::Fail, name, "not checked: no KVM".to_owned()));
             }
@@ -255,7 +261,7 @@ mod tests {
 
         assert!(rows.iter().all(|r| r.status == Status::Fail));
         assert_eq!(rows[0].evidence, "cannot open /dev/kvm: No such file or directory");
-        for name in CONFIDENTIAL_ROWS.iter().chain(&EMULATION_ROWS) {
+        for name in CONFIDENTIAL_ROWS.iter().chain(&EMULATED_SNP_ROWS).chain(&EMULATED_TDX_ROWS) {
             assert!(rows.iter().any(|r| r.name == *name), "{name} missing");
         }
     }

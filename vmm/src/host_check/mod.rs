@@ -134,10 +134,6 @@ fn open_kvm(path: &std::path::Path) -> Result<Kvm, String> {
         .map_err(|e| format!("cannot open {}: {}", path.display(), std::io::Error::from_raw_os_error(e.errno())))
 }
 
-/// Whether cvmm has an emulated platform for a TEE, by TEE. Emulated TDX is not in
-/// this build: `cvmm run --tee` accepts snp only.
-pub const EMULATED: [(Tee, bool); 2] = [(Tee::Snp, true), (Tee::Tdx, false)];
-
 /// A platform's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -216,17 +212,11 @@ impl HostReport {
             real(Tee::Snp, "snp.", "KVM offers SEV-SNP VMs (cvmm run --tee snp)"),
             real(Tee::Tdx, "tdx.", "KVM offers TDX VMs"),
         ];
-        for (tee, built) in EMULATED {
-            let outcome = if !built {
-                Err(format!(
-                    "this build of cvmm has no emulated {} platform (cvmm run --tee accepts snp)",
-                    tee_name(tee)
-                ))
-            } else {
-                let flag = tee_name(tee).to_ascii_lowercase();
-                first_failure(&checks, |name| kvm::EMULATION_ROWS.contains(&name))
-                    .map_or(Ok(format!("cvmm run --tee {flag} --emulated")), Err)
-            };
+        for (tee, rows, flag) in
+            [(Tee::Snp, &kvm::EMULATED_SNP_ROWS[..], "snp"), (Tee::Tdx, &kvm::EMULATED_TDX_ROWS[..], "tdx")]
+        {
+            let outcome = first_failure(&checks, |name| rows.contains(&name))
+                .map_or(Ok(format!("cvmm run --tee {flag} --emulated")), Err);
             verdicts.push(Verdict { tee, emulated: true, outcome });
         }
         let vm = if facts.cpu.hypervisor { ", a virtual machine" } else { "" };
@@ -499,8 +489,8 @@ mod tests {
         assert!(reason.starts_with("snp.cpu: CPUID 0x8000001f: EAX = 0x00000000 (no memory encryption)"), "{reason}");
         assert!(reason.ends_with("this is a virtual machine and CPUID is its hypervisor's"), "{reason}");
         assert!(report.verdict(Tee::Snp, true).unwrap().ready());
-        assert!(!report.verdict(Tee::Tdx, true).unwrap().ready());
-        assert_eq!(report.summary(), "host: emulation only (SNP)");
+        assert!(report.verdict(Tee::Tdx, true).unwrap().ready());
+        assert_eq!(report.summary(), "host: emulation only (SNP, TDX)");
     }
 
     #[test]
@@ -526,6 +516,20 @@ mod tests {
 
         assert!(report.checks.iter().filter(|c| c.status == Status::Warn).count() >= 2, "{report}");
         assert!(report.verdict(Tee::Snp, false).unwrap().ready());
+    }
+
+    #[test]
+    fn each_emulated_platform_needs_its_own_capabilities() {
+        let mut host = plain_vm();
+        host.kvm = Ok(KvmCaps { msr_filter: 0, ..caps(0x1) });
+
+        let report = HostReport::evaluate(&host);
+
+        // The emulated SNP platform filters the GHCB MSR; the emulated TDX one does not.
+        let snp = report.verdict(Tee::Snp, true).unwrap();
+        assert_eq!(snp.outcome, Err("kvm.msr-filter: KVM_CAP_X86_MSR_FILTER is missing".into()));
+        assert!(report.verdict(Tee::Tdx, true).unwrap().ready());
+        assert_eq!(report.summary(), "host: emulation only (TDX)");
     }
 
     #[test]
@@ -559,7 +563,8 @@ mod tests {
             lines.iter().any(|l| l.starts_with("verdict TDX: not ready: tdx.cpu: not an Intel processor")),
             "{text}"
         );
-        assert_eq!(*lines.last().unwrap(), "host: emulation only (SNP)");
+        assert!(lines.contains(&"verdict TDX (emulated): available: cvmm run --tee tdx --emulated"), "{text}");
+        assert_eq!(*lines.last().unwrap(), "host: emulation only (SNP, TDX)");
         let first_verdict = lines.iter().position(|l| l.starts_with("verdict ")).unwrap();
         assert!(lines[1..first_verdict]
             .iter()
