@@ -98,7 +98,8 @@ unsupported() { # file: the first line of it naming something this build does no
 "$CVMM" host-check > "$out/host-check.txt" 2>&1
 cat "$out/host-check.txt"
 has_verify=0
-"$CVMM" --help 2>/dev/null | grep -qE '^ +verify( |$)' && has_verify=1
+help=$("$CVMM" --help 2>/dev/null)
+grep -qE '^ +verify( |$)' <<< "$help" && has_verify=1
 
 # Hex helpers: the evidence stays hex; bytes are written only for cvmm verify.
 hex_slice() { echo "${1:$(($2 * 2)):$(($3 * 2))}"; } # hex offset length
