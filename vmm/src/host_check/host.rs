@@ -2,6 +2,7 @@
 //! flags, MSRs through /dev/cpu/0/msr, kernel module parameters, the kernel release and
 //! the kernel log. Each reader returns what it found or why it found nothing; judging
 //! the values is the business of the per-TEE modules.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -2,6 +2,7 @@
 //! confidential launch on real hardware needs (VM types, guest_memfd, memory
 //! attributes, user-space hypercall exits for MAP_GPA_RANGE, split irqchip, ...) and the
 //! ones cvmm's emulated platform needs, read with KVM_CHECK_EXTENSION on /dev/kvm.
+#![forbid(unsafe_code)]
 
 use kvm_bindings::{
     KVM_CAP_EXIT_HYPERCALL, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_GUEST_MEMFD, KVM_CAP_IMMEDIATE_EXIT,

@@ -13,6 +13,7 @@
 //! - [`snp`]: the SEV-SNP rows (`snp.*`).
 //! - [`tdx`]: the TDX rows (`tdx.*`), read directly from the host until cvmm has a TDX
 //!   host probe of its own.
+#![forbid(unsafe_code)]
 
 pub mod host;
 pub mod kvm;

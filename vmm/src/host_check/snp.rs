@@ -3,6 +3,7 @@
 //! parameter, /dev/sev and the SNP firmware's status and version, KVM's SNP VM type, and
 //! the answer of `launch::snp::kvm::probe::probe_host` (the check a real SNP launch
 //! makes first), which decides the SNP verdict together with the KVM capability rows.
+#![forbid(unsafe_code)]
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@
 //! `launch::tdx::kvm`, the counterpart of `launch::snp::kvm::probe::probe_host`),
 //! [`TdxFacts::read`] should call it and add a `tdx.kvm-probe` row from its answer, as
 //! the SNP rows do; the verdict then follows from the rows unchanged.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 
