@@ -35,6 +35,40 @@ enum Command {
     /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
     /// paused, resumed and shut down through it; their consoles go to stdout.
     Serve(ServeArgs),
+    /// Check whether this host can launch SEV-SNP or TDX guests: one line per requirement
+    /// (PASS, WARN or FAIL with the evidence), then a verdict per platform. Exits 0 when
+    /// the platform asked for with --tee (and --emulated) is ready; without --tee, 0.
+    HostCheck(HostCheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct HostCheckArgs {
+    /// Exit 0 only if this TEE can launch guests here: snp or tdx.
+    #[arg(long, value_name = "snp|tdx", value_parser = parse_tee)]
+    tee: Option<vmm::measure::Tee>,
+    /// With --tee: ask about cvmm's emulated platform for that TEE instead of the hardware.
+    #[arg(long, requires = "tee")]
+    emulated: bool,
+    /// KVM device node.
+    #[arg(long, default_value = "/dev/kvm")]
+    kvm_device: PathBuf,
+    /// SEV firmware device (QEMU's sev-device).
+    #[arg(long, default_value = "/dev/sev")]
+    sev_device: PathBuf,
+}
+
+/// `cvmm host-check`: the report on stdout; the exit status answers --tee.
+fn host_check(args: HostCheckArgs) -> ExitCode {
+    let opts = vmm::host_check::HostCheckOptions { kvm_device: args.kvm_device, sev_device: args.sev_device };
+    let report = vmm::host_check::check_host(&opts);
+    print!("{report}");
+    match args.tee {
+        None => ExitCode::SUCCESS,
+        Some(tee) => match report.verdict(tee, args.emulated) {
+            Some(v) if v.ready() => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        },
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -234,6 +268,7 @@ fn main() -> ExitCode {
             measure(args, sub)
         }
         Command::Serve(args) => serve(&args.api_socket),
+        Command::HostCheck(args) => host_check(args),
     }
 }
 
