@@ -56,7 +56,7 @@ done
 # offers, until cvmm's TDX KVM launch lands), and the TEEs whose demo guest prints no
 # attestation evidence yet (their evidence rows say SKIP when the console has none).
 UNSUPPORTED=("direct Linux boot under SNP is not done yet" "the real TDX launch needs")
-NO_DEMO_EVIDENCE=" tdx "
+NO_DEMO_EVIDENCE=""
 
 # 1. The cvmm binary.
 if [ -n "${CVMM:-}" ]; then
@@ -191,10 +191,10 @@ run_guest() {
         row "$label" "$guest" verify SKIP "no expected measurement"; return
     fi
     local chain=$certs
-    if [ "$emulated" = 1 ] && [ "$tee" = snp ]; then
-        chain="$out/certs"
-        if ! "$CVMM" snp-certs --export "$chain" > /dev/null 2> "$dir/certs.stderr"; then
-            row "$label" "$guest" verify FAIL "cvmm snp-certs failed: $(tail -n 1 "$dir/certs.stderr")"; return
+    if [ "$emulated" = 1 ]; then
+        chain="$out/certs-$tee"
+        if ! "$CVMM" "$tee-certs" --export "$chain" > /dev/null 2> "$dir/certs.stderr"; then
+            row "$label" "$guest" verify FAIL "cvmm $tee-certs failed: $(tail -n 1 "$dir/certs.stderr")"; return
         fi
     fi
     if [ -z "$chain" ]; then
