@@ -91,8 +91,10 @@ fn with_fake_verify(name: &str, accept_all: bool) -> PathBuf {
     let check = if accept_all {
         "exit 0".to_owned()
     } else {
-        r#"[ -s "$certs/ark.pem" ] && [ -s "$certs/vcek.pem" ] || { echo "no chain in $certs"; exit 1; }
-    got=$(od -An -v -tx1 -j 144 -N 48 "$report" | tr -d ' \n')
+        r#"if [ -s "$certs/ark.pem" ] && [ -s "$certs/vcek.pem" ]; then at=144;
+    elif [ -s "$certs/root.pem" ]; then at=184;
+    else echo "no chain in $certs"; exit 1; fi
+    got=$(od -An -v -tx1 -j $at -N 48 "$report" | tr -d ' \n')
     [ "$got" = "$expect" ] || { echo "measurement $got, expected $expect"; exit 1; }
     exit 0"#
             .to_owned()
@@ -138,16 +140,20 @@ fn the_emulated_snp_demo_rows_pass_and_the_other_rows_skip_with_their_reason() {
     } else {
         assert_eq!(verify, "SKIP: cvmm verify not available in this build");
     }
-    // The emulated TDX demo guest boots but asks for no quote in this build.
+    // The emulated TDX demo guest prints its quote, with the nonce and cvmm measure's MRTD.
     assert!(run.row("tdx-emulated", "demo", "launch").starts_with("PASS  exit 0: Hello from the cvmm demo guest"));
-    for check in ["evidence", "measurement", "verify"] {
-        assert_eq!(run.row("tdx-emulated", "demo", check), "SKIP: this build's demo guest prints no TDX evidence");
-    }
+    let tdx_evidence = run.row("tdx-emulated", "demo", "evidence");
+    assert!(tdx_evidence.contains("-byte quote in ") && tdx_evidence.ends_with(", carrying the nonce"), "{tdx_evidence}");
+    let mrtd = cvmm().args(["measure", "--tee", "tdx", "--emulated", "--rng"]).output().unwrap();
+    let mrtd = String::from_utf8_lossy(&mrtd.stdout).trim().to_owned();
+    assert_eq!(run.row("tdx-emulated", "demo", "measurement"), format!("PASS  {mrtd}"));
     for check in ["launch", "evidence", "measurement", "verify"] {
         assert_eq!(run.row("snp-emulated", "linux", check), LINUX_SKIP);
         assert_eq!(run.row("tdx-emulated", "linux", check), LINUX_SKIP);
     }
-    let (passed, skipped) = if has_verify() { (5, 11) } else { (4, 12) };
+    let tdx_verify = run.row("tdx-emulated", "demo", "verify");
+    let tdx_verified = usize::from(tdx_verify.starts_with("PASS"));
+    let (passed, skipped) = if has_verify() { (7 + tdx_verified, 9 - tdx_verified) } else { (6, 10) };
     assert_eq!(
         run.last_line(),
         format!("harness: {passed} passed, 0 failed, {skipped} skipped; logs in {}", run.out.display())
@@ -187,7 +193,9 @@ fn a_measurement_other_than_the_reports_fails_its_row_and_the_harness() {
     let row = run.row("snp-emulated", "demo", "measurement");
     assert!(row.starts_with("FAIL  the report has "), "{row}");
     assert!(row.ends_with(&format!("cvmm measure says {zeros}")), "{row}");
-    assert!(run.last_line().starts_with("harness: 3 passed, 1 failed, "), "{}", run.last_line());
+    let tdx = run.row("tdx-emulated", "demo", "measurement");
+    assert!(tdx.starts_with("FAIL  the quote has "), "{tdx}");
+    assert!(run.last_line().starts_with("harness: 4 passed, 2 failed, "), "{}", run.last_line());
 }
 
 #[test]
@@ -213,7 +221,7 @@ fn cvmm_verify_must_accept_the_report_and_refuse_a_wrong_measurement() {
 
     assert_eq!(good.code, Some(0), "{}\n{}", good.stdout, good.stderr);
     let row = good.row("snp-emulated", "demo", "verify");
-    assert_eq!(row, format!("PASS  verifies against {}/certs; a wrong measurement is refused", good.out.display()));
+    assert_eq!(row, format!("PASS  verifies against {}/certs-snp; a wrong measurement is refused", good.out.display()));
     assert_eq!(bad.code, Some(1), "{}", bad.stdout);
     let row = bad.row("snp-emulated", "demo", "verify");
     assert!(row.starts_with("FAIL  cvmm verify also accepted the wrong measurement "), "{row}");
