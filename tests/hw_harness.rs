@@ -143,7 +143,10 @@ fn the_emulated_snp_demo_rows_pass_and_the_other_rows_skip_with_their_reason() {
     // The emulated TDX demo guest prints its quote, with the nonce and cvmm measure's MRTD.
     assert!(run.row("tdx-emulated", "demo", "launch").starts_with("PASS  exit 0: Hello from the cvmm demo guest"));
     let tdx_evidence = run.row("tdx-emulated", "demo", "evidence");
-    assert!(tdx_evidence.contains("-byte quote in ") && tdx_evidence.ends_with(", carrying the nonce"), "{tdx_evidence}");
+    assert!(
+        tdx_evidence.contains("-byte quote in ") && tdx_evidence.ends_with(", carrying the nonce"),
+        "{tdx_evidence}"
+    );
     let mrtd = cvmm().args(["measure", "--tee", "tdx", "--emulated", "--rng"]).output().unwrap();
     let mrtd = String::from_utf8_lossy(&mrtd.stdout).trim().to_owned();
     assert_eq!(run.row("tdx-emulated", "demo", "measurement"), format!("PASS  {mrtd}"));
