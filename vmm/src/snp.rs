@@ -20,11 +20,12 @@ use std::sync::Arc;
 use arch::ghcb::*;
 use devices::bus::Bus;
 use devices::virtio::SharedMemory;
-use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, Msrs};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_regs};
 use kvm_ioctls::VcpuFd;
 use launch::snp::emulated::{EmulatedSnpPlatform, PvalidateResult, C_BIT, C_BIT_MASK, SEV_STATUS};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryMmap};
 
+use crate::msr::MsrAccess;
 use crate::vm::VmEvent;
 
 const PAGE: u64 = 0x1000;
@@ -37,6 +38,16 @@ const INJECT_GP: u64 = 0x8000_030d;
 /// PVALIDATE: `f2 0f 01 ff`; RMPADJUST: `f3 0f 01 fe`.
 const PVALIDATE: [u8; 4] = [0xf2, 0x0f, 0x01, 0xff];
 const RMPADJUST: [u8; 4] = [0xf3, 0x0f, 0x01, 0xfe];
+
+/// The instructions of the SNP platform the emulated one completes on an
+/// emulation-failure exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformInstruction {
+    /// PVALIDATE (`f2 0f 01 ff`).
+    Pvalidate,
+    /// RMPADJUST (`f3 0f 01 fe`).
+    Rmpadjust,
+}
 
 /// The state of one vCPU's GHCB.
 pub struct SnpVcpuExits {
@@ -154,7 +165,7 @@ impl SnpVcpuExits {
     }
 
     /// VMGEXIT: serves the request the GHCB MSR describes.
-    pub fn vmgexit(&mut self, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<(), VmEvent> {
+    pub fn vmgexit(&mut self, vcpu: &mut impl MsrAccess, pio: &Bus, mmio: &Bus) -> Result<(), VmEvent> {
         if self.ghcb_msr & MSR_INFO_MASK != 0 {
             return self.msr_protocol();
         }
@@ -246,7 +257,7 @@ impl SnpVcpuExits {
             .map_or((0, 0, 0, 0), |e| (e.eax, e.ebx, e.ecx, e.edx))
     }
 
-    fn page_protocol(&mut self, g: &mut Ghcb, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Outcome {
+    fn page_protocol(&mut self, g: &mut Ghcb, vcpu: &mut impl MsrAccess, pio: &Bus, mmio: &Bus) -> Outcome {
         let usage = u32::from_le_bytes(g.page[OFF_GHCB_USAGE..OFF_GHCB_USAGE + 4].try_into().unwrap_or([0xff; 4]));
         if usage != 0 {
             g.error(ERR_INVALID_USAGE);
@@ -339,32 +350,26 @@ impl SnpVcpuExits {
         g.success(None);
     }
 
-    fn msr(&self, g: &mut Ghcb, info1: u64, vcpu: &mut VcpuFd) {
+    fn msr(&self, g: &mut Ghcb, info1: u64, vcpu: &mut impl MsrAccess) {
         let index = g.u64(OFF_RCX) as u32;
         if index == MSR_GHCB || index == MSR_SEV_STATUS || info1 > 1 {
             return g.error(ERR_INVALID_INPUT);
         }
         if info1 == 0 {
-            let Ok(mut msrs) = Msrs::from_entries(&[kvm_msr_entry { index, ..Default::default() }]) else {
-                return g.error(ERR_INVALID_INPUT);
-            };
-            match vcpu.get_msrs(&mut msrs) {
-                Ok(1) => {
-                    let v = msrs.as_slice()[0].data;
+            match vcpu.read_msr(index) {
+                Some(v) => {
                     g.set(OFF_RAX, v & 0xffff_ffff);
                     g.set(OFF_RDX, v >> 32);
                     g.success(None);
                 }
-                _ => g.error(INJECT_GP),
+                None => g.error(INJECT_GP),
             }
         } else {
             let data = (g.u64(OFF_RAX) & 0xffff_ffff) | (g.u64(OFF_RDX) << 32);
-            let Ok(msrs) = Msrs::from_entries(&[kvm_msr_entry { index, data, ..Default::default() }]) else {
-                return g.error(ERR_INVALID_INPUT);
-            };
-            match vcpu.set_msrs(&msrs) {
-                Ok(1) => g.success(None),
-                _ => g.error(INJECT_GP),
+            if vcpu.write_msr(index, data) {
+                g.success(None)
+            } else {
+                g.error(INJECT_GP)
             }
         }
     }
@@ -517,27 +522,44 @@ impl SnpVcpuExits {
         if flags & u64::from(kvm_bindings::KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) == 0 {
             return None;
         }
-        let op = if bytes[..4] == PVALIDATE {
-            true
+        let instruction = if bytes[..4] == PVALIDATE {
+            PlatformInstruction::Pvalidate
         } else if bytes[..4] == RMPADJUST {
-            false
+            PlatformInstruction::Rmpadjust
         } else {
             return None;
         };
-        Some(self.platform_instruction(vcpu, op))
+        Some(self.emulate_instruction(vcpu, instruction))
     }
 
-    fn platform_instruction(&mut self, vcpu: &mut VcpuFd, pvalidate: bool) -> Result<(), VmEvent> {
+    fn emulate_instruction(&mut self, vcpu: &mut VcpuFd, instruction: PlatformInstruction) -> Result<(), VmEvent> {
         let mut regs = vcpu.get_regs().map_err(|e| self.end(format!("KVM_GET_REGS: {e}")))?;
+        let gpa = match vcpu.translate_gva(regs.rax) {
+            Ok(t) if t.valid != 0 => Some(t.physical_address),
+            _ => None,
+        };
+        self.platform_instruction(instruction, gpa, &mut regs)?;
+        vcpu.set_regs(&regs).map_err(|e| self.end(format!("KVM_SET_REGS: {e}")))
+    }
+
+    /// PVALIDATE or RMPADJUST with the vCPU's registers `regs` (RAX the page's virtual
+    /// address, RCX the page size, RDX the validate or VMSA bit), `gpa` the physical
+    /// address RAX translates to (`None`: no mapping), as the instruction does them
+    /// against the emulated RMP: the result in RAX (and CF), RIP past the instruction.
+    /// `Err` ends the VM (a page that cannot be made private for PVALIDATE).
+    pub fn platform_instruction(
+        &mut self,
+        instruction: PlatformInstruction,
+        gpa: Option<u64>,
+        regs: &mut kvm_regs,
+    ) -> Result<(), VmEvent> {
+        let pvalidate = instruction == PlatformInstruction::Pvalidate;
         let huge = match regs.rcx {
             0 => Some(false),
             1 => Some(true),
             _ => None,
         };
-        let gpa = match vcpu.translate_gva(regs.rax) {
-            Ok(t) if t.valid != 0 => Some(t.physical_address & !C_BIT_MASK),
-            _ => None,
-        };
+        let gpa = gpa.map(|g| g & !C_BIT_MASK);
         const CF: u64 = 1;
         regs.rflags &= !CF;
         regs.rax = match (gpa, huge) {
@@ -574,7 +596,7 @@ impl SnpVcpuExits {
             _ => PVALIDATE_FAIL_INPUT,
         };
         regs.rip += 4;
-        vcpu.set_regs(&regs).map_err(|e| self.end(format!("KVM_SET_REGS: {e}")))
+        Ok(())
     }
 }
 

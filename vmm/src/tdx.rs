@@ -20,11 +20,12 @@ use std::sync::Arc;
 use arch::tdcall::*;
 use devices::bus::Bus;
 use devices::virtio::SharedMemory;
-use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, Msrs};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_regs};
 use kvm_ioctls::VcpuFd;
 use launch::tdx::emulated::{AcceptResult, EmulatedTdxPlatform, SHARED_BIT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::msr::MsrAccess;
 use crate::vm::VmEvent;
 
 const PAGE: u64 = 0x1000;
@@ -91,8 +92,29 @@ impl TdxVcpuExits {
             Ok(r) => r,
             Err(e) => return Some(self.end(format!("KVM_GET_REGS: {e}"))),
         };
+        let outcome = self.tdcall(&mut regs, vcpu, pio, mmio);
+        if let TdcallOutcome::End(_) = outcome {
+            return Some(outcome);
+        }
+        if let Err(e) = vcpu.set_regs(&regs) {
+            return Some(self.end(format!("KVM_SET_REGS: {e}")));
+        }
+        Some(outcome)
+    }
+
+    /// A TDCALL with the vCPU's registers `regs` (RAX the leaf, the rest its operands),
+    /// as the TDX module (and, for TDG.VP.VMCALL, KVM and the VMM) would complete it:
+    /// results in `regs`, RIP past the instruction, except when the VM ends. MSR
+    /// requests go to `msrs`, port I/O to `pio`, MMIO to `mmio`.
+    pub fn tdcall(
+        &mut self,
+        regs: &mut kvm_regs,
+        msrs: &mut impl MsrAccess,
+        pio: &Bus,
+        mmio: &Bus,
+    ) -> TdcallOutcome {
         let outcome = match regs.rax {
-            TDG_VP_VMCALL => self.tdvmcall(&mut regs, vcpu, pio, mmio),
+            TDG_VP_VMCALL => self.tdvmcall(regs, msrs, pio, mmio),
             TDG_VP_INFO => {
                 regs.rcx = launch::tdx::emulated::GPAW;
                 regs.rdx = launch::tdx::emulated::ATTRIBUTES;
@@ -119,14 +141,10 @@ impl TdxVcpuExits {
                 TdcallOutcome::Continue
             }
         };
-        if let TdcallOutcome::End(_) = outcome {
-            return Some(outcome);
+        if !matches!(outcome, TdcallOutcome::End(_)) {
+            regs.rip += 4;
         }
-        regs.rip += 4;
-        if let Err(e) = vcpu.set_regs(&regs) {
-            return Some(self.end(format!("KVM_SET_REGS: {e}")));
-        }
-        Some(outcome)
+        outcome
     }
 
     /// Whether `[gpa, gpa + len)` is private, accepted guest RAM (what the module may
@@ -194,7 +212,7 @@ impl TdxVcpuExits {
         self.shared.set_shared(gpa, len, !private).map_err(|_| ())
     }
 
-    fn tdvmcall(&self, regs: &mut kvm_regs, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> TdcallOutcome {
+    fn tdvmcall(&self, regs: &mut kvm_regs, msrs: &mut impl MsrAccess, pio: &Bus, mmio: &Bus) -> TdcallOutcome {
         regs.rax = TDX_SUCCESS;
         if regs.r10 != TDVMCALL_STANDARD {
             regs.r10 = TDVMCALL_INVALID_OPERAND;
@@ -229,24 +247,15 @@ impl TdxVcpuExits {
             EXIT_REASON_HLT => (TDVMCALL_SUCCESS, TdcallOutcome::Park),
             EXIT_REASON_IO => (self.io(regs, pio), TdcallOutcome::Continue),
             EXIT_REASON_EPT_VIOLATION => (self.mmio(regs, mmio), TdcallOutcome::Continue),
-            EXIT_REASON_RDMSR => {
-                let Ok(mut msrs) =
-                    Msrs::from_entries(&[kvm_msr_entry { index: regs.r12 as u32, ..Default::default() }])
-                else {
-                    return TdcallOutcome::Continue;
-                };
-                match vcpu.get_msrs(&mut msrs) {
-                    Ok(1) if regs.r12 <= u64::from(u32::MAX) => {
-                        regs.r11 = msrs.as_slice()[0].data;
-                        (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
-                    }
-                    _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
+            EXIT_REASON_RDMSR => match u32::try_from(regs.r12).ok().and_then(|index| msrs.read_msr(index)) {
+                Some(value) => {
+                    regs.r11 = value;
+                    (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
                 }
-            }
+                None => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
+            },
             EXIT_REASON_WRMSR => {
-                let entry = kvm_msr_entry { index: regs.r12 as u32, data: regs.r13, ..Default::default() };
-                let ok = regs.r12 <= u64::from(u32::MAX)
-                    && Msrs::from_entries(&[entry]).is_ok_and(|m| vcpu.set_msrs(&m).is_ok_and(|n| n == 1));
+                let ok = u32::try_from(regs.r12).is_ok_and(|index| msrs.write_msr(index, regs.r13));
                 (if ok { TDVMCALL_SUCCESS } else { TDVMCALL_INVALID_OPERAND }, TdcallOutcome::Continue)
             }
             _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),

@@ -146,6 +146,14 @@ impl Rmp {
         self.pages.len()
     }
 
+    /// Every page of guest RAM with its state, in region order (each region in GPA
+    /// order).
+    pub fn page_states(&self) -> impl Iterator<Item = (u64, PageState)> + '_ {
+        self.regions.iter().flat_map(move |&(start, pages, first)| {
+            (0..pages as usize).map(move |i| (start + i as u64 * PAGE_SIZE, self.pages[first + i]))
+        })
+    }
+
     /// Whether every page of the range is shared.
     pub fn is_shared(&self, gpa: u64, len: u64) -> bool {
         self.indexes(gpa, len).is_ok_and(|r| self.pages[r].iter().all(|p| !p.private))
@@ -343,6 +351,68 @@ impl EmulatedSnpPlatform {
     pub fn psp(&self) -> MutexGuard<'_, EmulatedPsp> {
         self.psp.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A platform for guest memory `mem` (an RMP of its pages, every one private and not
+    /// validated) whose PSP starts a launch with `launch` (SNP_LAUNCH_START). No KVM is
+    /// involved: the backend makes one when it adds memory, tests and fuzz targets make
+    /// their own.
+    pub fn new(mem: &GuestMemoryMmap, launch: PspLaunch) -> Result<Self, PspError> {
+        Ok(Self {
+            rmp: Mutex::new(Rmp::new(mem)),
+            psp: Mutex::new(EmulatedPsp::launch_start(launch)?),
+            vcpus: Mutex::new(Vec::new()),
+            aps: Mutex::new(Vec::new()),
+            ap_created: Condvar::new(),
+            aps_started: AtomicU32::new(0),
+        })
+    }
+
+    /// Loads `plan` into `mem`: the PSP measures every range (SNP_LAUNCH_UPDATE), which
+    /// becomes private and validated in the RMP; every vCPU's state is kept for
+    /// SNP_LAUNCH_FINISH, the BSP runs and the APs wait for the guest to create them.
+    pub fn load_plan(&self, mem: &GuestMemoryMmap, plan: &LaunchPlan) -> Result<(), LaunchError> {
+        let mut psp = self.psp();
+        let mut rmp = self.rmp();
+        for range in &plan.ranges {
+            let PageType::Snp(page_type) = range.page_type else {
+                return Err(LaunchError::Psp(PspError::NotSnp(range.what.clone())));
+            };
+            let mut bytes = vec![0u8; range.len as usize];
+            for i in 0..range.pages() {
+                let at = (i * PAGE_SIZE) as usize;
+                bytes[at..at + PAGE].copy_from_slice(range.page(i));
+            }
+            psp.launch_update(range.gpa, page_type, &mut bytes).map_err(LaunchError::Psp)?;
+            mem.write_slice(&bytes, GuestAddress(range.gpa)).map_err(|e| LaunchError::GuestWrite {
+                what: range.what.clone(),
+                gpa: range.gpa,
+                message: e.to_string(),
+            })?;
+            rmp.launch_update(range.gpa, range.len).map_err(|e| LaunchError::GuestWrite {
+                what: range.what.clone(),
+                gpa: range.gpa,
+                message: e.to_string(),
+            })?;
+        }
+        let mut vcpus = self.vcpus.lock().unwrap_or_else(|e| e.into_inner());
+        *vcpus = plan
+            .vcpus
+            .iter()
+            .map(|v| match v {
+                VcpuState::Snp(s) => Ok(s.clone()),
+                VcpuState::Tdx { .. } => Err(LaunchError::Psp(PspError::NotSnp("vCPU state".into()))),
+            })
+            .collect::<Result<_, _>>()?;
+        let mut aps = self.aps.lock().unwrap_or_else(|e| e.into_inner());
+        *aps = (0..vcpus.len()).map(|i| if i == 0 { ApSlot::Running } else { ApSlot::Waiting }).collect();
+        Ok(())
+    }
+
+    /// SNP_LAUNCH_FINISH: the PSP measures every vCPU's VMSA and the guest may run.
+    pub fn launch_finish(&self) -> Result<(), PspError> {
+        let vcpus = self.vcpus.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.psp().launch_finish(&vcpus)
+    }
 }
 
 /// The emulated SNP launch backend.
@@ -417,55 +487,12 @@ impl LaunchBackend for EmulatedSnp {
                 })?;
             }
         }
-        let platform = EmulatedSnpPlatform {
-            rmp: Mutex::new(Rmp::new(mem)),
-            psp: Mutex::new(EmulatedPsp::launch_start(self.launch.clone())?),
-            vcpus: Mutex::new(Vec::new()),
-            aps: Mutex::new(Vec::new()),
-            ap_created: Condvar::new(),
-            aps_started: AtomicU32::new(0),
-        };
-        self.platform = Some(Arc::new(platform));
+        self.platform = Some(Arc::new(EmulatedSnpPlatform::new(mem, self.launch.clone())?));
         Ok(())
     }
 
     fn load_plan(&mut self, _vm: &VmFd, mem: &GuestMemoryMmap, plan: &LaunchPlan) -> Result<(), LaunchError> {
-        let platform = self.platform_ref("load_plan")?;
-        let mut psp = platform.psp();
-        let mut rmp = platform.rmp();
-        for range in &plan.ranges {
-            let PageType::Snp(page_type) = range.page_type else {
-                return Err(LaunchError::Psp(PspError::NotSnp(range.what.clone())));
-            };
-            let mut bytes = vec![0u8; range.len as usize];
-            for i in 0..range.pages() {
-                let at = (i * PAGE_SIZE) as usize;
-                bytes[at..at + PAGE].copy_from_slice(range.page(i));
-            }
-            psp.launch_update(range.gpa, page_type, &mut bytes).map_err(LaunchError::Psp)?;
-            mem.write_slice(&bytes, GuestAddress(range.gpa)).map_err(|e| LaunchError::GuestWrite {
-                what: range.what.clone(),
-                gpa: range.gpa,
-                message: e.to_string(),
-            })?;
-            rmp.launch_update(range.gpa, range.len).map_err(|e| LaunchError::GuestWrite {
-                what: range.what.clone(),
-                gpa: range.gpa,
-                message: e.to_string(),
-            })?;
-        }
-        let mut vcpus = platform.vcpus.lock().unwrap_or_else(|e| e.into_inner());
-        *vcpus = plan
-            .vcpus
-            .iter()
-            .map(|v| match v {
-                VcpuState::Snp(s) => Ok(s.clone()),
-                VcpuState::Tdx { .. } => Err(LaunchError::Psp(PspError::NotSnp("vCPU state".into()))),
-            })
-            .collect::<Result<_, _>>()?;
-        let mut aps = platform.aps.lock().unwrap_or_else(|e| e.into_inner());
-        *aps = (0..vcpus.len()).map(|i| if i == 0 { ApSlot::Running } else { ApSlot::Waiting }).collect();
-        Ok(())
+        self.platform_ref("load_plan")?.load_plan(mem, plan)
     }
 
     fn init_vcpu(&mut self, kvm: &Kvm, vcpu: &VcpuFd, init: &VcpuInit) -> Result<(), LaunchError> {
@@ -485,9 +512,7 @@ impl LaunchBackend for EmulatedSnp {
     }
 
     fn finalize(&mut self, _vm: &VmFd, _mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
-        let platform = self.platform_ref("finalize")?;
-        let vcpus = platform.vcpus.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        platform.psp().launch_finish(&vcpus).map_err(LaunchError::Psp)
+        self.platform_ref("finalize")?.launch_finish().map_err(LaunchError::Psp)
     }
 }
 
