@@ -1,6 +1,9 @@
 //! Shared harness for the guest-facing fuzz targets: a small guest memory filled with
 //! the fuzzer's bytes (descriptor tables, rings, headers and buffers are all hostile),
-//! queues at fixed addresses inside it, and a device activated on them.
+//! queues at fixed addresses inside it, and a device activated on them. The
+//! confidential-guest exit targets' harness is [`cvm`].
+
+pub mod cvm;
 
 use std::sync::{Arc, OnceLock};
 
