@@ -12,6 +12,7 @@ pub mod plain;
 pub mod plan;
 pub mod snp;
 pub mod tdx;
+pub mod verify;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
