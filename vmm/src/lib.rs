@@ -18,6 +18,7 @@
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
 //! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
 //! - [`seccomp`]: the seccomp allow-lists of the vCPU, device-loop and main threads.
+//! - [`verify`]: `cvmm verify`, checking attestation evidence as a relying party.
 //!
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
@@ -37,6 +38,7 @@ pub mod snp;
 pub mod snp_launch;
 pub mod stats;
 pub mod vcpu;
+pub mod verify;
 pub mod vm;
 
 pub use builder::{build_vm, snp_measurement, BuildError};
