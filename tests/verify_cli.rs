@@ -213,8 +213,15 @@ fn dcap_qvl_sample_quote_verifies_with_its_collateral_inside_its_validity() {
     let root = refs("go-tdx-guest__verify_trusted_root.pem");
     with_root.extend(["--root", &root]);
     assert_eq!(verify(&with_root).0, 0);
-    // A year later the collateral has expired.
-    let (code, out, _) = verify(&["--report", &refs(DCAP_QUOTE), "--collateral", &refs(DCAP_COLLATERAL)]);
+    // In 2027 the collateral has expired.
+    let (code, out, _) = verify(&[
+        "--report",
+        &refs(DCAP_QUOTE),
+        "--collateral",
+        &refs(DCAP_COLLATERAL),
+        "--now",
+        "2027-01-01T00:00:00Z",
+    ]);
     assert_eq!(code, 1, "{out}");
     assert!(failed(&out).contains(&"tdx.quote".to_string()));
 }
