@@ -362,6 +362,13 @@ fn export_chain(name: &str) -> PathBuf {
     dir
 }
 
+/// The DER of a one-certificate PEM file.
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
+
 fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
@@ -390,6 +397,27 @@ fn emulated_snp_report_verifies_with_its_exported_chain_and_fails_with_amds_root
     {
         assert!(checks(&out).contains(&("PASS".to_string(), name.to_string())), "{name}: {out}");
     }
+
+    // The certificates as an extended guest request returns them: the same verdict.
+    let der = |name: &str| pem_to_der(&std::fs::read_to_string(dir.join(name)).unwrap());
+    use launch::snp::guest_msg::{build_cert_table, cert_guid, CertTableEntry};
+    let table = build_cert_table(&[
+        CertTableEntry { guid: cert_guid::ARK, data: der("ark.pem") },
+        CertTableEntry { guid: cert_guid::ASK, data: der("ask.pem") },
+        CertTableEntry { guid: cert_guid::VCEK, data: der("vcek.pem") },
+    ])
+    .unwrap();
+    let table_file = temp_file("verify_cert_table.bin", &table);
+    let (code, out, err) = verify(&[
+        "--report",
+        &path_str(&report_file),
+        "--cert-table",
+        &path_str(&table_file),
+        "--root",
+        &path_str(&ark),
+    ]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("PASS snp.chip_id"), "{out}");
 
     // Against AMD's real roots (the report names Milan), the same evidence fails.
     let amd: Vec<String> = ["--report", &path_str(&report_file), "--certs", &path_str(&dir)].map(String::from).to_vec();

@@ -1204,4 +1204,132 @@ mod tests {
     fn now() -> u64 {
         super::super::now_secs()
     }
+
+    /// A VLEK chain made here (AMD publishes no VLEK sample): an ARK and an ASVK
+    /// (RSA-1024, RSASSA-PSS/SHA-384 as AMD signs) and a VLEK (P-384) with AMD's TCB
+    /// extensions and no hwID.
+    mod vlek_chain {
+        use std::str::FromStr;
+
+        use p384::ecdsa::SigningKey as EcKey;
+        use rand_core::OsRng;
+        use rsa::pkcs8::EncodePublicKey;
+        use rsa::{RsaPrivateKey, RsaPublicKey};
+        use sha2::Sha384;
+        use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+        use x509_cert::der::asn1::OctetString;
+        use x509_cert::der::{Decode, Encode};
+        use x509_cert::ext::{AsExtension, Extension};
+        use x509_cert::name::Name;
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned};
+        use x509_cert::time::Validity;
+        use x509_cert::Certificate;
+
+        /// An extension given as-is to the builder.
+        struct Raw(Extension);
+        impl x509_cert::der::oid::AssociatedOid for Raw {
+            const OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1");
+        }
+        impl Encode for Raw {
+            fn encoded_len(&self) -> x509_cert::der::Result<x509_cert::der::Length> {
+                self.0.encoded_len()
+            }
+            fn encode(&self, w: &mut impl x509_cert::der::Writer) -> x509_cert::der::Result<()> {
+                self.0.encode(w)
+            }
+        }
+        impl AsExtension for Raw {
+            fn critical(&self, _: &Name, _: &[Extension]) -> bool {
+                false
+            }
+            fn to_extension(&self, _: &Name, _: &[Extension]) -> x509_cert::der::Result<Extension> {
+                Ok(self.0.clone())
+            }
+        }
+
+        fn spl(arc: &str, v: u8) -> Raw {
+            let extn_id = ObjectIdentifier::new_unwrap(arc);
+            Raw(Extension { extn_id, critical: false, extn_value: OctetString::new(v.to_der().unwrap()).unwrap() })
+        }
+
+        fn spki(der: &[u8]) -> SubjectPublicKeyInfoOwned {
+            SubjectPublicKeyInfoOwned::from_der(der).unwrap()
+        }
+
+        fn cert(
+            issuer: &str,
+            subject: &str,
+            key: SubjectPublicKeyInfoOwned,
+            signer: &RsaPrivateKey,
+            exts: Vec<Raw>,
+        ) -> Certificate {
+            let signer = rsa::pss::BlindedSigningKey::<Sha384>::new_with_salt_len(signer.clone(), 48);
+            let validity = Validity::from_now(std::time::Duration::from_secs(86_400)).unwrap();
+            let mut b = CertificateBuilder::new(
+                Profile::Manual { issuer: Some(Name::from_str(issuer).unwrap()) },
+                SerialNumber::from(1u32),
+                validity,
+                Name::from_str(subject).unwrap(),
+                key,
+                &signer,
+            )
+            .unwrap();
+            for e in exts {
+                b.add_extension(&e).unwrap();
+            }
+            b.build_with_rng::<rsa::pss::Signature>(&mut OsRng).unwrap()
+        }
+
+        /// (ARK, ASVK, VLEK certificates, VLEK key) for TCB bl=3,tee=0,snp=8,ucode=115.
+        pub fn make() -> (Certificate, Certificate, Certificate, EcKey) {
+            let ark_key = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+            let asvk_key = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
+            let vlek_key = EcKey::random(&mut OsRng);
+            let rsa_spki = |k: &RsaPrivateKey| spki(RsaPublicKey::from(k).to_public_key_der().unwrap().as_bytes());
+            let ark = cert("CN=ARK-Milan", "CN=ARK-Milan", rsa_spki(&ark_key), &ark_key, vec![]);
+            let asvk = cert("CN=ARK-Milan", "CN=SEV-VLEK-Milan", rsa_spki(&asvk_key), &ark_key, vec![]);
+            let vlek_spki = spki(vlek_key.verifying_key().to_public_key_der().unwrap().as_bytes());
+            let exts = vec![
+                spl("1.3.6.1.4.1.3704.1.3.1", 3),
+                spl("1.3.6.1.4.1.3704.1.3.2", 0),
+                spl("1.3.6.1.4.1.3704.1.3.3", 8),
+                spl("1.3.6.1.4.1.3704.1.3.8", 115),
+            ];
+            let vlek = cert("CN=SEV-VLEK-Milan", "CN=SEV-VLEK", vlek_spki, &asvk_key, exts);
+            (ark, asvk, vlek, vlek_key)
+        }
+    }
+
+    #[test]
+    fn a_vlek_signed_report_verifies_through_the_asvk_and_a_vcek_claim_does_not() {
+        let (ark, asvk, vlek, key) = vlek_chain::make();
+        let tcb = crate::snp::report::Tcb { bootloader: 3, tee: 0, snp: 8, microcode: 115 };
+        let body = crate::snp::report::AttestationReport {
+            cpuid: Some(crate::snp::report::CpuidFms::MILAN_B0),
+            chip_id: [0; 64], // VLEK reports need not carry a chip id
+            mask_chip_key: false,
+            signing_key: crate::snp::report::signing_key::VLEK,
+            reported_tcb: tcb,
+            ..Default::default()
+        };
+        let report = SnpReport::parse(&body.sign(&key).unwrap()).unwrap();
+        let mut certs = SnpCerts::default();
+        for c in [&ark, &asvk, &vlek] {
+            certs.add(c.clone(), "test").unwrap();
+        }
+        assert_eq!(CertRole::of(&asvk), Some(CertRole::Asvk));
+        let opts = SnpVerifyOptions { certs, root: TrustedRoot::Given(Box::new(ark)), now: now() };
+        let v = verify(&report, &opts, &Expectations::default());
+        assert!(v.passed(), "{:#?}", v.checks);
+        assert!(v.get("snp.ask").unwrap().detail.starts_with("ASVK"), "{:#?}", v.checks);
+        assert!(v.get("snp.chip_id").is_none(), "a VLEK has no hwID to compare");
+
+        // The same key claimed as a VCEK (SIGNING_KEY 0) is refused.
+        let as_vcek =
+            crate::snp::report::AttestationReport { signing_key: crate::snp::report::signing_key::VCEK, ..body };
+        let report = SnpReport::parse(&as_vcek.sign(&key).unwrap()).unwrap();
+        let v = verify(&report, &opts, &Expectations::default());
+        assert_eq!(v.failed(), ["snp.signature"]);
+    }
 }
