@@ -225,6 +225,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         }
         _ => false,
     };
+    let mut cert_blob = None;
     let mut backend = match snp_config {
         None if tdx => {
             let chain = launch::tdx::certs::EmulatedIntelChain::load_or_create_default()
@@ -242,7 +243,15 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         }
         Some(s) => {
             let host = launch::snp::kvm::probe::probe_host(&kvm).map_err(|e| BuildError::SnpHardware(e.to_string()))?;
-            Backend::Snp(RealSnp::new(host, s.options.clone(), crate::snp_launch::SEV_FEATURES)?)
+            let certs = match &s.certs_file {
+                Some(path) => Some(
+                    launch::snp::kvm::exits::CertBlob::from_file(path)
+                        .map_err(|e| BuildError::Snp(format!("certs-file: {e}")))?,
+                ),
+                None => None,
+            };
+            cert_blob = certs.clone();
+            Backend::Snp(RealSnp::new(host, s.options.clone(), crate::snp_launch::SEV_FEATURES, certs.is_some())?)
         }
     };
     let vm = Arc::new(backend.as_dyn().create_vm(&kvm)?);
@@ -322,6 +331,8 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         steps,
         backend_name,
         snp_real,
+        snp_certs: cert_blob
+            .map(|b| Arc::new(launch::snp::kvm::exits::CertServer::new(launch::snp::kvm::exits::CertSource::Blob(b)))),
         tdx: tdx_runtime,
         launch: launch_info,
         i8042: devs.i8042,

@@ -37,6 +37,7 @@ pub mod pause;
 pub mod seccomp;
 pub mod snp;
 pub mod snp_launch;
+pub mod snp_real;
 pub mod stats;
 pub mod tdx;
 pub mod vcpu;

@@ -18,7 +18,8 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::pause::PauseGate;
 use crate::seccomp::{Filter, SeccompError};
-use crate::snp::{RealSnpExits, SnpVcpuExits};
+use crate::snp::SnpVcpuExits;
+use crate::snp_real::RealSnpExits;
 use crate::vm::VmEvent;
 
 thread_local! {
@@ -91,6 +92,8 @@ enum Next {
     InternalError,
     /// The emulated SNP platform's VMGEXIT doorbell: served once the borrow ends.
     Vmgexit,
+    /// KVM_EXIT_SNP_REQ_CERTS: answered through kvm_run once the borrow ends.
+    ReqCerts,
     Stop(VmEvent),
 }
 
@@ -167,6 +170,11 @@ fn run_loop(
                 Some(Err(event)) => return Some(event),
                 None => return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) }),
             },
+            Next::ReqCerts => {
+                if let Some(real) = &ctx.snp_real {
+                    real.req_certs(vcpu.get_kvm_run());
+                }
+            }
             Next::Vmgexit => {
                 if let Some(s) = snp.as_mut() {
                     if let Err(event) = s.vmgexit(vcpu, &ctx.pio, &ctx.mmio) {
@@ -196,6 +204,9 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
 fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Next {
     match exit {
         VcpuExit::IoOut(arch::ghcb::EMULATED_VMGEXIT_PORT, _) if snp.is_some() => Next::Vmgexit,
+        VcpuExit::Unsupported(launch::snp::kvm::uapi::KVM_EXIT_SNP_REQ_CERTS) if ctx.snp_real.is_some() => {
+            Next::ReqCerts
+        }
         VcpuExit::Hypercall(h) if ctx.snp_real.is_some() => {
             if let Some(real) = &ctx.snp_real {
                 *h.ret = real.hypercall(h.nr, &h.args);
