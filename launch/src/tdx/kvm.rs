@@ -1,0 +1,4 @@
+//! The real TDX launch through the upstream KVM ABI (Linux >= 6.16).
+
+pub mod ioctl;
+pub mod uapi;
