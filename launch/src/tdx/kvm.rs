@@ -1,4 +1,5 @@
 //! The real TDX launch through the upstream KVM ABI (Linux >= 6.16).
 
 pub mod ioctl;
+pub mod probe;
 pub mod uapi;
