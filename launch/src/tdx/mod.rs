@@ -6,4 +6,5 @@
 //! - The emulated platform: the TDX module's and KVM's part, done in software for
 //!   hosts without TDX (`--tee tdx --emulated`, never chosen silently).
 
+pub mod hob;
 pub mod kvm;
