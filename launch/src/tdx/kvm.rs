@@ -3,4 +3,5 @@
 pub mod ioctl;
 pub mod options;
 pub mod probe;
+pub mod quote;
 pub mod uapi;
