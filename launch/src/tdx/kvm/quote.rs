@@ -783,7 +783,7 @@ mod tests {
         assert_eq!(parse(BUF, 0x1800), Err(ALIGN_ERROR));
         assert_eq!(parse(BUF, GET_QUOTE_MAX_BUF_LEN + 0x1000), Err(INVALID_OPERAND));
         assert_eq!(parse(SHARED_BIT | BUF, 0x1000), Err(INVALID_OPERAND), "the shared bit is cleared by KVM");
-        assert_eq!(parse(u64::MAX & !0xfff, 0x2000), Err(INVALID_OPERAND));
+        assert_eq!(parse(!0xfff, 0x2000), Err(INVALID_OPERAND));
         assert_eq!(parse(BUF + 0x3000, 0x2000), Err(INVALID_OPERAND), "runs out of shared memory");
         mem.write_shared(BUF + 16, &0x1fe9u32.to_le_bytes()).unwrap(); // in_len = 0x2000 - 23
         assert_eq!(parse(BUF, 0x2000), Err(INVALID_OPERAND), "in_len runs past the buffer");
