@@ -3,7 +3,7 @@
 //! mapping as the shared side, the memory attributes that say which side a page uses,
 //! and the conversions between them that the guest asks for at run time
 //! (`KVM_HC_MAP_GPA_RANGE` hypercall exits, which is how KVM forwards an SNP guest's
-//! Page State Change requests and a TD's TDG.VP.VMCALL<MapGPA>, and
+//! Page State Change requests and a TD's `TDG.VP.VMCALL<MapGPA>`, and
 //! `KVM_EXIT_MEMORY_FAULT`).
 //!
 //! A conversion sets the range's KVM memory attribute first, then discards the backing
@@ -30,7 +30,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestM
 
 /// `#define KVM_HC_MAP_GPA_RANGE 12` (include/uapi/linux/kvm_para.h): the hypercall
 /// KVM forwards to user space as `KVM_EXIT_HYPERCALL` for page-state changes (an SNP
-/// guest's Page State Change requests and a TD's TDG.VP.VMCALL<MapGPA> arrive as this
+/// guest's Page State Change requests and a TD's `TDG.VP.VMCALL<MapGPA>` arrive as this
 /// hypercall, once [`enable_exit_hypercall`] has asked for it).
 pub const KVM_HC_MAP_GPA_RANGE: u64 = 12;
 

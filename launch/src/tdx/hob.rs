@@ -22,7 +22,7 @@
 //! launch cuts the RAM range holding it into unaccepted head, accepted range and
 //! unaccepted tail, and adjacent accepted ranges stay separate descriptors, so that for
 //! the same memory and firmware the TD HOB is byte for byte QEMU's. That matters: TDVF
-//! measures the TD HOB (up to the end-of-list HOB) into RTMR[0].
+//! measures the TD HOB (up to the end-of-list HOB) into `RTMR[0]`.
 //!
 //! TDVF checks the list before using it (OvmfPkg's `ValidateHobList`): zero reserved
 //! header fields, exact lengths, a known boot mode and resource type, no unknown

@@ -338,7 +338,7 @@ pub mod fatal_regs {
 /// Bit 63 of ReportFatalError's error code: R13 holds a GPA.
 pub const FATAL_ERROR_GPA_VALID: u64 = 1 << 63;
 
-/// A TD's TDG.VP.VMCALL<ReportFatalError>: the TD has stopped for good.
+/// A TD's `TDG.VP.VMCALL<ReportFatalError>`: the TD has stopped for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TdxFatalError {
     /// The report.

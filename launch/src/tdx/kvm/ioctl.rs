@@ -94,7 +94,7 @@ pub struct TdxInitVm {
     /// MROWNERCONFIG.
     pub mrownerconfig: [u8; 48],
     /// The CPUID configuration: only leaves in the capabilities' `cpuid_configs`, and
-    /// 0x80000008 with the guest physical address width (48 or 52) in EAX[23:16].
+    /// 0x80000008 with the guest physical address width (48 or 52) in `EAX[23:16]`.
     pub cpuid: Vec<kvm_cpuid_entry2>,
 }
 

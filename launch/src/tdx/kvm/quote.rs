@@ -1,9 +1,9 @@
-//! TDG.VP.VMCALL<GetQuote>: the TD puts a TD report in a shared buffer, the VMM forwards
+//! `TDG.VP.VMCALL<GetQuote>`: the TD puts a TD report in a shared buffer, the VMM forwards
 //! it to a quote generation service (Intel's QGS, at a Unix socket or vsock address:
 //! the `quote-generation-socket` option) and writes the quote back, asynchronously, then
 //! notifies the TD through the vector it registered with SetupEventNotifyInterrupt.
 //!
-//! # The shared buffer (GHCI specification, "TDG.VP.VMCALL<GetQuote>"; QEMU's
+//! # The shared buffer (GHCI specification, "`TDG.VP.VMCALL<GetQuote>`"; QEMU's
 //! `struct tdx_get_quote_header`)
 //!
 //! A 24-byte header, little-endian: `u64 structure_version` (1), `u64 error_code`

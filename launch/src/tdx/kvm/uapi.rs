@@ -248,7 +248,7 @@ pub struct KvmTdxInitMemRegion {
 pub const KVM_EXIT_TDX: u32 = 40;
 
 /// `#define KVM_SYSTEM_EVENT_TDX_FATAL 7` (include/uapi/linux/kvm.h): the TD called
-/// TDG.VP.VMCALL<ReportFatalError>; `data[0..16]` are its RAX..R15.
+/// `TDG.VP.VMCALL<ReportFatalError>`; `data[0..16]` are its RAX..R15.
 pub const KVM_SYSTEM_EVENT_TDX_FATAL: u32 = 7;
 
 /// The `KVM_EXIT_TDX` member of `kvm_run`'s exit union (include/uapi/linux/kvm.h):
