@@ -221,8 +221,8 @@ pub enum QgsError {
     Response(String),
 }
 
-/// The quote in a GET_QUOTE_RESP message (without the length prefix) of `len` bytes, if
-/// it is valid (see the module documentation).
+/// The quote in a GET_QUOTE_RESP message (without its length prefix), if the message is
+/// valid (see the module documentation).
 pub fn decode_get_quote_response(msg: &[u8]) -> Result<Vec<u8>, QgsError> {
     let bad = |m: String| Err(QgsError::Response(m));
     let fixed = size_of::<QgsGetQuoteResp>();
@@ -600,6 +600,7 @@ impl QuoteService {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(tdvmcall_status::INVALID_OPERAND);
         }
+        let (restore, restore_gpa, restore_header) = (mem.clone(), req.gpa, req.header);
         let in_flight = self.in_flight.clone();
         let timeout = self.timeout;
         let spawned = std::thread::Builder::new().name("tdx-getquote".into()).spawn(move || {
@@ -614,6 +615,8 @@ impl QuoteService {
         match spawned {
             Ok(handle) => Ok(Started::InFlight(handle)),
             Err(_) => {
+                // No thread will complete it: put the TD's header back and let it retry.
+                let _ = restore.write_shared(restore_gpa, &restore_header.to_bytes());
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 Err(tdvmcall_status::RETRY)
             }
