@@ -53,6 +53,9 @@ pub enum LaunchError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// A step of the real SEV-SNP launch failed.
+    #[error(transparent)]
+    SnpKvm(#[from] snp::kvm::SnpLaunchError),
     /// The emulated PSP refused a launch command.
     #[error(transparent)]
     Psp(#[from] snp::psp::PspError),

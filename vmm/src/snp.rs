@@ -577,3 +577,66 @@ impl SnpVcpuExits {
         vcpu.set_regs(&regs).map_err(|e| self.end(format!("KVM_SET_REGS: {e}")))
     }
 }
+
+/// The exits of a vCPU of a real SEV-SNP guest that KVM hands to user space: page-state
+/// changes (MAP_GPA_RANGE hypercalls, memory faults) and termination requests. KVM
+/// serves the GHCB itself.
+pub struct RealSnpExits {
+    /// The vCPU.
+    pub index: u32,
+    /// The launch: its guest_memfds and conversions.
+    pub launch: Arc<launch::snp::kvm::SnpKvmLaunch>,
+    /// The VM (KVM_SET_MEMORY_ATTRIBUTES).
+    pub vm: Arc<kvm_ioctls::VmFd>,
+    /// The devices' view of guest memory.
+    pub shared: Arc<SharedMemory>,
+}
+
+impl std::fmt::Debug for RealSnpExits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealSnpExits").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl RealSnpExits {
+    /// After a conversion, the devices see exactly the shared pages.
+    fn converted(&self, c: &launch::snp::kvm::memory::Conversion) {
+        if let Err(e) = self.shared.set_shared(c.gpa, c.len, !c.to_private) {
+            log::warn!("vCPU {}: the devices' view of {:#x} (+{:#x}): {e}", self.index, c.gpa, c.len);
+        }
+    }
+
+    /// KVM_EXIT_HYPERCALL: MAP_GPA_RANGE converts; the value to return to the guest.
+    pub fn hypercall(&self, nr: u64, args: &[u64; 6]) -> u64 {
+        let Some(memory) = self.launch.memory() else { return u64::MAX };
+        let result = memory.handle_map_gpa_range(&self.vm, nr, args);
+        match &result {
+            Ok(c) => self.converted(c),
+            Err(e) => log::debug!("vCPU {}: MAP_GPA_RANGE refused: {e}", self.index),
+        }
+        launch::snp::kvm::memory::hypercall_ret(&result)
+    }
+
+    /// KVM_EXIT_MEMORY_FAULT: converts the faulting range, or ends the VM (the fault
+    /// would repeat forever).
+    pub fn memory_fault(&self, flags: u64, gpa: u64, size: u64) -> Result<(), VmEvent> {
+        let fail = |message: String| VmEvent::VcpuFailed { vcpu: self.index, message };
+        let memory = self.launch.memory().ok_or_else(|| fail("memory fault before the launch has memory".into()))?;
+        let c = memory
+            .handle_memory_fault(&self.vm, flags, gpa, size)
+            .map_err(|e| fail(format!("memory fault at {gpa:#x} (+{size:#x}) cannot be resolved: {e}")))?;
+        self.converted(&c);
+        Ok(())
+    }
+
+    /// KVM_SYSTEM_EVENT_SEV_TERM: the guest's termination request, if this is one.
+    pub fn termination(&self, event_type: u32, data: &[u64]) -> Option<VmEvent> {
+        use launch::snp::kvm::exits::SevTermination;
+        Some(match SevTermination::from_system_event(event_type, data)? {
+            SevTermination::Request { set, code } => {
+                VmEvent::GuestTerminated { vcpu: self.index, set: u64::from(set), code: u64::from(code) }
+            }
+            other => VmEvent::VcpuFailed { vcpu: self.index, message: format!("SEV termination: {other:?}") },
+        })
+    }
+}

@@ -6,5 +6,9 @@
 //! - The emulated platform: the TDX module's and KVM's part, done in software for
 //!   hosts without TDX (`--tee tdx --emulated`, never chosen silently).
 
+pub mod certs;
+pub mod emulated;
 pub mod hob;
 pub mod kvm;
+pub mod quote;
+pub mod report;
