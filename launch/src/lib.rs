@@ -10,6 +10,7 @@
 pub mod measure;
 pub mod plain;
 pub mod plan;
+pub mod private_memory;
 pub mod snp;
 pub mod tdx;
 
