@@ -217,6 +217,50 @@ fn the_demo_guest_lives_its_whole_life_through_the_api() {
 }
 
 #[test]
+fn an_emulated_snp_guest_lives_its_life_through_the_api_with_its_measurement_and_launch_log() {
+    let vmm = Cvmm::start(&["serve"]);
+    let config = r#"{"rng": true, "timeout_secs": 120, "tee": {"type": "snp", "emulated": true}}"#;
+    assert_eq!(vmm.put("/v1/vm", config).0, 204);
+    let (status, info) = vmm.get("/v1/vm");
+    assert_eq!((status, info["state"].as_str(), info["tee"].as_str()), (200, Some("created"), Some("snp-emulated")));
+    let expected = info["expected_measurement"].as_str().expect("an SNP VM has an expected measurement").to_string();
+    let measure = common::cvmm().args(["measure", "--tee", "snp", "--emulated", "--rng"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&measure.stdout).trim(), expected);
+    let (status, log) = vmm.get("/v1/vm/launch-log");
+    assert_eq!(status, 200);
+    assert!(log.as_array().is_some_and(|l| l.len() >= 5), "ranges and VMSA: {log}");
+
+    assert_eq!(vmm.put("/v1/vm/boot", "").0, 204);
+    let info = vmm.wait_for_state("exited");
+    assert_eq!(info["exit"]["reason"], "guest_exit", "{info}");
+    assert_eq!(info["exit"]["exit_status"], 0);
+    vmm.wait_for_output(&format!("attestation: measurement {expected}"));
+    assert_eq!(vmm.put("/v1/vmm/shutdown", "").0, 204);
+    let (code, stderr) = vmm.wait_for_exit();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn an_emulated_td_lives_its_life_through_the_api_with_its_mrtd() {
+    let vmm = Cvmm::start(&["serve"]);
+    let config = r#"{"rng": true, "memory": "64M", "timeout_secs": 120, "tee": {"type": "tdx", "emulated": true}}"#;
+    assert_eq!(vmm.put("/v1/vm", config).0, 204);
+    let (status, info) = vmm.get("/v1/vm");
+    assert_eq!((status, info["tee"].as_str()), (200, Some("tdx-emulated")));
+    let expected = info["expected_measurement"].as_str().expect("a TD has an expected MRTD").to_string();
+    let measure =
+        common::cvmm().args(["measure", "--tee", "tdx", "--emulated", "--rng", "--memory", "64M"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&measure.stdout).trim(), expected);
+    assert_eq!(vmm.put("/v1/vm/boot", "").0, 204);
+    let info = vmm.wait_for_state("exited");
+    assert_eq!(info["exit"]["reason"], "guest_exit", "{info}");
+    vmm.wait_for_output(&format!("attestation: mrtd {expected}"));
+    assert_eq!(vmm.put("/v1/vmm/shutdown", "").0, 204);
+    let (code, stderr) = vmm.wait_for_exit();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
 fn a_guest_that_ignores_the_shutdown_request_is_ended_after_the_timeout() {
     // cli; hlt; jmp back: the keyboard interrupt never gets in.
     let kernel = temp_file("deaf.elf", &tiny_elf(&[0xfa, 0xf4, 0xeb, 0xfc]));

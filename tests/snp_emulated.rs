@@ -170,8 +170,7 @@ fn a_wrong_id_block_fails_the_launch_and_a_right_one_is_accepted() {
         let block = IdBlock::new(ld, 0x30000);
         let auth = block.sign(&key, None).unwrap();
         let Tee::Snp(mut snp) = config.tee.clone() else { unreachable!() };
-        snp.id_block = Some(block.to_base64());
-        snp.id_auth = Some(auth.to_base64());
+        snp.apply_options(&format!("id-block={},id-auth={}", block.to_base64(), auth.to_base64())).unwrap();
         VmConfig { tee: Tee::Snp(snp), ..config.clone() }
     };
     let mut vm = build_vm(&with_id(digest), Box::new(SharedBuf::default())).expect("the right ID block launches");

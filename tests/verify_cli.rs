@@ -449,3 +449,40 @@ fn emulated_snp_report_verifies_with_its_exported_chain_and_fails_with_amds_root
     assert_eq!(failed(&out), ["snp.signature"]);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn emulated_tdx_quote_meets_its_expectations_but_needs_collateral_to_verify() {
+    // Arrange: a quote from the demo TD on the emulated TDX platform and its root.
+    let launch = ["--tee", "tdx", "--emulated", "--rng", "--memory", "64M"];
+    let run = cvmm().args(["run", "--timeout", "60"]).args(launch).output().unwrap();
+    let console = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "console: {console}\nstderr: {}", String::from_utf8_lossy(&run.stderr));
+    let mut quote = Vec::new();
+    for line in field(&console, "attestation: quote ") {
+        let (_, hex) = line.split_once(' ').unwrap();
+        quote.extend(hex::decode(hex).unwrap());
+    }
+    let quote_file = temp_file("verify_emulated_quote.bin", &quote);
+    let nonce = field(&console, "rng: ")[0].to_string();
+    let dir = std::env::temp_dir().join(format!("cvmm-verify-tdx-{}", std::process::id()));
+    let out = cvmm().args(["tdx-certs", "--export"]).arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Act: cvmm exports no collateral for the emulated platform (yet).
+    let mut args: Vec<String> =
+        ["--report", &path_str(&quote_file), "--root", &path_str(&dir.join("root.pem"))].map(String::from).to_vec();
+    args.extend(["--expect-report-data".into(), nonce, "--expect-rtmr".into(), format!("0={}", "00".repeat(48))]);
+    args.extend(["--expect-measurement-of", "--"].map(String::from));
+    args.extend(launch.map(String::from));
+    let (code, out, err) = verify(&args);
+
+    // Assert: the quote parses and meets the expectations (MRTD from `cvmm measure`'s
+    // arguments, the nonce, RTMR0), but without collateral it is not verified.
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert_eq!(failed(&out), ["tdx.quote", "tdx.tcb_status"], "{out}");
+    assert!(out.contains("FAIL tdx.quote: no collateral"), "{out}");
+    for name in ["debug", "measurement", "report_data", "rtmr0"] {
+        assert!(checks(&out).contains(&("PASS".to_string(), name.to_string())), "{name}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -8,6 +8,9 @@ mod common;
 #[path = "../vmm/examples/lifecycle.rs"]
 #[allow(dead_code)]
 mod lifecycle_example;
+#[path = "../vmm/examples/snp_emulated.rs"]
+#[allow(dead_code)]
+mod snp_example;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,6 +250,20 @@ fn a_vm_that_already_ran_cannot_be_started_again() {
     assert!(matches!(&err, ControlError::Run(e) if matches!(**e, vmm::RunError::AlreadyRan)), "{err}");
     assert_eq!(handle.state(), VmState::Exited);
     assert!(handle.info().error.unwrap().contains("already run"));
+}
+
+#[test]
+fn the_emulated_snp_example_runs_and_its_report_carries_the_predicted_measurement() {
+    let (exit, reported) = snp_example::snp_emulated(Box::new(std::io::sink())).unwrap();
+    assert_eq!(exit, VmExit::GuestExit(0));
+    let config = VmConfig {
+        tee: vmm::Tee::Snp(vmm::SnpConfig { emulated: true, ..Default::default() }),
+        rng: true,
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let (_, digest) = vmm::snp_measurement(&config).unwrap();
+    assert_eq!(reported, digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
 }
 
 #[test]

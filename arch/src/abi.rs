@@ -44,6 +44,8 @@ pub const FLAG_SNP: u32 = 1 << 1;
 /// `flags` bit: the confidential platform is cvmm's software emulation, whose
 /// VMGEXIT doorbell is a port write (`crate::ghcb::EMULATED_VMGEXIT_PORT`).
 pub const FLAG_EMULATED_PLATFORM: u32 = 1 << 2;
+/// `flags` bit: the guest is an Intel TDX guest (with [`FLAG_CONFIDENTIAL`]).
+pub const FLAG_TDX: u32 = 1 << 3;
 /// Offset of the 32-bit entry from a cvmm guest program's ELF entry point.
 pub const ENTRY32_OFFSET: u64 = 0x40;
 /// The 8 bytes right before the 32-bit entry, which mark a program that has one.

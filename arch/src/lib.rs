@@ -21,3 +21,4 @@ pub mod layout;
 pub mod mptable;
 pub mod paging;
 pub mod regs;
+pub mod tdcall;

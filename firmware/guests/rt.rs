@@ -14,6 +14,9 @@ use crate::abi::{DEBUG_EXIT_PORT, SERIAL_PORT};
 /// The SEV-SNP firmware and platform layer (the 32-bit entry of confidential launches).
 #[path = "snp.rs"]
 pub mod snp;
+/// The TDX firmware and platform layer.
+#[path = "tdx.rs"]
+pub mod tdx;
 
 global_asm!(
     ".section .text.start, \"ax\"",
@@ -30,6 +33,9 @@ global_asm!(
 pub fn outb(port: u16, value: u8) {
     if snp::active() {
         return snp::outb(port, value);
+    }
+    if tdx::is_tdx() {
+        return tdx::outb(port, value);
     }
     // SAFETY: port I/O has no memory effects in this guest; cvmm handles the exit.
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
@@ -51,6 +57,9 @@ pub fn mmio_read32(addr: u64) -> u32 {
     if snp::active() {
         return snp::mmio_read32(addr);
     }
+    if tdx::is_tdx() {
+        return tdx::mmio_read32(addr);
+    }
     // SAFETY: `addr` is a device register in the identity-mapped MMIO hole.
     unsafe { core::ptr::read_volatile(addr as *const u32) }
 }
@@ -59,6 +68,9 @@ pub fn mmio_read32(addr: u64) -> u32 {
 pub fn mmio_write32(addr: u64, v: u32) {
     if snp::active() {
         return snp::mmio_write32(addr, v);
+    }
+    if tdx::is_tdx() {
+        return tdx::mmio_write32(addr, v);
     }
     // SAFETY: as for `mmio_read32`.
     unsafe { core::ptr::write_volatile(addr as *mut u32, v) }

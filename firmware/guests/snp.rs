@@ -61,16 +61,28 @@ global_asm!(
     ".code32",
     ".global _start32",
     "_start32:",
-    "    mov ebx, esi",
-    // C-bit from the CPUID page: scan its entries for function 0x8000001f.
-    "    mov edi, [esi + 0x140]",
+    // TDX: every vCPU starts here at once (via the reset vector), RCX = TD HOB (non-zero),
+    // ESI = vCPU index. SEV-SNP: only the BSP, RCX = 0, ESI = boot info.
+    "    test ecx, ecx",
+    "    jz 20f",
+    "    test esi, esi",
+    "    jnz 30f",
+    "    mov esi, 0x5000",
+    "20: mov ebx, esi",
+    // Masks for the high dword of page-table entries: EBP private, EDI shared.
+    // TDX: shared GPAs have bit 47 set. SNP: private ones have the C-bit (CPUID page).
     "    xor ebp, ebp",
-    "    test edi, edi",
+    "    mov edi, 0x8000",
+    "    test dword ptr [esi + 0x14], 8",
+    "    jnz 3f",
+    "    xor edi, edi",
+    "    mov eax, [esi + 0x140]",
+    "    test eax, eax",
     "    jz 3f",
-    "    mov ecx, [edi]",
+    "    mov ecx, [eax]",
     "    cmp ecx, 64",
     "    ja 3f",
-    "    lea edx, [edi + 16]",
+    "    lea edx, [eax + 16]",
     "1:  test ecx, ecx",
     "    jz 3f",
     "    cmp dword ptr [edx], 0x8000001f",
@@ -108,12 +120,21 @@ global_asm!(
     "    jb 7f",
     "    cmp ecx, 1536",
     "    jb 6f",
-    "7:  xor edx, edx",
+    "7:  mov edx, edi",
     "6:  mov [ecx * 8 + 0xb004], edx",
     "    inc ecx",
     "    cmp ecx, 2048",
     "    jne 5b",
-    "    mov eax, 0x9000",
+    // The page tables are ready: TDX application processors may follow.
+    "    mov dword ptr [tdx_ap_go], 1",
+    "    jmp 40f",
+    // TDX application processors: wait (paging off) until the BSP built the tables.
+    "30: xor ebx, ebx",
+    "31: pause",
+    "    cmp dword ptr [tdx_ap_go], 0",
+    "    je 31b",
+    // Long mode on the shared page tables; EBX = boot info (BSP) or 0 (AP, ESI = index).
+    "40: mov eax, 0x9000",
     "    mov cr3, eax",
     "    mov eax, cr4",
     "    or eax, 0x20",
@@ -126,8 +147,14 @@ global_asm!(
     "    or eax, 0x80000001",
     "    mov cr0, eax",
     "    lgdt [gdtr64]",
+    "    mov esp, esi",
+    "    inc esp",
+    "    shl esp, 12",
+    "    add esp, 0x180000",
+    "    test ebx, ebx",
+    "    jz 41f",
     "    mov esp, offset __stack_top",
-    "    push 0x8",
+    "41: push 0x8",
     "    .byte 0x68",
     "    .long snp_entry64",
     "    retf",
@@ -140,12 +167,18 @@ global_asm!(
     "    xor eax, eax",
     "    mov fs, eax",
     "    mov gs, eax",
+    "    xor ebp, ebp",
+    "    test ebx, ebx",
+    "    jz 42f",
     "    lea rsp, [rip + __stack_top]",
     "    mov edi, ebx",
-    "    xor ebp, ebp",
     "    call snp_start",
     "9:  hlt",
     "    jmp 9b",
+    "42: mov edi, esi",
+    "    call tdx_ap_main",
+    "43: pause",
+    "    jmp 43b",
     // Application processors start here, in long mode, from the VMSA the BSP built:
     // RSP is their stack, RDI their index.
     ".code64",
@@ -164,6 +197,11 @@ global_asm!(
     ".text",
 );
 
+/// Set by the BSP's 32-bit stub once the page tables exist: TDX APs enter long mode.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+static mut tdx_ap_go: u32 = 0;
+
 /// GPA of this vCPU's GHCB (0: not an SNP guest, use the plain instructions).
 static GHCB_GPA: AtomicU64 = AtomicU64::new(0);
 /// Whether the platform is cvmm's emulated one (doorbell port instead of VMGEXIT).
@@ -178,7 +216,7 @@ const AP_STACK_BASE: u64 = 0x18_0000;
 /// The most vCPUs cvmm's firmware starts.
 pub const MAX_VCPUS: u64 = 128;
 /// Set by each AP when its share of memory is validated (1) or failed (2).
-static AP_DONE: [core::sync::atomic::AtomicU8; MAX_VCPUS as usize] =
+pub static AP_DONE: [core::sync::atomic::AtomicU8; MAX_VCPUS as usize] =
     [const { core::sync::atomic::AtomicU8::new(0) }; MAX_VCPUS as usize];
 /// What the APs validate: [2 MiB, TOP) without the bounce region, 2 MiB page number
 /// `n` by vCPU `n % VCPUS`.
@@ -268,6 +306,9 @@ fn validate_range(start: u64, end: u64) -> bool {
 
 /// Validates the 2 MiB pages `n` of `[start, end)` with `n % stride == which`.
 fn validate_strided(start: u64, end: u64, which: u64, stride: u64) -> bool {
+    if crate::rt::tdx::is_tdx() {
+        return crate::rt::tdx::accept_strided(start, end, which, stride);
+    }
     let mut at = start;
     while at < end {
         if (at / TWO_MIB) % stride != which {
@@ -445,8 +486,26 @@ pub fn request_pages() -> (u64, u64, u64) {
     (area + REQ_PAGE_OFFSET, area + RESP_PAGE_OFFSET, area + CERTS_OFFSET)
 }
 
+/// Sets what the vCPUs validate (or accept): RAM up to `top` without the bounce region.
+pub fn set_share_plan(top: u64, bounce: (u64, u64), vcpus: u64) {
+    VALIDATE_TOP.store(top, Ordering::Relaxed);
+    BOUNCE[0].store(bounce.0, Ordering::Relaxed);
+    BOUNCE[1].store(bounce.1, Ordering::Relaxed);
+    VCPUS.store(vcpus, Ordering::Relaxed);
+}
+
+/// How many vCPUs share the validation.
+pub fn share_stride() -> u64 {
+    VCPUS.load(Ordering::Relaxed)
+}
+
+/// Validates (SNP) or accepts (TDX) the first 2 MiB.
+pub fn validate_first(end: u64) -> bool {
+    validate_range(0, end)
+}
+
 /// Validates vCPU `which`'s share of the memory above 2 MiB.
-fn validate_share(which: u64, stride: u64) -> bool {
+pub fn validate_share(which: u64, stride: u64) -> bool {
     let top = VALIDATE_TOP.load(Ordering::Relaxed);
     let (b0, b1) = (BOUNCE[0].load(Ordering::Relaxed), BOUNCE[1].load(Ordering::Relaxed));
     validate_strided(TWO_MIB, b0.clamp(TWO_MIB, top), which, stride) && validate_strided(b1.min(top), top, which, stride)
@@ -520,7 +579,11 @@ extern "C" fn snp_ap_main(index: u64) {
 #[no_mangle]
 extern "C" fn snp_start(boot_info: u64) -> ! {
     // SAFETY: the boot info page is measured private memory the launch put there.
-    let mut info: BootInfo = unsafe { core::ptr::read_volatile(boot_info as *const BootInfo) };
+    let info: BootInfo = unsafe { core::ptr::read_volatile(boot_info as *const BootInfo) };
+    if info.is_valid() && info.flags & crate::abi::FLAG_TDX != 0 {
+        crate::rt::tdx::tdx_start(info);
+    }
+    let mut info = info;
     if !info.is_valid() || info.flags & FLAG_SNP == 0 {
         terminate(0x14);
     }

@@ -2,7 +2,7 @@
 //! checks that each gets the GHCB specification's error, without the VM ending.
 //!
 //! Run with `--tee snp --emulated`. Each check that fails ends the VM through the
-//! debug-exit port with its number (1-11). When all pass, the guest asks to be
+//! debug-exit port with its number (1-13). When all pass, the guest asks to be
 //! terminated with reason set 1, code 0x42 (GHCB page protocol), which the test
 //! expects to see as the VM's end.
 #![no_std]
@@ -13,6 +13,10 @@
 mod abi;
 #[path = "rt.rs"]
 mod rt;
+#[path = "aes_gcm.rs"]
+mod aes_gcm;
+#[path = "snp_msg.rs"]
+mod snp_msg;
 
 use abi::BootInfo;
 use rt::snp::ghcb::*;
@@ -93,6 +97,28 @@ extern "C" fn guest_main(info: *const BootInfo, _zero_page: *const u8) -> ! {
     check(11, rc == PVALIDATE_FAIL_INPUT);
     // And a real one still works: an already validated page is "unchanged".
     check(11, pvalidate(0x20_0000, false, true) == (PVALIDATE_SUCCESS, true));
+
+    // 11. An extended guest request whose certificate buffer is too small: INVALID_LEN,
+    // and RBX says how many pages it needs (nothing is sent to the PSP).
+    let (req, _resp, _certs) = rt::snp::request_pages();
+    ghcb_begin(EXIT_EXT_GUEST_REQUEST, req, req + 0x1000);
+    ghcb_set(OFF_RAX, ghcb + 0x4000);
+    ghcb_set(OFF_RBX, 0);
+    check(12, ghcb_call_prepared() == Ok(GUEST_REQ_ERR_INVALID_LEN));
+    check(12, ghcb_read::<u64>(OFF_RBX) > 0);
+
+    // 12. A guest message sent twice: the PSP answers the first and refuses the replay
+    // (INVALID_PARAM) without answering it.
+    let mut key = [0u8; 32];
+    // SAFETY: the secrets page is the launch's private page; VMPCK0 is at 0x20.
+    unsafe { core::ptr::copy_nonoverlapping((info.snp_secrets + 0x20) as *const u8, key.as_mut_ptr(), 32) };
+    let mut channel = snp_msg::GuestChannel::new(&key, 0, 0);
+    let mut page = [0u8; snp_msg::PAGE_SIZE];
+    check(13, channel.build_report_request(&[7u8; 64], 0, &mut page).is_ok());
+    // SAFETY: the request page is the firmware's shared page.
+    unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), req as *mut u8, page.len()) };
+    check(13, rt::snp::guest_request(false) == Ok(0));
+    check(13, rt::snp::guest_request(false) == Ok(0x16));
 
     // All answered: ask for termination with a reason the test recognizes.
     let _ = ghcb_call(EXIT_TERM_REQUEST, (1 << 12) | (0x42 << 16), 0);

@@ -39,6 +39,11 @@ pub mod test_guests {
         include_bytes!(concat!(env!("OUT_DIR"), "/virtio_rng_test.elf"))
     }
 
+    /// The emulated-TDX TDCALL test guest (firmware/guests/tdx_test.rs).
+    pub fn tdx() -> &'static [u8] {
+        include_bytes!(concat!(env!("OUT_DIR"), "/tdx_test.elf"))
+    }
+
     /// The emulated-SNP GHCB test guest (firmware/guests/snp_ghcb_test.rs).
     pub fn snp_ghcb() -> &'static [u8] {
         include_bytes!(concat!(env!("OUT_DIR"), "/snp_ghcb_test.elf"))

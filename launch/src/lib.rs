@@ -10,6 +10,7 @@
 pub mod measure;
 pub mod plain;
 pub mod plan;
+pub mod private_memory;
 pub mod snp;
 pub mod tdx;
 pub mod verify;
@@ -53,6 +54,9 @@ pub enum LaunchError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// A step of the real SEV-SNP launch failed.
+    #[error(transparent)]
+    SnpKvm(#[from] snp::kvm::SnpLaunchError),
     /// The emulated PSP refused a launch command.
     #[error(transparent)]
     Psp(#[from] snp::psp::PspError),

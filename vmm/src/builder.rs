@@ -33,6 +33,8 @@ use kvm_bindings::{kvm_enable_cap, KVM_API_VERSION, KVM_CAP_SPLIT_IRQCHIP};
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use launch::plain::PlainKvm;
 use launch::snp::emulated::EmulatedSnp;
+use launch::snp::real::RealSnp;
+use launch::tdx::emulated::{EmulatedTdx, TdxModuleConfig};
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile};
@@ -170,6 +172,9 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// A real TDX launch was asked for on a host that cannot do it.
+    #[error("--tee tdx: {0} (use --emulated for cvmm's software-emulated TDX platform)")]
+    TdxHardware(String),
     /// A real SEV-SNP launch was asked for on a host that cannot do it.
     #[error("--tee snp: {0} (use --emulated for cvmm's software-emulated SNP platform)")]
     SnpHardware(String),
@@ -208,26 +213,53 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     steps.mark("validate inputs and open KVM");
 
     let snp_config = match &config.tee {
-        Tee::Snp(s) if s.emulated => Some(s),
-        Tee::Snp(_) => return Err(BuildError::SnpHardware(launch_real_snp_unavailable(&kvm))),
-        Tee::None => None,
+        Tee::Snp(s) => Some(s),
+        Tee::None | Tee::Tdx(_) => None,
     };
-    let mut emulated_snp = match snp_config {
-        Some(s) => Some(EmulatedSnp::new(psp_launch(&kvm, s)?)),
-        None => None,
+    let tdx = match &config.tee {
+        Tee::Tdx(t) if t.emulated => true,
+        Tee::Tdx(_) => {
+            return Err(BuildError::TdxHardware(
+                "this host offers no TDX VM type (the real TDX launch needs Linux >= 6.16 with kvm_intel.tdx=1 and a loaded TDX module)".into(),
+            ))
+        }
+        _ => false,
     };
-    if emulated_snp.is_some() {
-        steps.mark("prepare the SNP platform (policy, key chain)");
-    }
-    let mut plain = PlainKvm::new();
-    let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
-        Some(b) => b,
-        None => &mut plain,
+    let mut cert_blob = None;
+    let mut backend = match snp_config {
+        None if tdx => {
+            let chain = launch::tdx::certs::EmulatedIntelChain::load_or_create_default()
+                .map_err(|e| BuildError::TdxHardware(format!("the emulated Intel key chain: {e}")))?;
+            let backend =
+                EmulatedTdx::new(TdxModuleConfig::default(), Arc::new(chain)).map_err(BuildError::TdxHardware)?;
+            steps.mark("prepare the TDX platform (key chain, quoting enclave)");
+            Backend::TdxEmulated(backend)
+        }
+        None => Backend::Plain(PlainKvm::new()),
+        Some(s) if s.emulated => {
+            let b = Backend::SnpEmulated(EmulatedSnp::new(psp_launch(&kvm, s)?));
+            steps.mark("prepare the SNP platform (policy, key chain)");
+            b
+        }
+        Some(s) => {
+            let host = launch::snp::kvm::probe::probe_host(&kvm).map_err(|e| BuildError::SnpHardware(e.to_string()))?;
+            let certs = match &s.certs_file {
+                Some(path) => Some(
+                    launch::snp::kvm::exits::CertBlob::from_file(path)
+                        .map_err(|e| BuildError::Snp(format!("certs-file: {e}")))?,
+                ),
+                None => None,
+            };
+            cert_blob = certs.clone();
+            Backend::Snp(RealSnp::new(host, s.options.clone(), crate::snp_launch::SEV_FEATURES, certs.is_some())?)
+        }
     };
-    let vm = Arc::new(backend.create_vm(&kvm)?);
+    let vm = Arc::new(backend.as_dyn().create_vm(&kvm)?);
     enable_split_irqchip(&vm)?;
-    let mem = create_guest_memory(&layout, config.guest_memory)?;
-    backend.add_memory(&vm, &mem)?;
+    // A TD starts at the reset vector: the top page below 4 GiB is guest memory too.
+    let extra: &[(u64, u64)] = if tdx { &[(launch::plan::tdx_direct::RESET_PAGE, 0x1000)] } else { &[] };
+    let mem = create_guest_memory(&layout, extra, config.guest_memory)?;
+    backend.as_dyn().add_memory(&vm, &mem)?;
     // A plain VM shares all of its memory with the devices; a confidential one none,
     // until the guest converts pages.
     let shared = Arc::new(if config.tee.is_confidential() {
@@ -238,22 +270,33 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     steps.mark("create VM and guest memory");
 
     let kernel = load_kernel(&mem, &config.kernel, &mut kernel_image)?;
+    // The entry state of a confidential guest comes from its plan (VMSAs) or from the
+    // TDX module; this one is not used then.
+    let unused_entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
+    let mut tdx_runtime = None;
     let (entry, snp_runtime, launch_info) = match snp_config {
+        None if tdx => {
+            let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel)?;
+            backend.as_dyn().load_plan(&vm, &mem, &plan)?;
+            if let Backend::TdxEmulated(b) = &backend {
+                if let Some(p) = b.platform() {
+                    tdx_runtime = Some((p, snp_cpuid_table(&kvm)?));
+                }
+            }
+            (unused_entry, None, LaunchInfo::tdx(config.tee.name(), &plan))
+        }
         None => (write_boot_data(&mem, &layout, config, &kernel, initrd)?, None, LaunchInfo::plain()),
         Some(snp) => {
             let table = snp_cpuid_table(&kvm)?;
             let page = crate::snp_launch::cpuid_page(&table)?;
             let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, Some(page))?;
-            backend.load_plan(&vm, &mem, &plan)?;
-            let platform = emulated_snp.as_ref().and_then(|b| b.platform());
-            // The entry state comes from the plan's VMSAs; this one is not used.
-            let entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
-            (entry, platform.map(|p| (p, table)), LaunchInfo::snp(config.tee.name(), &plan))
+            backend.as_dyn().load_plan(&vm, &mem, &plan)?;
+            let platform = match &backend {
+                Backend::SnpEmulated(b) => b.platform(),
+                _ => None,
+            };
+            (unused_entry, platform.map(|p| (p, table)), LaunchInfo::snp(config.tee.name(), &plan))
         }
-    };
-    let backend: &mut dyn LaunchBackend = match emulated_snp.as_mut() {
-        Some(b) => b,
-        None => &mut plain,
     };
     steps.mark("load kernel and boot data");
 
@@ -264,9 +307,14 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     let subscribers = create_virtio_devices(&vm, config, &shared, &mut devs, &console)?;
     steps.mark("create devices");
 
-    let vcpus = create_vcpus(&kvm, &vm, backend, config.vcpus, entry)?;
-    backend.finalize(&vm, &mem)?;
+    let vcpus = create_vcpus(&kvm, &vm, backend.as_dyn(), config.vcpus, entry)?;
+    backend.as_dyn().finalize(&vm, &mem)?;
     steps.mark("create vCPUs and finalize");
+    let backend_name = backend.as_dyn().name();
+    let snp_real = match backend {
+        Backend::Snp(b) => b.into_runtime(),
+        _ => None,
+    };
 
     Ok(Vm {
         vcpus,
@@ -281,7 +329,11 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         timeout: config.timeout,
         seccomp: config.seccomp,
         steps,
-        backend_name: backend.name(),
+        backend_name,
+        snp_real,
+        snp_certs: cert_blob
+            .map(|b| Arc::new(launch::snp::kvm::exits::CertServer::new(launch::snp::kvm::exits::CertSource::Blob(b)))),
+        tdx: tdx_runtime,
         launch: launch_info,
         i8042: devs.i8042,
         snp: snp_runtime,
@@ -301,12 +353,49 @@ pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [
     let mut image = open_kernel(&config.kernel)?;
     // The same loader writes the program into scratch memory (never touched, so never
     // allocated beyond the program's own pages).
-    let mem = create_guest_memory(&layout, GuestMemoryPolicy::Dump)?;
+    let mem = create_guest_memory(&layout, &[], GuestMemoryPolicy::Dump)?;
     let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
     let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, None)?;
     let digest = launch::measure::snp::launch_digest(&plan)
         .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
     Ok((plan, digest))
+}
+
+/// The TDX launch plan `config` describes and its MRTD, as the launch would produce
+/// them: what `cvmm measure --tee tdx` prints for the arguments of a `cvmm run`.
+pub fn tdx_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [u8; 48]), BuildError> {
+    let layout = config.validate()?;
+    if !matches!(config.tee, Tee::Tdx(_)) {
+        return Err(BuildError::Config(ConfigError::NotTdx));
+    }
+    let mut image = open_kernel(&config.kernel)?;
+    let mem = create_guest_memory(&layout, &[], GuestMemoryPolicy::Dump)?;
+    let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
+    let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel)?;
+    let mrtd = launch::measure::tdx::mrtd(&plan)
+        .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
+    Ok((plan, mrtd))
+}
+
+/// The launch backend a configuration chose (one per build, on the stack: no point in
+/// boxing the larger variants).
+#[allow(clippy::large_enum_variant)]
+enum Backend {
+    Plain(PlainKvm),
+    SnpEmulated(EmulatedSnp),
+    Snp(RealSnp),
+    TdxEmulated(EmulatedTdx),
+}
+
+impl Backend {
+    fn as_dyn(&mut self) -> &mut dyn LaunchBackend {
+        match self {
+            Backend::Plain(b) => b,
+            Backend::SnpEmulated(b) => b,
+            Backend::Snp(b) => b,
+            Backend::TdxEmulated(b) => b,
+        }
+    }
 }
 
 /// A kernel image: the embedded demo guest or a file.
@@ -386,9 +475,14 @@ fn enable_split_irqchip(vm: &VmFd) -> Result<(), BuildError> {
     vm.enable_cap(&cap).map_err(BuildError::SplitIrqchip)
 }
 
-fn create_guest_memory(layout: &MemoryLayout, policy: GuestMemoryPolicy) -> Result<GuestMemoryMmap, BuildError> {
+/// Maps the layout's RAM regions and `extra` ones (GPA, length).
+fn create_guest_memory(
+    layout: &MemoryLayout,
+    extra: &[(u64, u64)],
+    policy: GuestMemoryPolicy,
+) -> Result<GuestMemoryMmap, BuildError> {
     let ranges: Vec<(GuestAddress, usize)> =
-        layout.ram_regions().iter().map(|&(gpa, len)| (GuestAddress(gpa), len as usize)).collect();
+        layout.ram_regions().iter().chain(extra).map(|&(gpa, len)| (GuestAddress(gpa), len as usize)).collect();
     let err = |message: String| BuildError::GuestMemory { size: layout.mem_size(), message };
     let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| err(e.to_string()))?;
     for region in mem.iter() {
@@ -687,19 +781,6 @@ fn create_vcpus(
         .collect()
 }
 
-/// Why this host cannot launch a real SEV-SNP guest.
-fn launch_real_snp_unavailable(kvm: &Kvm) -> String {
-    const KVM_X86_SNP_VM: u64 = 4;
-    let types = kvm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_VM_TYPES));
-    if !std::path::Path::new("/dev/sev").exists() {
-        return "this host has no SEV firmware interface (/dev/sev is missing: no SEV-SNP hardware, or the ccp driver is not loaded)".into();
-    }
-    if types < 0 || (types as u64) & (1 << KVM_X86_SNP_VM) == 0 {
-        return format!("KVM does not offer the SNP VM type (KVM_CAP_VM_TYPES = {types:#x}; needs Linux >= 6.11 with kvm_amd.sev_snp=1)");
-    }
-    "the real SEV-SNP launch path is not wired into this build yet".into()
-}
-
 /// The CPUID table an emulated SNP guest sees (KVM's, filtered, with the SEV leaf).
 fn snp_cpuid_table(kvm: &Kvm) -> Result<Arc<[kvm_bindings::kvm_cpuid_entry2]>, BuildError> {
     let mut cpuid = kvm
@@ -719,15 +800,17 @@ fn psp_launch(kvm: &Kvm, snp: &crate::config::SnpConfig) -> Result<launch::snp::
     let fw = launch::snp::psp::FIRMWARE_VERSION;
     // The policy is the operator's request: debug is allowed when the policy asks for it.
     let host = PolicyHost::new(smt, true, fw.major, fw.minor);
-    SnpPolicy::new(snp.policy).validate(&host).map_err(|e| psp_err("policy", &e))?;
-    let host_data = base64_of(&snp.host_data);
-    let finish = launch::snp::id_block::FinishOptions::from_qemu(
-        snp.id_block.as_deref(),
-        snp.id_auth.as_deref(),
-        Some(if snp.author_key_enabled { "on" } else { "off" }),
-        Some(&host_data),
-    )
-    .map_err(|e| psp_err("launch options", &e))?;
+    let o = &snp.options;
+    SnpPolicy::new(o.policy).validate(&host).map_err(|e| psp_err("policy", &e))?;
+    use launch::snp::id_block::{FinishOptions, IdAuth, IdBlock};
+    let id = match (&o.id_block, &o.id_auth) {
+        (Some(block), Some(auth)) => Some((
+            IdBlock::from_bytes(&block[..]).map_err(|e| psp_err("id-block", &e))?,
+            IdAuth::from_bytes(&auth[..]).map_err(|e| psp_err("id-auth", &e))?,
+        )),
+        _ => None,
+    };
+    let finish = FinishOptions { id, author_key_enabled: o.author_key_enabled, host_data: o.host_data };
     let mut supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| BuildError::Launch(LaunchError::SupportedCpuid(e)))?;
@@ -735,10 +818,5 @@ fn psp_launch(kvm: &Kvm, snp: &crate::config::SnpConfig) -> Result<launch::snp::
     let cpuid = launch::snp::cpuid_page::CpuidPlatform::from_kvm_supported(supported.as_slice());
     let chain = launch::snp::certs::EmulatedAmdChain::load_or_create_default()
         .map_err(|e| psp_err("the emulated AMD key chain", &e))?;
-    Ok(launch::snp::psp::PspLaunch { policy: snp.policy, finish, cpuid, chain: Arc::new(chain) })
-}
-
-fn base64_of(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    Ok(launch::snp::psp::PspLaunch { policy: o.policy, finish, cpuid, chain: Arc::new(chain) })
 }

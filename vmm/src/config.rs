@@ -68,6 +68,15 @@ pub enum Tee {
     None,
     /// AMD SEV-SNP.
     Snp(SnpConfig),
+    /// Intel TDX.
+    Tdx(TdxConfig),
+}
+
+/// An Intel TDX guest's launch options.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TdxConfig {
+    /// Run on cvmm's software-emulated TDX platform instead of TDX hardware.
+    pub emulated: bool,
 }
 
 impl Tee {
@@ -82,80 +91,41 @@ impl Tee {
             Tee::None => "plain",
             Tee::Snp(s) if s.emulated => "snp-emulated",
             Tee::Snp(_) => "snp",
+            Tee::Tdx(t) if t.emulated => "tdx-emulated",
+            Tee::Tdx(_) => "tdx",
         }
     }
 }
 
-/// An SEV-SNP guest's launch options (named as QEMU's `sev-snp-guest` object names them).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An SEV-SNP guest's launch options: QEMU's `sev-snp-guest` options (names and value
+/// formats: [`launch::snp::kvm::options::SnpKvmOptions`]), and the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SnpConfig {
     /// Run on cvmm's software-emulated SNP platform instead of SNP hardware.
     pub emulated: bool,
-    /// Guest policy (`policy`, default 0x30000).
-    pub policy: u64,
-    /// Host data for attestation reports (`host-data`, 32 bytes).
-    pub host_data: [u8; 32],
-    /// The ID block (`id-block`, base64 of 96 bytes), checked at launch finish.
-    pub id_block: Option<String>,
-    /// Its authentication structure (`id-auth`, base64 of 4096 bytes).
-    pub id_auth: Option<String>,
-    /// Whether the ID key is certified by an author key (`author-key-enabled`).
-    pub author_key_enabled: bool,
+    /// policy, host-data, id-block, id-auth, author-key-enabled, ...
+    pub options: launch::snp::kvm::options::SnpKvmOptions,
+    /// A certificate blob (GHCB certificate-table format) served to the guest's
+    /// extended attestation requests on SNP hardware (`certs-file`, cvmm's own option;
+    /// needs a host kernel with KVM_SEV_SNP_ENABLE_REQ_CERTS). The emulated platform
+    /// serves its own chain.
+    pub certs_file: Option<std::path::PathBuf>,
 }
 
 impl SnpConfig {
-    /// Applies `key=value,...` options with QEMU's sev-snp-guest names and value
-    /// formats: `policy` (a number, decimal or 0x hex), `host-data` (base64 of 32 bytes),
-    /// `id-block` and `id-auth` (base64), `author-key-enabled` (on/off/true/false).
+    /// Applies `key=value,...` options with QEMU's sev-snp-guest names and value formats
+    /// (e.g. `policy=0x30000,host-data=BASE64,id-block=BASE64,id-auth=BASE64`), and
+    /// cvmm's `certs-file=PATH`.
     pub fn apply_options(&mut self, options: &str) -> Result<(), String> {
-        use base64::Engine;
         for item in options.split(',').filter(|s| !s.is_empty()) {
             let (key, value) = item.split_once('=').ok_or_else(|| format!("'{item}' is not KEY=VALUE"))?;
-            match key {
-                "policy" => {
-                    let parsed = match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
-                        Some(hex) => u64::from_str_radix(hex, 16),
-                        None => value.parse(),
-                    };
-                    self.policy = parsed.map_err(|_| format!("policy: '{value}' is not a number"))?;
-                }
-                "host-data" => {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(value)
-                        .map_err(|e| format!("host-data: not base64: {e}"))?;
-                    self.host_data =
-                        bytes.try_into().map_err(|b: Vec<u8>| format!("host-data: {} bytes, not 32", b.len()))?;
-                }
-                "id-block" => self.id_block = Some(value.to_string()),
-                "id-auth" => self.id_auth = Some(value.to_string()),
-                "author-key-enabled" => {
-                    self.author_key_enabled = match value {
-                        "on" | "true" | "yes" => true,
-                        "off" | "false" | "no" => false,
-                        _ => return Err(format!("author-key-enabled: '{value}' is not on/off")),
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "unknown SNP option '{other}' (known: policy, host-data, id-block, id-auth, author-key-enabled)"
-                    ))
-                }
+            if key == "certs-file" {
+                self.certs_file = Some(value.into());
+                continue;
             }
+            self.options.set(key, value).map_err(|e| e.to_string())?;
         }
-        Ok(())
-    }
-}
-
-impl Default for SnpConfig {
-    fn default() -> Self {
-        Self {
-            emulated: false,
-            policy: 0x30000,
-            host_data: [0; 32],
-            id_block: None,
-            id_auth: None,
-            author_key_enabled: false,
-        }
+        self.options.check().map_err(|e| e.to_string())
     }
 }
 
@@ -312,11 +282,14 @@ pub enum ConfigError {
     /// A timeout of zero.
     #[error("timeout: must be greater than zero")]
     ZeroTimeout,
+    /// A question about a TDX launch for a configuration without `--tee tdx`.
+    #[error("tee: this needs a TDX configuration (--tee tdx)")]
+    NotTdx,
     /// A question about an SEV-SNP launch for a configuration without `--tee snp`.
     #[error("tee: this needs an SEV-SNP configuration (--tee snp)")]
     NotSnp,
     /// An SEV-SNP guest with more memory than cvmm's firmware maps.
-    #[error("memory: an SEV-SNP guest may have at most {} MiB (cvmm's guest firmware maps the memory below the MMIO hole)", MAX_SNP_MEMORY >> 20)]
+    #[error("memory: a confidential guest may have at most {} MiB (cvmm's guest firmware maps the memory below the MMIO hole)", MAX_SNP_MEMORY >> 20)]
     SnpMemory,
     /// More virtio devices than interrupt lines.
     #[error("devices: {0} virtio devices, more than the {max} cvmm can wire", max = arch::layout::VIRTIO_MAX_DEVICES)]
@@ -336,10 +309,8 @@ impl VmConfig {
         if self.timeout == Some(Duration::ZERO) {
             return Err(ConfigError::ZeroTimeout);
         }
-        if let Tee::Snp(_) = &self.tee {
-            if self.memory > MAX_SNP_MEMORY {
-                return Err(ConfigError::SnpMemory);
-            }
+        if self.tee.is_confidential() && self.memory > MAX_SNP_MEMORY {
+            return Err(ConfigError::SnpMemory);
         }
         let n = self.virtio_devices().len();
         if n > arch::layout::VIRTIO_MAX_DEVICES as usize {

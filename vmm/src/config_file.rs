@@ -140,46 +140,59 @@ struct TeeFile {
     id_auth: Option<String>,
     #[serde(default, rename = "author-key-enabled")]
     author_key_enabled: bool,
+    #[serde(default, rename = "certs-file", skip_serializing_if = "Option::is_none")]
+    certs_file: Option<PathBuf>,
 }
 
 impl TeeFile {
     fn to_tee(&self) -> Result<Tee, ConfigFileError> {
-        if self.kind != "snp" {
-            return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp)", self.kind)));
+        if self.kind == "tdx" {
+            return Ok(Tee::Tdx(crate::config::TdxConfig { emulated: self.emulated }));
         }
-        let mut snp = SnpConfig {
-            emulated: self.emulated,
-            id_block: self.id_block.clone(),
-            id_auth: self.id_auth.clone(),
-            author_key_enabled: self.author_key_enabled,
-            ..Default::default()
+        if self.kind != "snp" {
+            return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp, tdx)", self.kind)));
+        }
+        let mut snp = SnpConfig { emulated: self.emulated, certs_file: self.certs_file.clone(), ..Default::default() };
+        let set = |snp: &mut SnpConfig, key: &str, value: &str| {
+            snp.options.set(key, value).map_err(|e| ConfigFileError::Field { field: "tee", message: e.to_string() })
         };
         if let Some(p) = self.policy {
-            snp.policy = p;
+            snp.options.policy = p;
         }
-        if let Some(h) = &self.host_data {
-            use base64::Engine;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(h)
-                .map_err(|e| field("tee.host-data")(format!("not base64: {e}")))?;
-            snp.host_data =
-                bytes.try_into().map_err(|b: Vec<u8>| field("tee.host-data")(format!("{} bytes, not 32", b.len())))?;
+        for (key, value) in [("host-data", &self.host_data), ("id-block", &self.id_block), ("id-auth", &self.id_auth)] {
+            if let Some(v) = value {
+                set(&mut snp, key, v)?;
+            }
         }
+        snp.options.author_key_enabled = self.author_key_enabled;
+        snp.options.check().map_err(|e| ConfigFileError::Field { field: "tee", message: e.to_string() })?;
         Ok(Tee::Snp(snp))
     }
 
     fn from_tee(tee: &Tee) -> Option<TeeFile> {
         use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         match tee {
             Tee::None => None,
+            Tee::Tdx(t) => Some(TeeFile {
+                kind: "tdx".into(),
+                emulated: t.emulated,
+                policy: None,
+                host_data: None,
+                id_block: None,
+                id_auth: None,
+                author_key_enabled: false,
+                certs_file: None,
+            }),
             Tee::Snp(s) => Some(TeeFile {
                 kind: "snp".into(),
                 emulated: s.emulated,
-                policy: Some(s.policy),
-                host_data: Some(base64::engine::general_purpose::STANDARD.encode(s.host_data)),
-                id_block: s.id_block.clone(),
-                id_auth: s.id_auth.clone(),
-                author_key_enabled: s.author_key_enabled,
+                policy: Some(s.options.policy),
+                host_data: Some(b64(&s.options.host_data)),
+                id_block: s.options.id_block.as_ref().map(|b| b64(&b[..])),
+                id_auth: s.options.id_auth.as_ref().map(|b| b64(&b[..])),
+                author_key_enabled: s.options.author_key_enabled,
+                certs_file: s.certs_file.clone(),
             }),
         }
     }
@@ -320,7 +333,7 @@ mod tests {
         assert!(!c.seccomp);
         let Tee::Snp(snp) = &c.tee else { panic!("not SNP") };
         assert!(snp.emulated);
-        assert_eq!((snp.policy, snp.host_data[0], snp.host_data[31]), (0x30000, 1, 32));
+        assert_eq!((snp.options.policy, snp.options.host_data[0], snp.options.host_data[31]), (0x30000, 1, 32));
         assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
     }
 
@@ -341,6 +354,6 @@ mod tests {
         let err = VmConfig::from_json(r#"{"tee": {"type": "sgx"}}"#).unwrap_err().to_string();
         assert!(err.starts_with("configuration: tee.type:"), "{err}");
         let err = VmConfig::from_json(r#"{"tee": {"type": "snp", "host-data": "AAAA"}}"#).unwrap_err().to_string();
-        assert!(err.contains("tee.host-data: 3 bytes"), "{err}");
+        assert!(err.contains("host-data"), "{err}");
     }
 }

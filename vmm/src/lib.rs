@@ -18,6 +18,7 @@
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
 //! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
 //! - [`seccomp`]: the seccomp allow-lists of the vCPU, device-loop and main threads.
+//! - [`host_check`]: whether this host can launch SEV-SNP or TDX guests (`cvmm host-check`).
 //! - [`verify`]: `cvmm verify`, checking attestation evidence as a relying party.
 //!
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod config_file;
 pub mod device_loop;
 pub mod handle;
+pub mod host_check;
 pub mod irq;
 pub mod launch_log;
 pub mod measure;
@@ -36,12 +38,14 @@ pub mod pause;
 pub mod seccomp;
 pub mod snp;
 pub mod snp_launch;
+pub mod snp_real;
 pub mod stats;
+pub mod tdx;
 pub mod vcpu;
 pub mod verify;
 pub mod vm;
 
-pub use builder::{build_vm, snp_measurement, BuildError};
-pub use config::{ConfigError, KernelSource, SnpConfig, Tee, VmConfig};
+pub use builder::{build_vm, snp_measurement, tdx_measurement, BuildError};
+pub use config::{ConfigError, KernelSource, SnpConfig, TdxConfig, Tee, VmConfig};
 pub use handle::{ControlError, VmHandle, VmInfo, VmState};
 pub use vm::{LaunchInfo, RunError, Vm, VmExit};

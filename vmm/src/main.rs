@@ -29,14 +29,51 @@ enum Command {
     /// Export the emulated SEV-SNP platform's AMD-style certificate chain (ARK, ASK,
     /// VCEK; generated once per installation and cached) for relying parties.
     SnpCerts(SnpCertsArgs),
+    /// Export the emulated TDX platform's Intel-style certificate chain (root, PCK
+    /// platform CA, PCK; generated once per installation and cached) for relying parties.
+    TdxCerts(SnpCertsArgs),
     /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
     /// paused, resumed and shut down through it; their consoles go to stdout.
     Serve(ServeArgs),
+    /// Check whether this host can launch SEV-SNP or TDX guests: one line per requirement
+    /// (PASS, WARN or FAIL with the evidence), then a verdict per platform. Exits 0 when
+    /// the platform asked for with --tee (and --emulated) is ready; without --tee, 0.
+    HostCheck(HostCheckArgs),
     /// Check attestation evidence (an SEV-SNP report or a TDX quote) as a relying
     /// party: signatures and certificate chain up to the vendor's root, then what is
     /// expected of the guest. One PASS/FAIL line per check; exit status 0 when all
     /// pass, 1 when one fails, 2 when the inputs cannot be read (docs/verify.md).
     Verify(Box<VerifyArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+struct HostCheckArgs {
+    /// Exit 0 only if this TEE can launch guests here: snp or tdx.
+    #[arg(long, value_name = "snp|tdx", value_parser = parse_tee)]
+    tee: Option<vmm::measure::Tee>,
+    /// With --tee: ask about cvmm's emulated platform for that TEE instead of the hardware.
+    #[arg(long, requires = "tee")]
+    emulated: bool,
+    /// KVM device node.
+    #[arg(long, default_value = "/dev/kvm")]
+    kvm_device: PathBuf,
+    /// SEV firmware device (QEMU's sev-device).
+    #[arg(long, default_value = "/dev/sev")]
+    sev_device: PathBuf,
+}
+
+/// `cvmm host-check`: the report on stdout; the exit status answers --tee.
+fn host_check(args: HostCheckArgs) -> ExitCode {
+    let opts = vmm::host_check::HostCheckOptions { kvm_device: args.kvm_device, sev_device: args.sev_device };
+    let report = vmm::host_check::check_host(&opts);
+    print!("{report}");
+    match args.tee {
+        None => ExitCode::SUCCESS,
+        Some(tee) => match report.verdict(tee, args.emulated) {
+            Some(v) if v.ready() => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        },
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,9 +85,28 @@ struct ServeArgs {
 
 #[derive(clap::Args, Debug)]
 struct SnpCertsArgs {
-    /// Directory to write ark.pem, ask.pem, vcek.pem and cert_chain.pem (ASK then ARK) into.
+    /// Directory to write the chain into: for SNP ark.pem, ask.pem, vcek.pem and
+    /// cert_chain.pem (ASK then ARK); for TDX root.pem, pck_chain.pem, pck.pem and
+    /// tcb_signing_chain.pem.
     #[arg(long, value_name = "DIR")]
     export: PathBuf,
+}
+
+fn tdx_certs(args: SnpCertsArgs) -> ExitCode {
+    let chain = match launch::tdx::certs::EmulatedIntelChain::load_or_create_default() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.export) {
+        return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
+    }
+    match chain.export(&args.export) {
+        Ok(()) => {
+            println!("{}", args.export.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn snp_certs(args: SnpCertsArgs) -> ExitCode {
@@ -211,11 +267,13 @@ fn main() -> ExitCode {
             run(args, sub)
         }
         Command::SnpCerts(args) => snp_certs(args),
+        Command::TdxCerts(args) => tdx_certs(args),
         Command::Measure(args) => {
             let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
             measure(args, sub)
         }
         Command::Serve(args) => serve(&args.api_socket),
+        Command::HostCheck(args) => host_check(args),
         Command::Verify(args) => verify(*args),
     }
 }
@@ -335,12 +393,15 @@ fn measure_direct_boot(
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let (plan, digest) = match vmm::snp_measurement(&config) {
+    let is_tdx = matches!(config.tee, vmm::Tee::Tdx(_));
+    let measured = if is_tdx { vmm::tdx_measurement(&config) } else { vmm::snp_measurement(&config) };
+    let (plan, digest) = match measured {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
     if let Some(path) = launch_log {
-        let lines = vmm::launch_log::to_json_lines(&vmm::measure::snp_log(&plan));
+        let log = if is_tdx { vmm::launch_log::log_entries(&plan, |_| None) } else { vmm::measure::snp_log(&plan) };
+        let lines = vmm::launch_log::to_json_lines(&log);
         if let Err(e) = std::fs::write(path, lines) {
             return fail(&std::io::Error::new(
                 e.kind(),
@@ -350,8 +411,8 @@ fn measure_direct_boot(
     }
     if json {
         let report = serde_json::json!({
-            "tee": "snp",
-            "digest": hex::encode(digest),
+            "tee": if is_tdx { "tdx" } else { "snp" },
+            if is_tdx { "mrtd" } else { "digest" }: hex::encode(digest),
             "vcpus": config.vcpus,
             "plan_ranges": plan.ranges.len(),
             "tee_name": config.tee.name(),
@@ -446,7 +507,13 @@ fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> R
             }
             Ok(vmm::Tee::Snp(snp))
         }
-        Some(other) => Err(format!("--tee {other}: cvmm knows snp")),
+        Some("tdx") => {
+            if options.is_some() {
+                return Err("--tee-options: no TDX options are supported yet".into());
+            }
+            Ok(vmm::Tee::Tdx(vmm::TdxConfig { emulated }))
+        }
+        Some(other) => Err(format!("--tee {other}: cvmm knows snp and tdx")),
     }
 }
 
@@ -754,8 +821,8 @@ fn verify_expectations(args: &VerifyArgs) -> Result<launch::verify::Expectations
 }
 
 /// The measurement (hex) `cvmm measure ARGS` prints: the same parsing and the same
-/// computation (vmm::measure for a firmware image, vmm::snp_measurement for cvmm's own
-/// direct boot).
+/// computation (vmm::measure for a firmware image, vmm::snp_measurement or
+/// vmm::tdx_measurement for cvmm's own direct boot).
 fn measurement_of(measure_args: &[String]) -> Result<String, Box<dyn std::error::Error>> {
     #[derive(Parser, Debug)]
     #[command(name = "cvmm verify --expect-measurement-of --", no_binary_name = true)]
@@ -771,7 +838,10 @@ fn measurement_of(measure_args: &[String]) -> Result<String, Box<dyn std::error:
     };
     let Some(firmware) = args.firmware else {
         let config = effective_config(args.run, &matches)?;
-        let (_, digest) = vmm::snp_measurement(&config)?;
+        let (_, digest) = match config.tee {
+            vmm::Tee::Tdx(_) => vmm::tdx_measurement(&config)?,
+            _ => vmm::snp_measurement(&config)?,
+        };
         return Ok(hex::encode(digest));
     };
     let opts = vmm::measure::MeasureOptions {

@@ -127,6 +127,9 @@ const KVM_GET_SREGS: u64 = 0x8138_ae83;
 const KVM_SET_SREGS: u64 = 0x4138_ae84;
 /// `_IOW(KVMIO, 0x99, struct kvm_mp_state)`: a created AP becomes runnable.
 const KVM_SET_MP_STATE: u64 = 0x4004_ae99;
+/// `_IOW(KVMIO, 0xd2, struct kvm_memory_attributes)`: a real SNP guest's page-state
+/// changes (KVM_HC_MAP_GPA_RANGE, memory faults) convert pages from the vCPU's thread.
+const KVM_SET_MEMORY_ATTRIBUTES: u64 = 0x4020_aed2;
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
@@ -152,8 +155,13 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
                 KVM_GET_SREGS,
                 KVM_SET_SREGS,
                 KVM_SET_MP_STATE,
+                KVM_SET_MEMORY_ATTRIBUTES,
             ];
             allow_if_any(&mut r, libc::SYS_ioctl, 1, &ioctls)?;
+            // A converted page's old backing is discarded: a hole punched in the
+            // guest_memfd (fallocate), or the shared mapping's pages dropped (madvise,
+            // allowed to every thread).
+            allow(&mut r, &[libc::SYS_fallocate]);
         }
         ThreadKind::Devices => {
             // The event loop: epoll over queue eventfds and host sockets; connections are
@@ -275,6 +283,7 @@ mod tests {
         assert_eq!(KVM_GET_SREGS, ioc(2, 0x83, size_of::<kvm_bindings::kvm_sregs>()));
         assert_eq!(KVM_SET_SREGS, ioc(1, 0x84, size_of::<kvm_bindings::kvm_sregs>()));
         assert_eq!(KVM_SET_MP_STATE, ioc(1, 0x99, size_of::<kvm_bindings::kvm_mp_state>()));
+        assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, ioc(1, 0xd2, size_of::<kvm_bindings::kvm_memory_attributes>()));
     }
 
     #[test]
@@ -291,7 +300,7 @@ mod tests {
         let vcpu = rules(ThreadKind::Vcpu).unwrap();
         let devices = rules(ThreadKind::Devices).unwrap();
         let main = rules(ThreadKind::Main).unwrap();
-        assert_eq!(vcpu[&libc::SYS_ioctl].len(), 10);
+        assert_eq!(vcpu[&libc::SYS_ioctl].len(), 11);
         assert_eq!(devices[&libc::SYS_ioctl].len(), 1, "FIONBIO only");
         assert!(!main.contains_key(&libc::SYS_ioctl));
         assert!(devices.contains_key(&libc::SYS_socket));

@@ -92,16 +92,9 @@ pub fn boot_info(config: &VmConfig, layout: &MemoryLayout, snp: &SnpConfig) -> B
     info
 }
 
-/// The SNP launch plan for `config`, whose guest program `kernel` has been loaded into
-/// `mem`. `cpuid_page` is the CPUID page a launch uses (`None` when only measuring).
-pub fn snp_plan(
-    config: &VmConfig,
-    layout: &MemoryLayout,
-    snp: &SnpConfig,
-    mem: &GuestMemoryMmap,
-    kernel: &LoadedKernel,
-    cpuid_page: Option<Arc<[u8]>>,
-) -> Result<LaunchPlan, SnpLaunchError> {
+/// The loaded guest program as plan bytes: its first page's GPA, its pages (`.bss` and
+/// stack included), and its 32-bit entry, checked to be a cvmm guest program's.
+pub fn program_image(mem: &GuestMemoryMmap, kernel: &LoadedKernel) -> Result<(u64, Vec<u8>, u32), SnpLaunchError> {
     let start = kernel.start & !(PAGE - 1);
     let end = kernel.end.next_multiple_of(PAGE);
     let mut image = vec![0u8; (end - start) as usize];
@@ -117,7 +110,63 @@ pub fn snp_plan(
     if mem.read_slice(&mut marker, at).is_err() || marker != ENTRY32_MARKER {
         return Err(SnpLaunchError::NoEntry32);
     }
+    Ok((start, image, entry))
+}
 
+/// GPA of the TD HOB in a direct-boot TDX plan (RCX of every vCPU; cvmm's firmware
+/// tells a TD entry from an SNP one by it being non-zero).
+pub const TD_HOB_GPA: u64 = 0x8000;
+
+/// The boot information a TD gets (the devices, memory; flags confidential and TDX).
+pub fn tdx_boot_info(config: &VmConfig, layout: &MemoryLayout) -> BootInfo {
+    let mut info = boot_info(config, layout, &SnpConfig::default());
+    info.flags = FLAG_CONFIDENTIAL | arch::abi::FLAG_TDX;
+    info.snp_secrets = 0;
+    info.snp_cpuid = 0;
+    info
+}
+
+/// The direct-boot TDX launch plan for `config`, whose guest program `kernel` has been
+/// loaded into `mem`: boot info, TD HOB, program, page tables, reset vector; every page
+/// added and measured into MRTD.
+pub fn tdx_plan(
+    config: &VmConfig,
+    layout: &MemoryLayout,
+    mem: &GuestMemoryMmap,
+    kernel: &LoadedKernel,
+) -> Result<LaunchPlan, SnpLaunchError> {
+    use launch::plan::tdx_direct::{plan_tdx_direct, TdxDirectOptions};
+    let (start, image, entry32) = program_image(mem, kernel)?;
+    let mut info_page = vec![0u8; PAGE as usize];
+    info_page[..BOOT_INFO_SIZE].copy_from_slice(&tdx_boot_info(config, layout).to_bytes());
+    // An empty HOB list: cvmm's firmware reads the boot info; the HOB's address only
+    // marks the entry as a TD's.
+    let hob = vec![0u8; PAGE as usize];
+    plan_tdx_direct(&TdxDirectOptions {
+        images: vec![
+            (BOOT_INFO_START, info_page.into(), "boot info".into()),
+            (TD_HOB_GPA, hob.into(), "TD HOB".into()),
+            (start, image.into(), "guest program".into()),
+        ],
+        zero: vec![(PAGE_TABLES_START, PAGE_TABLES_LEN, "page tables".into())],
+        entry32,
+        hob: TD_HOB_GPA,
+        vcpus: config.vcpus,
+    })
+    .map_err(|e| SnpLaunchError::Plan(e.into()))
+}
+
+/// The SNP launch plan for `config`, whose guest program `kernel` has been loaded into
+/// `mem`. `cpuid_page` is the CPUID page a launch uses (`None` when only measuring).
+pub fn snp_plan(
+    config: &VmConfig,
+    layout: &MemoryLayout,
+    snp: &SnpConfig,
+    mem: &GuestMemoryMmap,
+    kernel: &LoadedKernel,
+    cpuid_page: Option<Arc<[u8]>>,
+) -> Result<LaunchPlan, SnpLaunchError> {
+    let (start, image, entry) = program_image(mem, kernel)?;
     let mut info_page = vec![0u8; PAGE as usize];
     info_page[..BOOT_INFO_SIZE].copy_from_slice(&boot_info(config, layout, snp).to_bytes());
     let plan = plan_snp_direct(&SnpDirectOptions {

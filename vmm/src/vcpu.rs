@@ -19,6 +19,7 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 use crate::pause::PauseGate;
 use crate::seccomp::{Filter, SeccompError};
 use crate::snp::SnpVcpuExits;
+use crate::snp_real::RealSnpExits;
 use crate::vm::VmEvent;
 
 thread_local! {
@@ -72,6 +73,10 @@ pub struct VcpuContext {
     pub pause: Arc<PauseGate>,
     /// The emulated SEV-SNP platform's exits of this vCPU, for an emulated SNP guest.
     pub snp: Option<SnpVcpuExits>,
+    /// A real SEV-SNP guest's page conversions and termination requests.
+    pub snp_real: Option<RealSnpExits>,
+    /// The emulated TDX platform's TDCALLs of this vCPU, for an emulated TD.
+    pub tdx: Option<crate::tdx::TdxVcpuExits>,
 }
 
 impl std::fmt::Debug for VcpuContext {
@@ -87,6 +92,8 @@ enum Next {
     InternalError,
     /// The emulated SNP platform's VMGEXIT doorbell: served once the borrow ends.
     Vmgexit,
+    /// KVM_EXIT_SNP_REQ_CERTS: answered through kvm_run once the borrow ends.
+    ReqCerts,
     Stop(VmEvent),
 }
 
@@ -102,6 +109,7 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, mut ctx: VcpuContext) {
     }
     KVM_RUN_PTR.with(|p| p.set(vcpu.get_kvm_run() as *mut kvm_run));
     let mut snp = ctx.snp.take();
+    let mut tdx = ctx.tdx.take();
     // An SNP AP runs only once the guest creates it from a VMSA of its own.
     if let Some(s) = &snp {
         if !s.wait_for_creation(&mut vcpu, &ctx.stopping) {
@@ -109,7 +117,7 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, mut ctx: VcpuContext) {
             return;
         }
     }
-    let outcome = run_loop(&mut vcpu, index, &ctx, &mut snp);
+    let outcome = run_loop(&mut vcpu, index, &ctx, &mut snp, &mut tdx);
     KVM_RUN_PTR.with(|p| p.set(std::ptr::null_mut()));
     if let Some(event) = outcome {
         // The controller may already be gone if another vCPU ended the VM first.
@@ -117,7 +125,13 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: u32, mut ctx: VcpuContext) {
     }
 }
 
-fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Option<VmEvent> {
+fn run_loop(
+    vcpu: &mut VcpuFd,
+    index: u32,
+    ctx: &VcpuContext,
+    snp: &mut Option<SnpVcpuExits>,
+    tdx: &mut Option<crate::tdx::TdxVcpuExits>,
+) -> Option<VmEvent> {
     loop {
         ctx.pause.park_while_closed();
         if ctx.stopping.load(Ordering::Acquire) {
@@ -137,11 +151,30 @@ fn run_loop(vcpu: &mut VcpuFd, index: u32, ctx: &VcpuContext, snp: &mut Option<S
         };
         match next {
             Next::Continue => {}
+            Next::InternalError if tdx.is_some() => {
+                use crate::tdx::TdcallOutcome;
+                match tdx.as_mut().and_then(|t| t.emulation_failure(vcpu, &ctx.pio, &ctx.mmio)) {
+                    Some(TdcallOutcome::Continue) => {}
+                    Some(TdcallOutcome::Park) => {
+                        // A halted vCPU with interrupts blocked never runs again.
+                        while !ctx.stopping.load(Ordering::Acquire) {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                    }
+                    Some(TdcallOutcome::End(event)) => return Some(event),
+                    None => return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) }),
+                }
+            }
             Next::InternalError => match snp.as_mut().and_then(|s| s.emulation_failure(vcpu)) {
                 Some(Ok(())) => {}
                 Some(Err(event)) => return Some(event),
                 None => return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) }),
             },
+            Next::ReqCerts => {
+                if let Some(real) = &ctx.snp_real {
+                    real.req_certs(vcpu.get_kvm_run());
+                }
+            }
             Next::Vmgexit => {
                 if let Some(s) = snp.as_mut() {
                     if let Err(event) = s.vmgexit(vcpu, &ctx.pio, &ctx.mmio) {
@@ -171,6 +204,29 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
 fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Next {
     match exit {
         VcpuExit::IoOut(arch::ghcb::EMULATED_VMGEXIT_PORT, _) if snp.is_some() => Next::Vmgexit,
+        VcpuExit::Unsupported(launch::snp::kvm::uapi::KVM_EXIT_SNP_REQ_CERTS) if ctx.snp_real.is_some() => {
+            Next::ReqCerts
+        }
+        VcpuExit::Hypercall(h) if ctx.snp_real.is_some() => {
+            if let Some(real) = &ctx.snp_real {
+                *h.ret = real.hypercall(h.nr, &h.args);
+            }
+            Next::Continue
+        }
+        VcpuExit::MemoryFault { flags, gpa, size } if ctx.snp_real.is_some() => {
+            match ctx.snp_real.as_ref().map(|r| r.memory_fault(flags, gpa, size)) {
+                Some(Err(event)) => Next::Stop(event),
+                _ => Next::Continue,
+            }
+        }
+        VcpuExit::SystemEvent(kind, data)
+            if ctx.snp_real.as_ref().and_then(|r| r.termination(kind, data)).is_some() =>
+        {
+            match ctx.snp_real.as_ref().and_then(|r| r.termination(kind, data)) {
+                Some(event) => Next::Stop(event),
+                None => Next::Continue,
+            }
+        }
         VcpuExit::X86Rdmsr(msr) if snp.is_some() => {
             match snp.as_ref().and_then(|s| s.rdmsr(msr.index)) {
                 Some(v) => *msr.data = v,

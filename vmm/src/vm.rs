@@ -68,6 +68,13 @@ pub enum VmEvent {
         /// Reason code.
         code: u64,
     },
+    /// A TD reported a fatal error (TDVMCALL ReportFatalError).
+    TdxFatalError {
+        /// The vCPU.
+        vcpu: u32,
+        /// The guest's error code (R12).
+        code: u64,
+    },
     /// A request from the VM's [`VmHandle`]; it does not end the VM by itself.
     Request(Request),
 }
@@ -130,14 +137,21 @@ pub enum VmExit {
         /// The grace period the guest had.
         grace: Duration,
     },
-    /// A confidential guest asked to be terminated (SEV-SNP GHCB termination request,
-    /// TDX fatal error), with its reason.
+    /// A confidential guest asked to be terminated (SEV-SNP GHCB termination request),
+    /// with its reason.
     GuestTerminated {
         /// The vCPU.
         vcpu: u32,
-        /// Reason set (SNP) or error class.
+        /// Reason set.
         set: u64,
         /// Reason code.
+        code: u64,
+    },
+    /// A TD reported a fatal error (TDVMCALL ReportFatalError), with its code.
+    TdxFatalError {
+        /// The vCPU.
+        vcpu: u32,
+        /// The guest's error code.
         code: u64,
     },
 }
@@ -172,6 +186,7 @@ impl VmExit {
             VmExit::VcpuFailed { .. } => "vcpu_failed",
             VmExit::ShutdownForced { .. } => "shutdown_forced",
             VmExit::GuestTerminated { .. } => "guest_terminated",
+            VmExit::TdxFatalError { .. } => "tdx_fatal_error",
         }
     }
 
@@ -185,6 +200,7 @@ impl VmExit {
             VmEvent::Crash { vcpu } => VmExit::Crash { vcpu },
             VmEvent::VcpuFailed { vcpu, message } => VmExit::VcpuFailed { vcpu, message },
             VmEvent::GuestTerminated { vcpu, set, code } => VmExit::GuestTerminated { vcpu, set, code },
+            VmEvent::TdxFatalError { vcpu, code } => VmExit::TdxFatalError { vcpu, code },
             VmEvent::Request(r) => return Err(r),
         })
     }
@@ -209,6 +225,9 @@ impl std::fmt::Display for VmExit {
             ),
             VmExit::GuestTerminated { vcpu, set, code } => {
                 write!(f, "the guest asked to be terminated on vCPU {vcpu}: reason set {set}, code {code:#x}")
+            }
+            VmExit::TdxFatalError { vcpu, code } => {
+                write!(f, "the TD reported a fatal error on vCPU {vcpu}: code {code:#x}")
             }
         }
     }
@@ -284,6 +303,20 @@ impl LaunchInfo {
         }
         Self { tee, expected_measurement: digest.ok().map(hex::encode), launch_log: crate::measure::snp_log(plan) }
     }
+
+    /// A TDX launch of `plan` under `tee` (`tdx`, `tdx-emulated`): MRTD as cvmm computes
+    /// it from the plan, and its launch log.
+    pub fn tdx(tee: &'static str, plan: &launch::plan::LaunchPlan) -> Self {
+        let mrtd = launch::measure::tdx::mrtd(plan);
+        if let Err(e) = &mrtd {
+            log::warn!("cannot compute the expected MRTD: {e}");
+        }
+        Self {
+            tee,
+            expected_measurement: mrtd.ok().map(hex::encode),
+            launch_log: crate::launch_log::log_entries(plan, |_| None),
+        }
+    }
 }
 
 /// A VM ready to run. Fields drop in declaration order: vCPUs and devices before the
@@ -305,6 +338,12 @@ pub struct Vm {
     pub(crate) launch: LaunchInfo,
     /// The i8042, through which a shutdown request reaches the guest.
     pub(crate) i8042: Arc<Mutex<devices::legacy::I8042>>,
+    /// The emulated TDX platform and the CPUID table TDVMCALL<CPUID> serves, if any.
+    pub(crate) tdx: Option<(Arc<launch::tdx::emulated::EmulatedTdxPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
+    /// The real SNP launch (guest_memfds, conversions) of a VM on SNP hardware.
+    pub(crate) snp_real: Option<Arc<launch::snp::kvm::SnpKvmLaunch>>,
+    /// The certificates served on KVM_EXIT_SNP_REQ_CERTS, if any.
+    pub(crate) snp_certs: Option<Arc<launch::snp::kvm::exits::CertServer>>,
     /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
     pub(crate) snp: Option<(Arc<launch::snp::emulated::EmulatedSnpPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     pub(crate) vm: Arc<VmFd>,
@@ -340,7 +379,15 @@ impl Vm {
     /// The launch measurement the (emulated) platform computed for a confidential VM:
     /// the SEV-SNP launch digest.
     pub fn launch_measurement(&self) -> Option<[u8; 48]> {
+        if let Some((platform, _)) = &self.tdx {
+            return platform.module().mrtd();
+        }
         self.snp.as_ref().and_then(|(platform, _)| platform.psp().measurement())
+    }
+
+    /// The emulated TDX platform (page states, TDX module) of an emulated TD.
+    pub fn tdx_platform(&self) -> Option<&Arc<launch::tdx::emulated::EmulatedTdxPlatform>> {
+        self.tdx.as_ref().map(|(platform, _)| platform)
     }
 
     /// The emulated SEV-SNP platform (RMP, PSP, AP creation) of an emulated SNP VM.
@@ -429,6 +476,22 @@ impl Vm {
                 seccomp: vcpu_filter.clone(),
                 ready: ready_tx.clone(),
                 pause: gate.clone(),
+                tdx: self.tdx.as_ref().map(|(platform, cpuid)| {
+                    crate::tdx::TdxVcpuExits::new(
+                        index,
+                        platform.clone(),
+                        self.shared.clone(),
+                        cpuid.clone(),
+                        self.mem.clone(),
+                    )
+                }),
+                snp_real: self.snp_real.as_ref().map(|launch| crate::snp_real::RealSnpExits {
+                    index,
+                    certs: self.snp_certs.clone(),
+                    launch: launch.clone(),
+                    vm: self.vm.clone(),
+                    shared: self.shared.clone(),
+                }),
                 snp: self.snp.as_ref().map(|(platform, cpuid)| {
                     crate::snp::SnpVcpuExits::new(
                         index,

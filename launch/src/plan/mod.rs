@@ -9,6 +9,7 @@ pub mod igvm;
 pub mod snp;
 pub mod snp_direct;
 pub mod tdx;
+pub mod tdx_direct;
 
 use std::sync::Arc;
 

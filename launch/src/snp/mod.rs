@@ -16,5 +16,6 @@ pub mod id_block;
 pub mod kvm;
 pub mod policy;
 pub mod psp;
+pub mod real;
 pub mod report;
 pub mod secrets;

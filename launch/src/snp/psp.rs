@@ -344,6 +344,54 @@ mod tests {
     }
 
     #[test]
+    fn a_cpuid_page_with_a_bit_the_platform_lacks_fails_the_launch_update() {
+        use crate::snp::cpuid_page::{CpuidPage, ZeroLeaves};
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        let supported = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).unwrap();
+        let launch = PspLaunch { cpuid: CpuidPlatform::from_kvm_supported(supported.as_slice()), ..test_launch() };
+        let mut page = CpuidPage::from_kvm_entries(supported.as_slice(), ZeroLeaves::Drop).unwrap();
+        let mut good = page.to_bytes().to_vec();
+        let mut psp = EmulatedPsp::launch_start(launch.clone()).unwrap();
+        psp.launch_update(0x4000, SnpPageType::Cpuid, &mut good).unwrap();
+        // Leaf 7 EBX: a feature bit KVM does not offer here.
+        let leaf7 = page.get_mut(7, 0).unwrap();
+        let missing = (0..32).map(|b| 1u32 << b).find(|b| leaf7.ebx & b == 0).unwrap();
+        leaf7.ebx |= missing;
+        let mut bad = page.to_bytes().to_vec();
+        let mut psp = EmulatedPsp::launch_start(launch).unwrap();
+        let err = psp.launch_update(0x4000, SnpPageType::Cpuid, &mut bad).unwrap_err();
+        assert!(matches!(err, PspError::Cpuid { gpa: 0x4000, .. }), "{err}");
+        assert!(err.to_string().contains("leaf 0x7"), "{err}");
+    }
+
+    #[test]
+    fn guest_messages_get_reports_and_replays_are_refused() {
+        use crate::snp::guest_msg::{seal, MsgHeader, ReportResponse};
+        let mut psp = EmulatedPsp::launch_start(test_launch()).unwrap();
+        assert!(matches!(psp.guest_request(&[0u8; 4096]), Err(GuestRequestError::NotRunning)));
+        psp.launch_finish(&[SnpVcpu::default()]).unwrap();
+        let key = psp.secrets.vmpcks[0];
+        let mut ask = [0u8; 0x60];
+        ask[..64].copy_from_slice(&[9u8; 64]);
+        let header = MsgHeader { seqno: 1, msg_type: msg_type::REPORT_REQ, msg_version: 1, msg_sz: 0, vmpck: 0 };
+        let request = seal(&key, header, &ask).unwrap();
+        let response = psp.guest_request(&request).unwrap();
+        let (rh, payload) = crate::snp::guest_msg::open(&key, &response).unwrap();
+        assert_eq!((rh.seqno, rh.msg_type), (2, msg_type::REPORT_REQ + 1));
+        let report = ReportResponse::from_bytes(&payload).unwrap();
+        let report = AttestationReport::from_bytes(&report.report.unwrap()).unwrap();
+        assert_eq!(report.report_data, [9u8; 64]);
+        assert_eq!(report.measurement, psp.measurement().unwrap());
+        report.verify(psp.chain().vcek_verifying_key()).unwrap();
+        // The same message again: refused, INVALID_PARAM, and nothing is answered.
+        let replay = psp.guest_request(&request).unwrap_err();
+        assert_eq!(replay.fw_status(), STATUS_INVALID_PARAM);
+        // A message under another key does not open either.
+        let other = seal(&[1u8; 32], MsgHeader { seqno: 3, ..header }, &ask).unwrap();
+        assert_eq!(psp.guest_request(&other).unwrap_err().fw_status(), STATUS_INVALID_PARAM);
+    }
+
+    #[test]
     fn secrets_pages_get_fresh_vmpcks_and_bad_lengths_fail() {
         let mut a = EmulatedPsp::launch_start(test_launch()).unwrap();
         let b = EmulatedPsp::launch_start(test_launch()).unwrap();

@@ -703,8 +703,23 @@ mod tests {
         assert!(matches!(root_from_bytes(b"garbage"), Err(TdxError::Root(_))));
     }
 
-    // TODO(emulated TDX quotes): once the emulated quoting enclave (launch::tdx::quote)
-    // writes quotes and collateral, verify one with `TdxVerifyOptions { root:
-    // Some(emulated root DER), .. }` and check that the same quote fails with Intel's
-    // root (root: None), as the SNP tests do for the emulated SNP platform.
+    #[test]
+    fn the_emulated_platforms_quote_verifies_with_its_root_and_fails_with_intels() {
+        // Arrange: a quote from the emulated quoting enclave and collateral signed by
+        // the emulated chain (launch::tdx::quote's test helpers).
+        use crate::tdx::quote::collateral_tests::{collateral, fmspc, quote_bytes};
+        let chain = crate::tdx::certs::tests_chain();
+        let quote = TdxQuote::parse(&quote_bytes(chain)).unwrap();
+        let emulated = TdxVerifyOptions {
+            collateral: Some(Collateral(collateral(chain, &fmspc(chain)))),
+            root: Some(chain.root_der().to_vec()),
+            now: super::super::now_secs(),
+        };
+        let exp = Expectations { measurement: Some([0x4d; 48]), report_data: Some([0xda; 64]), ..Default::default() };
+        // Act + assert: the emulated root verifies it, Intel's (the default) does not.
+        let v = verify(&quote, &emulated, &exp);
+        assert!(v.passed(), "{:#?}", v.checks);
+        let intel = TdxVerifyOptions { root: None, ..emulated };
+        assert_eq!(verify(&quote, &intel, &exp).failed(), ["tdx.quote", "tdx.tcb_status"]);
+    }
 }

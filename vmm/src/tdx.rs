@@ -1,0 +1,376 @@
+//! The VMM's side of an emulated TDX guest: TDCALL, as the TDX module and KVM would
+//! answer it.
+//!
+//! On this project's hosts TDCALL (`66 0f 01 cc`) ends in an emulation-failure exit that
+//! carries the instruction bytes; cvmm reads the registers, does what the TDX module
+//! (TDG.VP.INFO, TDG.MEM.PAGE.ACCEPT, TDG.MR.RTMR.EXTEND, TDG.MR.REPORT) or, for
+//! TDG.VP.VMCALL, what KVM and the VMM do for a real TD (the GHCI's TDVMCALLs: MapGPA,
+//! GetQuote, ReportFatalError, SetupEventNotifyInterrupt, GetTdVmCallInfo, and the
+//! instruction exits CPUID, HLT, IO, RDMSR, WRMSR, EPT violation (MMIO)), writes the
+//! results back and moves RIP past the instruction.
+//!
+//! Every register argument is checked (alignment, range, shared or private, the
+//! buffer's size); a bad one gets the GHCI status (invalid operand, alignment error,
+//! retry) or the TDX module's (operand invalid), never a VMM failure. Guest memory the
+//! module reads or writes (RTMR data, REPORTDATA, the TD report) must be private; the
+//! GetQuote buffer must be shared.
+
+use std::sync::Arc;
+
+use arch::tdcall::*;
+use devices::bus::Bus;
+use devices::virtio::SharedMemory;
+use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, Msrs};
+use kvm_ioctls::VcpuFd;
+use launch::tdx::emulated::{AcceptResult, EmulatedTdxPlatform, SHARED_BIT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::vm::VmEvent;
+
+const PAGE: u64 = 0x1000;
+/// MapGPA converts at most this much per call and answers RETRY for the rest.
+const MAP_GPA_CHUNK: u64 = 0x20_0000;
+
+/// What the vCPU loop does after a TDCALL.
+pub enum TdcallOutcome {
+    /// Run the vCPU again.
+    Continue,
+    /// Park the vCPU until the VM ends (TDVMCALL<HLT> with interrupts blocked).
+    Park,
+    /// End the VM.
+    End(VmEvent),
+}
+
+/// One vCPU's TDCALL handler.
+pub struct TdxVcpuExits {
+    index: u32,
+    platform: Arc<EmulatedTdxPlatform>,
+    shared: Arc<SharedMemory>,
+    cpuid: Arc<[kvm_cpuid_entry2]>,
+    /// All of guest memory: only the module's own accesses (private memory) use it.
+    mem: GuestMemoryMmap,
+}
+
+impl std::fmt::Debug for TdxVcpuExits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TdxVcpuExits").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl TdxVcpuExits {
+    /// The handler of vCPU `index`.
+    pub fn new(
+        index: u32,
+        platform: Arc<EmulatedTdxPlatform>,
+        shared: Arc<SharedMemory>,
+        cpuid: Arc<[kvm_cpuid_entry2]>,
+        mem: GuestMemoryMmap,
+    ) -> Self {
+        Self { index, platform, shared, cpuid, mem }
+    }
+
+    fn end(&self, message: String) -> TdcallOutcome {
+        TdcallOutcome::End(VmEvent::VcpuFailed { vcpu: self.index, message })
+    }
+
+    /// An emulation failure: a TDCALL is served (`Some`), anything else is the caller's.
+    pub fn emulation_failure(&mut self, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Option<TdcallOutcome> {
+        let run = vcpu.get_kvm_run();
+        // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR (the caller checked); with the
+        // instruction-bytes flag its `emulation_failure` member's bytes are valid.
+        let (flags, bytes) = unsafe {
+            let e = run.__bindgen_anon_1.emulation_failure;
+            (e.flags, e.__bindgen_anon_1.__bindgen_anon_1.insn_bytes)
+        };
+        if flags & u64::from(kvm_bindings::KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) == 0
+            || bytes[..4] != TDCALL_BYTES
+        {
+            return None;
+        }
+        let mut regs = match vcpu.get_regs() {
+            Ok(r) => r,
+            Err(e) => return Some(self.end(format!("KVM_GET_REGS: {e}"))),
+        };
+        let outcome = match regs.rax {
+            TDG_VP_VMCALL => self.tdvmcall(&mut regs, vcpu, pio, mmio),
+            TDG_VP_INFO => {
+                regs.rcx = launch::tdx::emulated::GPAW;
+                regs.rdx = launch::tdx::emulated::ATTRIBUTES;
+                let n = u64::from(self.platform.vcpus());
+                regs.r8 = (n << 32) | n;
+                regs.r9 = u64::from(self.index);
+                regs.rax = TDX_SUCCESS;
+                TdcallOutcome::Continue
+            }
+            TDG_MEM_PAGE_ACCEPT => {
+                regs.rax = self.accept(regs.rcx & !0xfff, regs.rcx & 0x7);
+                TdcallOutcome::Continue
+            }
+            TDG_MR_RTMR_EXTEND => {
+                regs.rax = self.rtmr_extend(regs.rcx, regs.rdx);
+                TdcallOutcome::Continue
+            }
+            TDG_MR_REPORT => {
+                regs.rax = self.report(regs.rcx, regs.rdx, regs.r8);
+                TdcallOutcome::Continue
+            }
+            _ => {
+                regs.rax = TDX_OPERAND_INVALID;
+                TdcallOutcome::Continue
+            }
+        };
+        if let TdcallOutcome::End(_) = outcome {
+            return Some(outcome);
+        }
+        regs.rip += 4;
+        if let Err(e) = vcpu.set_regs(&regs) {
+            return Some(self.end(format!("KVM_SET_REGS: {e}")));
+        }
+        Some(outcome)
+    }
+
+    /// Whether `[gpa, gpa + len)` is private, accepted guest RAM (what the module may
+    /// read and write for the TD).
+    fn private(&self, gpa: u64, len: u64) -> bool {
+        let pages = self.platform.pages();
+        let first = gpa & !(PAGE - 1);
+        let Some(end) = gpa.checked_add(len) else { return false };
+        (first..end).step_by(PAGE as usize).all(|p| pages.state(p).is_some_and(|s| s.private && s.validated))
+    }
+
+    fn accept(&self, gpa: u64, level: u64) -> u64 {
+        let mut result = self.platform.accept(gpa, level);
+        if result == AcceptResult::Shared {
+            // KVM would see a private access to a shared page (memory fault) and the VMM
+            // convert it: do the same.
+            if self.convert(gpa, PAGE, true).is_err() {
+                return TDX_OPERAND_INVALID;
+            }
+            result = self.platform.accept(gpa, level);
+        }
+        match result {
+            AcceptResult::Accepted => TDX_SUCCESS,
+            AcceptResult::AlreadyAccepted => TDX_PAGE_ALREADY_ACCEPTED,
+            AcceptResult::SizeMismatch => TDX_PAGE_SIZE_MISMATCH,
+            AcceptResult::Invalid | AcceptResult::Shared => TDX_OPERAND_INVALID,
+        }
+    }
+
+    fn rtmr_extend(&self, gpa: u64, index: u64) -> u64 {
+        if !gpa.is_multiple_of(64) || !self.private(gpa, 48) {
+            return TDX_OPERAND_INVALID;
+        }
+        let mut data = [0u8; 48];
+        if self.mem.read_slice(&mut data, GuestAddress(gpa)).is_err() {
+            return TDX_OPERAND_INVALID;
+        }
+        if self.platform.module().rtmr_extend(index, &data) {
+            TDX_SUCCESS
+        } else {
+            TDX_OPERAND_INVALID
+        }
+    }
+
+    fn report(&self, report_gpa: u64, data_gpa: u64, subtype: u64) -> u64 {
+        if subtype != 0 || !report_gpa.is_multiple_of(1024) || !data_gpa.is_multiple_of(64) {
+            return TDX_OPERAND_INVALID;
+        }
+        if !self.private(report_gpa, TDREPORT_SIZE as u64) || !self.private(data_gpa, 64) {
+            return TDX_OPERAND_INVALID;
+        }
+        let mut report_data = [0u8; 64];
+        if self.mem.read_slice(&mut report_data, GuestAddress(data_gpa)).is_err() {
+            return TDX_OPERAND_INVALID;
+        }
+        match self.platform.td_report(&report_data) {
+            Ok(report) if self.mem.write_slice(&report, GuestAddress(report_gpa)).is_ok() => TDX_SUCCESS,
+            _ => TDX_OPERAND_INVALID,
+        }
+    }
+
+    /// A page conversion in the page states and the devices' view.
+    fn convert(&self, gpa: u64, len: u64, private: bool) -> Result<(), ()> {
+        self.platform.pages().set_private(gpa, len, private).map_err(|_| ())?;
+        self.shared.set_shared(gpa, len, !private).map_err(|_| ())
+    }
+
+    fn tdvmcall(&self, regs: &mut kvm_regs, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> TdcallOutcome {
+        regs.rax = TDX_SUCCESS;
+        if regs.r10 != TDVMCALL_STANDARD {
+            regs.r10 = TDVMCALL_INVALID_OPERAND;
+            return TdcallOutcome::Continue;
+        }
+        let (status, outcome) = match regs.r11 {
+            TDVMCALL_GET_TD_VM_CALL_INFO if regs.r12 == 0 => {
+                (regs.r11, regs.r12, regs.r13, regs.r14) = (0, 0, 0, 0);
+                (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
+            }
+            TDVMCALL_MAP_GPA => (self.map_gpa(regs), TdcallOutcome::Continue),
+            TDVMCALL_GET_QUOTE => (self.get_quote(regs.r12, regs.r13), TdcallOutcome::Continue),
+            TDVMCALL_REPORT_FATAL_ERROR => {
+                let event = VmEvent::TdxFatalError { vcpu: self.index, code: regs.r12 };
+                return TdcallOutcome::End(event);
+            }
+            TDVMCALL_SETUP_EVENT_NOTIFY => match u8::try_from(regs.r12) {
+                Ok(v) if v >= 32 => {
+                    self.platform.module().notify_vector = Some(v);
+                    (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
+                }
+                _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
+            },
+            EXIT_REASON_CPUID => {
+                let e = self.cpuid.iter().find(|e| {
+                    u64::from(e.function) == regs.r12 && (u64::from(e.index) == regs.r13 || e.flags & 1 == 0)
+                });
+                let (a, b, c, d) = e.map_or((0, 0, 0, 0), |e| (e.eax, e.ebx, e.ecx, e.edx));
+                (regs.r12, regs.r13, regs.r14, regs.r15) = (a.into(), b.into(), c.into(), d.into());
+                (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
+            }
+            EXIT_REASON_HLT => (TDVMCALL_SUCCESS, TdcallOutcome::Park),
+            EXIT_REASON_IO => (self.io(regs, pio), TdcallOutcome::Continue),
+            EXIT_REASON_EPT_VIOLATION => (self.mmio(regs, mmio), TdcallOutcome::Continue),
+            EXIT_REASON_RDMSR => {
+                let Ok(mut msrs) =
+                    Msrs::from_entries(&[kvm_msr_entry { index: regs.r12 as u32, ..Default::default() }])
+                else {
+                    return TdcallOutcome::Continue;
+                };
+                match vcpu.get_msrs(&mut msrs) {
+                    Ok(1) if regs.r12 <= u64::from(u32::MAX) => {
+                        regs.r11 = msrs.as_slice()[0].data;
+                        (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
+                    }
+                    _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
+                }
+            }
+            EXIT_REASON_WRMSR => {
+                let entry = kvm_msr_entry { index: regs.r12 as u32, data: regs.r13, ..Default::default() };
+                let ok = regs.r12 <= u64::from(u32::MAX)
+                    && Msrs::from_entries(&[entry]).is_ok_and(|m| vcpu.set_msrs(&m).is_ok_and(|n| n == 1));
+                (if ok { TDVMCALL_SUCCESS } else { TDVMCALL_INVALID_OPERAND }, TdcallOutcome::Continue)
+            }
+            _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
+        };
+        regs.r10 = status;
+        outcome
+    }
+
+    /// MapGPA R12 (shared bit: to shared), R13 bytes: at most [`MAP_GPA_CHUNK`] per call,
+    /// RETRY with R11 = where to resume.
+    fn map_gpa(&self, regs: &mut kvm_regs) -> u64 {
+        let (gpa, size) = (regs.r12, regs.r13);
+        let shared = gpa & SHARED_BIT != 0;
+        let start = gpa & !SHARED_BIT;
+        if !start.is_multiple_of(PAGE) || size % PAGE != 0 {
+            return TDVMCALL_ALIGN_ERROR;
+        }
+        if size == 0 || start >= SHARED_BIT || start.checked_add(size).is_none_or(|e| e > SHARED_BIT) {
+            return TDVMCALL_INVALID_OPERAND;
+        }
+        let now = size.min(MAP_GPA_CHUNK);
+        if self.convert(start, now, !shared).is_err() {
+            return TDVMCALL_INVALID_OPERAND;
+        }
+        if now < size {
+            regs.r11 = (start + now) | (gpa & SHARED_BIT);
+            return TDVMCALL_RETRY;
+        }
+        TDVMCALL_SUCCESS
+    }
+
+    fn io(&self, regs: &mut kvm_regs, pio: &Bus) -> u64 {
+        let size = match regs.r12 {
+            1 | 2 | 4 => regs.r12 as usize,
+            _ => return TDVMCALL_INVALID_OPERAND,
+        };
+        let Ok(port) = u16::try_from(regs.r14) else { return TDVMCALL_INVALID_OPERAND };
+        match regs.r13 {
+            0 => {
+                let mut data = [0u8; 8];
+                pio.read(u64::from(port), &mut data[..size]);
+                regs.r11 = u64::from_le_bytes(data);
+            }
+            1 => {
+                pio.write(u64::from(port), &regs.r15.to_le_bytes()[..size]);
+            }
+            _ => return TDVMCALL_INVALID_OPERAND,
+        }
+        TDVMCALL_SUCCESS
+    }
+
+    fn mmio(&self, regs: &mut kvm_regs, mmio: &Bus) -> u64 {
+        let size = match regs.r12 {
+            1 | 2 | 4 | 8 => regs.r12 as usize,
+            _ => return TDVMCALL_INVALID_OPERAND,
+        };
+        let gpa = regs.r14 & !SHARED_BIT;
+        if !gpa.is_multiple_of(regs.r12) {
+            return TDVMCALL_ALIGN_ERROR;
+        }
+        // MMIO requests are for device memory, never for guest RAM.
+        if self.platform.pages().state(gpa & !(PAGE - 1)).is_some() {
+            return TDVMCALL_INVALID_OPERAND;
+        }
+        match regs.r13 {
+            0 => {
+                let mut data = [0u8; 8];
+                mmio.read(gpa, &mut data[..size]);
+                regs.r11 = u64::from_le_bytes(data);
+            }
+            1 => {
+                mmio.write(gpa, &regs.r15.to_le_bytes()[..size]);
+            }
+            _ => return TDVMCALL_INVALID_OPERAND,
+        }
+        TDVMCALL_SUCCESS
+    }
+
+    /// GetQuote: the buffer (R12, shared GPA; R13 bytes) holds a header and the TD report;
+    /// the emulated quoting enclave's quote replaces it. The request completes before the
+    /// TDVMCALL returns (the status is never left IN_FLIGHT); the notify vector, if set,
+    /// is not raised for it.
+    fn get_quote(&self, gpa: u64, len: u64) -> u64 {
+        if gpa & SHARED_BIT == 0 {
+            return TDVMCALL_INVALID_OPERAND;
+        }
+        let buf = gpa & !SHARED_BIT;
+        if !buf.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+            return TDVMCALL_ALIGN_ERROR;
+        }
+        let min = (QUOTE_HEADER_SIZE + TDREPORT_SIZE) as u64;
+        if len < min || len > 64 * PAGE || !self.shared.is_shared(buf, len) {
+            return TDVMCALL_INVALID_OPERAND;
+        }
+        use vm_memory::GuestAddressSpace;
+        let view = self.shared.view();
+        let mem = view.memory();
+        let mut request = vec![0u8; QUOTE_HEADER_SIZE + TDREPORT_SIZE];
+        if mem.read_slice(&mut request, GuestAddress(buf)).is_err() {
+            return TDVMCALL_INVALID_OPERAND;
+        }
+        let version = u64::from_le_bytes(request[0..8].try_into().unwrap_or_default());
+        let in_len = u32::from_le_bytes(request[16..20].try_into().unwrap_or_default());
+        let (status, quote) = if version != 1 || in_len as usize != TDREPORT_SIZE {
+            (GET_QUOTE_ERROR, Vec::new())
+        } else {
+            match self.platform.quote(&request[QUOTE_HEADER_SIZE..]) {
+                Ok(q) if (QUOTE_HEADER_SIZE + q.len()) as u64 <= len => (GET_QUOTE_SUCCESS, q),
+                Ok(_) => (GET_QUOTE_ERROR, Vec::new()),
+                Err(e) => {
+                    log::warn!("vCPU {}: GetQuote: {e}", self.index);
+                    (GET_QUOTE_SERVICE_UNAVAILABLE, Vec::new())
+                }
+            }
+        };
+        let mut out = Vec::with_capacity(QUOTE_HEADER_SIZE + quote.len());
+        out.extend_from_slice(&1u64.to_le_bytes());
+        out.extend_from_slice(&status.to_le_bytes());
+        out.extend_from_slice(&in_len.to_le_bytes());
+        out.extend_from_slice(&(quote.len() as u32).to_le_bytes());
+        out.extend_from_slice(&quote);
+        if mem.write_slice(&out, GuestAddress(buf)).is_err() {
+            return TDVMCALL_INVALID_OPERAND;
+        }
+        TDVMCALL_SUCCESS
+    }
+}
