@@ -57,6 +57,9 @@ pub enum LaunchError {
     /// A step of the real SEV-SNP launch failed.
     #[error(transparent)]
     SnpKvm(#[from] snp::kvm::SnpLaunchError),
+    /// A step of the real TDX launch failed.
+    #[error(transparent)]
+    TdxKvm(#[from] tdx::kvm::TdxLaunchError),
     /// The emulated PSP refused a launch command.
     #[error(transparent)]
     Psp(#[from] snp::psp::PspError),

@@ -72,11 +72,22 @@ pub enum Tee {
     Tdx(TdxConfig),
 }
 
-/// An Intel TDX guest's launch options.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// An Intel TDX guest's launch options: QEMU's `tdx-guest` options (names and value
+/// formats: [`launch::tdx::kvm::options::TdxKvmOptions`]), and the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TdxConfig {
     /// Run on cvmm's software-emulated TDX platform instead of TDX hardware.
     pub emulated: bool,
+    /// attributes, sept-ve-disable, mrconfigid, mrowner, mrownerconfig,
+    /// quote-generation-socket.
+    pub options: launch::tdx::kvm::options::TdxKvmOptions,
+}
+
+impl TdxConfig {
+    /// A TD with QEMU's default `tdx-guest` options.
+    pub fn new(emulated: bool) -> Self {
+        Self { emulated, options: launch::tdx::kvm::options::TdxKvmOptions::default() }
+    }
 }
 
 impl Tee {

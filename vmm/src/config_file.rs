@@ -147,7 +147,7 @@ struct TeeFile {
 impl TeeFile {
     fn to_tee(&self) -> Result<Tee, ConfigFileError> {
         if self.kind == "tdx" {
-            return Ok(Tee::Tdx(crate::config::TdxConfig { emulated: self.emulated }));
+            return Ok(Tee::Tdx(crate::config::TdxConfig::new(self.emulated)));
         }
         if self.kind != "snp" {
             return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp, tdx)", self.kind)));

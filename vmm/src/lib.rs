@@ -41,6 +41,7 @@ pub mod snp_launch;
 pub mod snp_real;
 pub mod stats;
 pub mod tdx;
+pub mod tdx_real;
 pub mod vcpu;
 pub mod verify;
 pub mod vm;

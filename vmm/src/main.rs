@@ -508,10 +508,11 @@ fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> R
             Ok(vmm::Tee::Snp(snp))
         }
         Some("tdx") => {
-            if options.is_some() {
-                return Err("--tee-options: no TDX options are supported yet".into());
+            let mut tdx = vmm::TdxConfig::new(emulated);
+            if let Some(o) = options {
+                tdx.options = launch::tdx::kvm::options::TdxKvmOptions::parse(o).map_err(|e| e.to_string())?;
             }
-            Ok(vmm::Tee::Tdx(vmm::TdxConfig { emulated }))
+            Ok(vmm::Tee::Tdx(tdx))
         }
         Some(other) => Err(format!("--tee {other}: cvmm knows snp and tdx")),
     }

@@ -75,6 +75,8 @@ pub struct VcpuContext {
     pub snp: Option<SnpVcpuExits>,
     /// A real SEV-SNP guest's page conversions and termination requests.
     pub snp_real: Option<RealSnpExits>,
+    /// A real TD's conversions, forwarded TDVMCALLs and fatal error.
+    pub tdx_real: Option<crate::tdx_real::RealTdxExits>,
     /// The emulated TDX platform's TDCALLs of this vCPU, for an emulated TD.
     pub tdx: Option<crate::tdx::TdxVcpuExits>,
 }
@@ -94,6 +96,8 @@ enum Next {
     Vmgexit,
     /// KVM_EXIT_SNP_REQ_CERTS: answered through kvm_run once the borrow ends.
     ReqCerts,
+    /// KVM_EXIT_TDX: answered through kvm_run once the borrow ends.
+    TdxExit,
     Stop(VmEvent),
 }
 
@@ -170,6 +174,11 @@ fn run_loop(
                 Some(Err(event)) => return Some(event),
                 None => return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) }),
             },
+            Next::TdxExit => {
+                if let Some(real) = &ctx.tdx_real {
+                    real.tdx(vcpu.get_kvm_run());
+                }
+            }
             Next::ReqCerts => {
                 if let Some(real) = &ctx.snp_real {
                     real.req_certs(vcpu.get_kvm_run());
@@ -206,6 +215,25 @@ fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext, snp: &mut Option<
         VcpuExit::IoOut(arch::ghcb::EMULATED_VMGEXIT_PORT, _) if snp.is_some() => Next::Vmgexit,
         VcpuExit::Unsupported(launch::snp::kvm::uapi::KVM_EXIT_SNP_REQ_CERTS) if ctx.snp_real.is_some() => {
             Next::ReqCerts
+        }
+        VcpuExit::Unsupported(launch::tdx::kvm::uapi::KVM_EXIT_TDX) if ctx.tdx_real.is_some() => Next::TdxExit,
+        VcpuExit::Hypercall(h) if ctx.tdx_real.is_some() => {
+            if let Some(real) = &ctx.tdx_real {
+                *h.ret = real.hypercall(h.nr, &h.args);
+            }
+            Next::Continue
+        }
+        VcpuExit::MemoryFault { flags, gpa, size } if ctx.tdx_real.is_some() => {
+            match ctx.tdx_real.as_ref().map(|r| r.memory_fault(flags, gpa, size)) {
+                Some(Err(event)) => Next::Stop(event),
+                _ => Next::Continue,
+            }
+        }
+        VcpuExit::SystemEvent(kind, data) if ctx.tdx_real.as_ref().and_then(|r| r.fatal(kind, data)).is_some() => {
+            match ctx.tdx_real.as_ref().and_then(|r| r.fatal(kind, data)) {
+                Some(event) => Next::Stop(event),
+                None => Next::Continue,
+            }
         }
         VcpuExit::Hypercall(h) if ctx.snp_real.is_some() => {
             if let Some(real) = &ctx.snp_real {

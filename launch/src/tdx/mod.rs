@@ -11,4 +11,5 @@ pub mod emulated;
 pub mod hob;
 pub mod kvm;
 pub mod quote;
+pub mod real;
 pub mod report;
