@@ -51,11 +51,11 @@ for f in "$kernel" "$initrd"; do
     if [ -n "$f" ] && [ ! -r "$f" ]; then log "cannot read $f"; exit 2; fi
 done
 
-# What this build of cvmm does not do at all, as opposed to failures: its messages for a
-# Linux kernel under SEV-SNP, and for any real TDX launch (refused whatever the host
-# offers, until cvmm's TDX KVM launch lands), and the TEEs whose demo guest prints no
-# attestation evidence yet (their evidence rows say SKIP when the console has none).
-UNSUPPORTED=("direct Linux boot under SNP is not done yet" "the real TDX launch needs")
+# What this build of cvmm does not do at all, as opposed to failures: its message for a
+# Linux kernel under a confidential launch (cvmm's firmware boots its own programs
+# only), and the TEEs whose demo guest prints no attestation evidence (none now; their
+# evidence rows would say SKIP when the console has none).
+UNSUPPORTED=("direct Linux boot under SNP is not done yet")
 NO_DEMO_EVIDENCE=""
 
 # 1. The cvmm binary.

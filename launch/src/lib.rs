@@ -10,8 +10,10 @@
 pub mod measure;
 pub mod plain;
 pub mod plan;
+pub mod private_memory;
 pub mod snp;
 pub mod tdx;
+pub mod verify;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -55,6 +57,9 @@ pub enum LaunchError {
     /// A step of the real SEV-SNP launch failed.
     #[error(transparent)]
     SnpKvm(#[from] snp::kvm::SnpLaunchError),
+    /// A step of the real TDX launch failed.
+    #[error(transparent)]
+    TdxKvm(#[from] tdx::kvm::TdxLaunchError),
     /// The emulated PSP refused a launch command.
     #[error(transparent)]
     Psp(#[from] snp::psp::PspError),

@@ -20,6 +20,7 @@
 //! - [`msr`]: the MSR access the emulated platforms' exit handlers forward guest requests to.
 //! - [`seccomp`]: the seccomp allow-lists of the vCPU, device-loop and main threads.
 //! - [`host_check`]: whether this host can launch SEV-SNP or TDX guests (`cvmm host-check`).
+//! - [`verify`]: `cvmm verify`, checking attestation evidence as a relying party.
 //!
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
@@ -39,9 +40,12 @@ pub mod pause;
 pub mod seccomp;
 pub mod snp;
 pub mod snp_launch;
+pub mod snp_real;
 pub mod stats;
 pub mod tdx;
+pub mod tdx_real;
 pub mod vcpu;
+pub mod verify;
 pub mod vm;
 
 pub use builder::{build_vm, snp_measurement, tdx_measurement, BuildError};

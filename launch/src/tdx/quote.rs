@@ -1166,7 +1166,7 @@ mod tests {
 /// Emulated collateral (TCB info, QE identity, CRLs, all signed by the emulated
 /// chain), so that dcap-qvl's complete verification can run on emulated quotes.
 #[cfg(test)]
-mod collateral_tests {
+pub(crate) mod collateral_tests {
     use std::time::{Duration, SystemTime};
 
     use p256::ecdsa::DerSignature;
@@ -1310,7 +1310,7 @@ mod collateral_tests {
         )
     }
 
-    fn collateral(chain: &EmulatedIntelChain, fmspc: &str) -> dcap_qvl::QuoteCollateralV3 {
+    pub(crate) fn collateral(chain: &EmulatedIntelChain, fmspc: &str) -> dcap_qvl::QuoteCollateralV3 {
         let tcb_chain = pem_of(&[chain.tcb_signing_der(), chain.root_der()]);
         let tcb_info = tcb_info_json(chain, fmspc);
         let qe_identity = qe_identity_json();
@@ -1328,7 +1328,7 @@ mod collateral_tests {
         }
     }
 
-    fn quote_bytes(chain: &EmulatedIntelChain) -> Vec<u8> {
+    pub(crate) fn quote_bytes(chain: &EmulatedIntelChain) -> Vec<u8> {
         let td = TdInfo { attributes: 0x1000_0000, xfam: 0x0006_02e7, mr_td: [0x4d; 48], ..Default::default() };
         let tcb = TeeTcbInfo::emulated();
         let cpu_svn = chain.sgx_extensions().tcb.cpu_svn;
@@ -1340,7 +1340,7 @@ mod collateral_tests {
         dcap_qvl::verify::QuoteVerifier::new_with_config(chain.root_der().to_vec())
     }
 
-    fn fmspc(chain: &EmulatedIntelChain) -> String {
+    pub(crate) fn fmspc(chain: &EmulatedIntelChain) -> String {
         hex::encode_upper(chain.sgx_extensions().fmspc)
     }
 

@@ -108,7 +108,7 @@ pub enum SnpHostError {
 }
 
 /// The names of the VM types set in a `KVM_CAP_VM_TYPES` mask.
-fn vm_type_names(vm_types: u32) -> String {
+pub(crate) fn vm_type_names(vm_types: u32) -> String {
     const NAMES: [&str; 6] = ["DEFAULT", "SW_PROTECTED", "SEV", "SEV_ES", "SNP", "TDX"];
     let names: Vec<String> = (0..32)
         .filter(|bit| vm_types & (1 << bit) != 0)
