@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use arch::ghcb::*;
-use cvmm_fuzz::cvm::{check_page_states, guest_write, with_machine, Gpa, Msrs, MsrIndex};
+use cvmm_fuzz::cvm::{check_page_states, guest_write, with_machine, Gpa, MsrIndex, Msrs};
 use devices::virtio::SharedMemory;
 use kvm_bindings::kvm_regs;
 use launch::plan::snp::SnpVcpu;
@@ -184,9 +184,16 @@ enum Value {
     Small(Small),
     Gpa(Gpa),
     /// IOIO SW_EXITINFO1: the port device or any port, type/size/string flags.
-    Io { device: bool, port: u16, flags: u8 },
+    Io {
+        device: bool,
+        port: u16,
+        flags: u8,
+    },
     /// AP creation SW_EXITINFO1: vCPU index and request.
-    Ap { vcpu: u8, request: u8 },
+    Ap {
+        vcpu: u8,
+        request: u8,
+    },
 }
 
 impl Value {
@@ -217,7 +224,11 @@ enum Buffer {
     Nothing,
     Bytes(Vec<u8>),
     /// A page-state change: header (current and last entry) and entries.
-    Psc { cur: u16, end: u16, entries: Vec<(Gpa, u8, bool)> },
+    Psc {
+        cur: u16,
+        end: u16,
+        entries: Vec<(Gpa, u8, bool)>,
+    },
 }
 
 /// The thread's platform, launched once (its PSP measured the vCPUs and runs the
@@ -351,7 +362,8 @@ fuzz_target!(|input: Input| {
                         if !ended && gpa & MSR_INFO_MASK == 0 {
                             // Answered in the page: SW_EXITINFO1 says success or error.
                             // (An unaligned GHCB address is an MSR-protocol request.)
-                            let info1: u64 = m.mem.read_obj(GuestAddress(gpa + OFF_SW_EXIT_INFO_1 as u64)).expect("GHCB");
+                            let info1: u64 =
+                                m.mem.read_obj(GuestAddress(gpa + OFF_SW_EXIT_INFO_1 as u64)).expect("GHCB");
                             assert!(info1 <= EXITINFO1_ERROR, "SW_EXITINFO1 {info1:#x}");
                         }
                     }
@@ -359,10 +371,13 @@ fuzz_target!(|input: Input| {
                 }
                 Op::Pvalidate { at, rcx, rdx } => {
                     let mut regs = kvm_regs { rcx: rcx.get(), rdx: rdx.get(), ..Default::default() };
-                    let result = exits.platform_instruction(PlatformInstruction::Pvalidate, at.map(Gpa::get), &mut regs);
+                    let result =
+                        exits.platform_instruction(PlatformInstruction::Pvalidate, at.map(Gpa::get), &mut regs);
                     if result.is_ok() {
                         assert_eq!(regs.rip, 4);
-                        assert!([PVALIDATE_SUCCESS, PVALIDATE_FAIL_INPUT, PVALIDATE_FAIL_SIZEMISMATCH].contains(&regs.rax));
+                        assert!(
+                            [PVALIDATE_SUCCESS, PVALIDATE_FAIL_INPUT, PVALIDATE_FAIL_SIZEMISMATCH].contains(&regs.rax)
+                        );
                     }
                     result.is_err()
                 }

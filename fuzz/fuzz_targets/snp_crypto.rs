@@ -32,8 +32,12 @@ fn chain() -> Arc<EmulatedAmdChain> {
 
 /// A PSP that launched a guest (one vCPU, its secrets page read back for the VMPCKs).
 fn psp() -> (EmulatedPsp, SecretsPage) {
-    let launch =
-        PspLaunch { policy: 0x30000, finish: FinishOptions::default(), cpuid: CpuidPlatform::from_entries(&[]), chain: chain() };
+    let launch = PspLaunch {
+        policy: 0x30000,
+        finish: FinishOptions::default(),
+        cpuid: CpuidPlatform::from_entries(&[]),
+        chain: chain(),
+    };
     let mut psp = EmulatedPsp::launch_start(launch).expect("launch start");
     let mut page = vec![0u8; 4096];
     psp.launch_update(0x3000, SnpPageType::Secrets, &mut page).expect("secrets page");
@@ -134,7 +138,8 @@ fuzz_target!(|data: &[u8]| {
             let auth = if flags & 2 != 0 {
                 let author = id_key(0xa5);
                 let auth = block.sign(&id_key(flags), author_key_en.then_some(&author)).expect("an ID block signs");
-                verify_id_block(&block, &auth, author_key_en, &block.ld, block.policy).expect("a signed ID block verifies");
+                verify_id_block(&block, &auth, author_key_en, &block.ld, block.policy)
+                    .expect("a signed ID block verifies");
                 auth
             } else {
                 let mut bytes = [0u8; ID_AUTH_SIZE];

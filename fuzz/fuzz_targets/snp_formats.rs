@@ -109,10 +109,15 @@ fuzz_target!(|data: &[u8]| {
             // nr, args[6], flags, gpa, size, then RAM ranges (start, length).
             let w = words(rest);
             let at = |i: usize| w.get(i).copied().unwrap_or(0);
-            let ram: Vec<GuestRange> = w.get(10..).unwrap_or_default().chunks(2).map(|c| GuestRange { gpa: c[0], len: c.get(1).copied().unwrap_or(0) }).collect();
+            let ram: Vec<GuestRange> = w
+                .get(10..)
+                .unwrap_or_default()
+                .chunks(2)
+                .map(|c| GuestRange { gpa: c[0], len: c.get(1).copied().unwrap_or(0) })
+                .collect();
             let args = [at(1), at(2), at(3), at(4), at(5), at(6)];
             let inside = |c: &Conversion| {
-                c.len > 0 && c.gpa % 0x1000 == 0 && c.len % 0x1000 == 0 && c.check(&ram).is_ok()
+                c.len > 0 && c.gpa.is_multiple_of(0x1000) && c.len.is_multiple_of(0x1000) && c.check(&ram).is_ok()
             };
             if let Ok(c) = Conversion::from_hypercall(at(0) % 16, &args, &ram) {
                 assert!(inside(&c), "{c:?} lies in {ram:?}");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arbitrary::Arbitrary;
 use arch::tdcall::*;
-use cvmm_fuzz::cvm::{check_page_states, guest_copy, guest_write, with_machine, Gpa, Msrs, MsrIndex};
+use cvmm_fuzz::cvm::{check_page_states, guest_copy, guest_write, with_machine, Gpa, MsrIndex, Msrs};
 use devices::virtio::SharedMemory;
 use kvm_bindings::kvm_regs;
 use launch::tdx::certs::EmulatedIntelChain;

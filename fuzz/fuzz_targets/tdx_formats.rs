@@ -153,7 +153,10 @@ fuzz_target!(|data: &[u8]| {
             };
             let base = 0x1_0000;
             let small = |v: u64| if v & 1 == 0 { base + (v >> 1) % 0x4000 } else { v >> 1 };
-            let unknown = TdxExitUnknown { ret: tdvmcall_status::SUBFUNC_UNSUPPORTED, data: [small(at(1)), small(at(2)), at(3), 0, 0] };
+            let unknown = TdxExitUnknown {
+                ret: tdvmcall_status::SUBFUNC_UNSUPPORTED,
+                data: [small(at(1)), small(at(2)), at(3), 0, 0],
+            };
             let mut exit = KvmTdxExit { flags: 0, nr, u: KvmTdxExitArgs { unknown } };
             let shared_from = base + (at(4) % 8) * 0x1000;
             let mut bytes = mem_bytes.to_vec();
@@ -161,7 +164,12 @@ fuzz_target!(|data: &[u8]| {
             let mem = Arc::new(Memory { base, shared: (shared_from, base + 0x8000), bytes: Mutex::new(bytes) });
             let injector = Arc::new(|_| Ok(()));
             let gpaw = if at(5) & 1 == 0 { 48 } else { 52 };
-            let handler = TdxExitHandler::with_quote_service(capabilities(&w[w.len().min(6)..]), gpaw, QuoteService::new(None), injector);
+            let handler = TdxExitHandler::with_quote_service(
+                capabilities(&w[w.len().min(6)..]),
+                gpaw,
+                QuoteService::new(None),
+                injector,
+            );
             let call = exit.call();
             let action = handler.handle(&mut exit, at(9) as u32, mem.clone());
             match action {

@@ -83,8 +83,11 @@ pub struct Machine {
 
 impl Machine {
     fn new() -> Self {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(LOW.0), LOW.1 as usize), (GuestAddress(HIGH.0), HIGH.1 as usize)])
-            .expect("guest memory");
+        let mem = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(LOW.0), LOW.1 as usize),
+            (GuestAddress(HIGH.0), HIGH.1 as usize),
+        ])
+        .expect("guest memory");
         let dev = || -> Arc<Mutex<dyn BusDevice>> { Arc::new(Mutex::new(Stateless)) };
         let mut pio = Bus::new();
         pio.insert(dev(), PORTS.0, PORTS.1).expect("port device");

@@ -55,7 +55,8 @@ pub fn queues(data: &[u8], count: usize) -> Vec<Queue> {
         .map(|i| {
             let word = |k: usize| {
                 let o = 8 + 12 * i + 4 * k;
-                data.get(o..o + 4).map_or(0x1000 * (k as u32 + 1), |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % MEM_SIZE as u32)
+                data.get(o..o + 4)
+                    .map_or(0x1000 * (k as u32 + 1), |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % MEM_SIZE as u32)
             };
             let mut q = Queue::new(QUEUE_SIZE).expect("queue");
             q.set_size(QUEUE_SIZE);

@@ -599,3 +599,156 @@ impl SnpVcpuExits {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use launch::plan::snp::SnpVcpu;
+    use launch::plan::{LaunchPlan, VcpuState};
+    use launch::snp::cpuid_page::CpuidPlatform;
+    use launch::snp::id_block::FinishOptions;
+    use launch::snp::psp::PspLaunch;
+
+    /// MSRs that exist: 0x10 (holding 0x1234_5678_9abc) only.
+    struct OneMsr(u64);
+
+    impl MsrAccess for OneMsr {
+        fn read_msr(&mut self, index: u32) -> Option<u64> {
+            (index == 0x10).then_some(self.0)
+        }
+        fn write_msr(&mut self, index: u32, value: u64) -> bool {
+            if index == 0x10 {
+                self.0 = value;
+            }
+            index == 0x10
+        }
+    }
+
+    /// A launched emulated platform over 4 MiB of guest memory (every page private, not
+    /// validated), and vCPU 0's handler.
+    fn handler() -> (SnpVcpuExits, GuestMemoryMmap) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let chain = Arc::new(launch::snp::certs::EmulatedAmdChain::load_or_create_default().unwrap());
+        let cpuid = CpuidPlatform::from_entries(&[]);
+        let launch = PspLaunch { policy: 0x30000, finish: FinishOptions::default(), cpuid, chain };
+        let platform = EmulatedSnpPlatform::new(&mem, launch).unwrap();
+        let plan = LaunchPlan { ranges: Vec::new(), vcpus: vec![VcpuState::Snp(SnpVcpu::default()); 2] };
+        platform.load_plan(&mem, &plan).unwrap();
+        platform.launch_finish().unwrap();
+        let shared = Arc::new(SharedMemory::all_private(&mem));
+        let leaf = kvm_cpuid_entry2 { function: 1, eax: 0xa00f11, ..Default::default() };
+        let exits = SnpVcpuExits::new(0, Arc::new(platform), shared, vec![leaf].into(), mem.clone());
+        (exits, mem)
+    }
+
+    /// Makes the page at `gpa` shared through the MSR protocol's page-state change.
+    fn share(exits: &mut SnpVcpuExits, gpa: u64) {
+        exits.wrmsr(MSR_GHCB, (PSC_OP_SHARED << 52) | gpa | MSR_PSC_REQ);
+        exits.vmgexit(&mut OneMsr(0), &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(exits.rdmsr(MSR_GHCB), Some(MSR_PSC_RESP), "page-state change succeeded");
+    }
+
+    /// A GHCB page at `gpa` asking for an MSR access (RCX index, RAX/RDX value).
+    fn msr_ghcb(mem: &GuestMemoryMmap, gpa: u64, write: bool, index: u64, value: u64) {
+        let mut page = vec![0u8; GHCB_SIZE];
+        let mut put = |off: usize, v: u64| {
+            page[off..off + 8].copy_from_slice(&v.to_le_bytes());
+            let bit = valid_bit(off);
+            page[OFF_VALID_BITMAP + bit / 8] |= 1 << (bit % 8);
+        };
+        put(OFF_SW_EXIT_CODE, EXIT_MSR);
+        put(OFF_SW_EXIT_INFO_1, u64::from(write));
+        put(OFF_SW_EXIT_INFO_2, 0);
+        put(OFF_RCX, index);
+        put(OFF_RAX, value & 0xffff_ffff);
+        put(OFF_RDX, value >> 32);
+        page[OFF_PROTOCOL_VERSION..OFF_PROTOCOL_VERSION + 2].copy_from_slice(&GHCB_PROTOCOL_VERSION.to_le_bytes());
+        mem.write_slice(&page, GuestAddress(gpa)).unwrap();
+    }
+
+    fn read_u64(mem: &GuestMemoryMmap, gpa: u64) -> u64 {
+        mem.read_obj(GuestAddress(gpa)).unwrap()
+    }
+
+    #[test]
+    fn ghcb_msr_requests_go_to_the_msr_access_and_a_refused_one_injects_gp() {
+        // Arrange: a shared GHCB at 0x10000.
+        let (mut exits, mem) = handler();
+        share(&mut exits, 0x10000);
+        let mut msrs = OneMsr(0x1234_5678_9abc);
+
+        // Act + Assert: a read of MSR 0x10 answers RDX:RAX.
+        msr_ghcb(&mem, 0x10000, false, 0x10, 0);
+        exits.wrmsr(MSR_GHCB, 0x10000);
+        exits.vmgexit(&mut msrs, &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_1 as u64), 0);
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_RAX as u64), 0x5678_9abc);
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_RDX as u64), 0x1234);
+
+        // A write reaches it.
+        msr_ghcb(&mem, 0x10000, true, 0x10, 0xaaaa_bbbb_cccc);
+        exits.vmgexit(&mut msrs, &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_1 as u64), 0);
+        assert_eq!(msrs.0, 0xaaaa_bbbb_cccc);
+
+        // An MSR the vCPU refuses: an error with #GP to inject, the MSR untouched.
+        msr_ghcb(&mem, 0x10000, true, 0x11, 1);
+        exits.vmgexit(&mut msrs, &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_1 as u64), EXITINFO1_ERROR);
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_2 as u64), INJECT_GP);
+        assert_eq!(msrs.0, 0xaaaa_bbbb_cccc);
+    }
+
+    #[test]
+    fn a_ghcb_in_private_memory_ends_the_vm() {
+        let (mut exits, mem) = handler();
+        msr_ghcb(&mem, 0x10000, false, 0x10, 0);
+        exits.wrmsr(MSR_GHCB, 0x10000);
+        let err = exits.vmgexit(&mut OneMsr(0), &Bus::new(), &Bus::new()).unwrap_err();
+        assert!(matches!(err, VmEvent::VcpuFailed { vcpu: 0, ref message } if message.contains("not a shared page")));
+    }
+
+    #[test]
+    fn pvalidate_of_a_shared_page_converts_it_and_validates_it_once() {
+        // Arrange: the page at 0x20000 shared.
+        let (mut exits, _mem) = handler();
+        share(&mut exits, 0x20000);
+        let mut regs = kvm_regs { rcx: 0, rdx: 1, rip: 0x1000, ..Default::default() };
+
+        // Act: PVALIDATE (4 KiB, validate), then the same again.
+        exits.platform_instruction(PlatformInstruction::Pvalidate, Some(0x20000 | C_BIT_MASK), &mut regs).unwrap();
+        let first = (regs.rax, regs.rflags & 1, regs.rip);
+        exits.platform_instruction(PlatformInstruction::Pvalidate, Some(0x20000), &mut regs).unwrap();
+
+        // Assert: converted back to private and validated; the second one leaves CF set.
+        assert_eq!(first, (PVALIDATE_SUCCESS, 0, 0x1004));
+        assert_eq!((regs.rax, regs.rflags & 1, regs.rip), (PVALIDATE_SUCCESS, 1, 0x1008));
+        let state = exits.platform.rmp().state(0x20000).unwrap();
+        assert!(state.private && state.validated);
+        assert!(!exits.shared.is_shared(0x20000, PAGE));
+    }
+
+    #[test]
+    fn pvalidate_without_a_translation_or_a_size_fails_with_bad_input() {
+        let (mut exits, _mem) = handler();
+        for (gpa, rcx) in [(None, 0), (Some(0x20000), 2), (Some(0x1000_0000), 0)] {
+            let mut regs = kvm_regs { rcx, rdx: 1, ..Default::default() };
+            exits.platform_instruction(PlatformInstruction::Pvalidate, gpa, &mut regs).unwrap();
+            assert_eq!((regs.rax, regs.rip), (PVALIDATE_FAIL_INPUT, 4), "{gpa:x?} rcx {rcx}");
+        }
+    }
+
+    #[test]
+    fn rmpadjust_needs_a_validated_private_page() {
+        let (mut exits, _mem) = handler();
+        let mut regs = kvm_regs { rcx: 0, rdx: RMPADJUST_VMSA, ..Default::default() };
+        exits.platform_instruction(PlatformInstruction::Rmpadjust, Some(0x30000), &mut regs).unwrap();
+        assert_eq!(regs.rax, 2, "FAIL_PERMISSION on a page not validated");
+        let mut regs = kvm_regs { rcx: 0, rdx: 1, ..Default::default() };
+        exits.platform_instruction(PlatformInstruction::Pvalidate, Some(0x30000), &mut regs).unwrap();
+        let mut regs = kvm_regs { rcx: 0, rdx: RMPADJUST_VMSA, ..Default::default() };
+        exits.platform_instruction(PlatformInstruction::Rmpadjust, Some(0x30000), &mut regs).unwrap();
+        assert_eq!(regs.rax, 0);
+        assert!(exits.platform.rmp().state(0x30000).unwrap().vmsa);
+    }
+}

@@ -306,7 +306,8 @@ impl LaunchBackend for EmulatedTdx {
             }
         }
         // The vCPU count is known once the plan is loaded; the platform is made then.
-        self.platform = Some(Arc::new(EmulatedTdxPlatform::new(mem, &self.config, 0, self.chain.clone(), self.qe.clone())));
+        self.platform =
+            Some(Arc::new(EmulatedTdxPlatform::new(mem, &self.config, 0, self.chain.clone(), self.qe.clone())));
         Ok(())
     }
 
