@@ -34,6 +34,8 @@ struct Input {
     /// Ranges the launch put into the guest (private, validated, 4 KiB RMP entries):
     /// first page and page count.
     launched: Vec<(Gpa, u8)>,
+    /// Ranges the guest made shared before the requests (first page, page count).
+    shared: Vec<(Gpa, u8)>,
     /// What the guest does, in order; a request that ends the VM ends the run.
     ops: Vec<Op>,
 }
@@ -322,6 +324,12 @@ fuzz_target!(|input: Input| {
             let _ = platform.rmp().launch_update(at.get() & !0xfff, u64::from(*pages) * 0x1000);
         }
         let shared = Arc::new(SharedMemory::all_private(&m.mem));
+        for (at, pages) in &input.shared {
+            let (gpa, len) = (at.get() & !0xfff, u64::from(*pages) * 0x1000);
+            if platform.rmp().set_private(gpa, len, false).is_ok() {
+                shared.set_shared(gpa, len, true).expect("the page states and the devices' view agree on RAM");
+            }
+        }
         let mut exits = SnpVcpuExits::new(0, platform.clone(), shared.clone(), m.cpuid.clone(), m.mem.clone());
         let mut msrs = Msrs::default();
         for op in &input.ops {

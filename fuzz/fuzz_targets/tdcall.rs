@@ -28,6 +28,8 @@ use vmm::tdx::{TdcallOutcome, TdxVcpuExits};
 struct Input {
     /// Ranges the launch added (private, accepted): first page and page count.
     launched: Vec<(Gpa, u8)>,
+    /// Ranges the guest made shared before the requests (first page, page count).
+    shared: Vec<(Gpa, u8)>,
     /// What the guest does, in order; a TDCALL that ends the VM ends the run.
     ops: Vec<Op>,
 }
@@ -38,8 +40,9 @@ enum Op {
     Write { at: Gpa, bytes: Vec<u8> },
     /// The guest copies within its memory (up to 4 KiB).
     Copy { from: Gpa, to: Gpa, len: u16 },
-    /// The guest writes a GetQuote request header (version 1, TD report length).
-    QuoteHeader { at: Gpa },
+    /// The guest prepares a GetQuote buffer at `at`: the header (version 1, TD report
+    /// length) and, when given, the TD report it copies from `report`.
+    QuoteRequest { at: Gpa, report: Option<Gpa> },
     /// A TDCALL.
     Tdcall(Box<Tdcall>),
 }
@@ -198,17 +201,26 @@ fuzz_target!(|input: Input| {
             let _ = platform.pages().launch_update(at.get() & !0xfff, u64::from(*pages) * 0x1000);
         }
         let shared = Arc::new(SharedMemory::all_private(&m.mem));
+        for (at, pages) in &input.shared {
+            let (gpa, len) = (at.get() & !0xfff, u64::from(*pages) * 0x1000);
+            if platform.pages().set_private(gpa, len, false).is_ok() {
+                shared.set_shared(gpa, len, true).expect("the page states and the devices' view agree on RAM");
+            }
+        }
         let mut exits = TdxVcpuExits::new(1, platform.clone(), shared.clone(), m.cpuid.clone(), m.mem.clone());
         let mut msrs = Msrs::default();
         for op in &input.ops {
             match op {
                 Op::Write { at, bytes } => guest_write(&m.mem, at.get(), bytes),
                 Op::Copy { from, to, len } => guest_copy(&m.mem, from.get(), to.get(), usize::from(*len) % 0x1001),
-                Op::QuoteHeader { at } => {
+                Op::QuoteRequest { at, report } => {
                     let mut header = [0u8; QUOTE_HEADER_SIZE];
                     header[0] = 1;
                     header[16..20].copy_from_slice(&(TDREPORT_SIZE as u32).to_le_bytes());
                     guest_write(&m.mem, at.get(), &header);
+                    if let Some(report) = report {
+                        guest_copy(&m.mem, report.get(), at.get() + QUOTE_HEADER_SIZE as u64, TDREPORT_SIZE);
+                    }
                 }
                 Op::Tdcall(call) => {
                     let mut regs = call.regs();

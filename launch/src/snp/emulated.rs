@@ -146,12 +146,9 @@ impl Rmp {
         self.pages.len()
     }
 
-    /// Every page of guest RAM with its state, in region order (each region in GPA
-    /// order).
-    pub fn page_states(&self) -> impl Iterator<Item = (u64, PageState)> + '_ {
-        self.regions.iter().flat_map(move |&(start, pages, first)| {
-            (0..pages as usize).map(move |i| (start + i as u64 * PAGE_SIZE, self.pages[first + i]))
-        })
+    /// Every RAM region: its first GPA and the states of its pages in GPA order.
+    pub fn regions(&self) -> impl Iterator<Item = (u64, &[PageState])> + '_ {
+        self.regions.iter().map(|&(start, pages, first)| (start, &self.pages[first..first + pages as usize]))
     }
 
     /// Whether every page of the range is shared.
@@ -170,17 +167,21 @@ impl Rmp {
         Ok(())
     }
 
-    /// Marks the 2 MiB regions touching `[gpa, gpa + len)` as split into 4 KiB entries.
+    /// Marks the 2 MiB regions touching `[gpa, gpa + len)` as split into 4 KiB entries
+    /// (the RAM pages of those regions: one slice per RAM region, not a lookup per page).
     fn split_regions(&mut self, gpa: u64, len: u64) {
-        let start = gpa & !(PAGES_PER_2M * PAGE_SIZE - 1);
-        let mut at = start;
-        while at < gpa + len {
-            for i in 0..PAGES_PER_2M {
-                if let Some(idx) = self.index(at + i * PAGE_SIZE) {
-                    self.pages[idx].split = true;
+        const SPAN: u64 = PAGES_PER_2M * PAGE_SIZE;
+        let start = gpa & !(SPAN - 1);
+        let end = gpa.saturating_add(len).saturating_add(SPAN - 1) & !(SPAN - 1);
+        for &(region, pages, first) in &self.regions {
+            let region_end = region + pages * PAGE_SIZE;
+            let (lo, hi) = (start.max(region), end.min(region_end));
+            if lo < hi {
+                let (a, b) = ((lo - region) / PAGE_SIZE, (hi - region) / PAGE_SIZE);
+                for p in &mut self.pages[first + a as usize..first + b as usize] {
+                    p.split = true;
                 }
             }
-            at += PAGES_PER_2M * PAGE_SIZE;
         }
     }
 
@@ -621,6 +622,28 @@ mod tests {
         assert_eq!(r.pvalidate(0x60_0000, false, true), PvalidateResult::NotPrivate);
         assert!(r.is_shared(0x60_0000, 0x1000));
         assert!(!r.is_shared(0x60_0000, 0x2000));
+    }
+
+    #[test]
+    fn a_4k_conversion_splits_exactly_its_own_2m_region() {
+        // Two regions: 0..4 MiB and 6..7 MiB (the second one smaller than 2 MiB).
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20), (GuestAddress(6 << 20), 1 << 20)])
+            .unwrap();
+        let mut r = Rmp::new(&mem);
+        r.set_private(0x20_3000, 0x1000, false).unwrap();
+        r.set_private(0x60_0000, 0x1000, false).unwrap();
+        let split: Vec<u64> = r
+            .regions()
+            .flat_map(|(start, pages)| {
+                pages.iter().enumerate().filter(|(_, p)| p.split).map(move |(i, _)| start + i as u64 * PAGE_SIZE)
+            })
+            .collect();
+        let expected: Vec<u64> = (0x20_0000..0x40_0000).chain(0x60_0000..0x70_0000).step_by(0x1000).collect();
+        assert_eq!(split, expected);
+        // A whole 2 MiB conversion does not split.
+        r.set_private(0, 0x20_0000, false).unwrap();
+        assert!(!r.state(0x1000).unwrap().split);
+        assert_eq!(r.pvalidate(0, true, true), PvalidateResult::NotPrivate);
     }
 
     #[test]
