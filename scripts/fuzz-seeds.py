@@ -214,6 +214,133 @@ sel("tdx_crypto", 1, "td-report", bytes([3]) + bytes(td_report))
 sel("tdx_crypto", 1, "td-report-v5", bytes([7]) + bytes(td_report))
 
 
+# --- ghcb and tdcall: request sequences in the `arbitrary` crate's encoding ------------
+# (arbitrary 1.x: integers little-endian, bool = a byte's low bit, Option = bool then
+# the value, enum = a u32 v picking variant (v * count) >> 32, each Vec element preceded
+# by a "one more" bool and the Vec ended by a false one, fields in declaration order.
+# The types are those of fuzz/fuzz_targets/ghcb.rs and tdcall.rs; if they change, these
+# seeds decode to other (still valid) inputs.)
+
+def a_u8(v): return struct.pack("<B", v)
+def a_u16(v): return struct.pack("<H", v)
+def a_u32(v): return struct.pack("<I", v)
+def a_u64(v): return struct.pack("<Q", v)
+def a_bool(v): return b"\x01" if v else b"\x00"
+def a_opt(v): return b"\x00" if v is None else b"\x01" + v
+def a_vec(items): return b"".join(b"\x01" + i for i in items) + b"\x00"
+
+
+def a_enum(index, count, *fields):
+    v = (index * (1 << 32) + count - 1) // count
+    assert (v * count) >> 32 == index and v < 1 << 32
+    return a_u32(v) + b"".join(fields)
+
+
+# Gpa: Low(u16), High(u32), LowPage(u8), HighPage(u16), Mmio(u16), Raw(u64).
+def low_page(p): return a_enum(2, 6, a_u8(p))
+def high_page(p): return a_enum(3, 6, a_u16(p))
+def mmio(o): return a_enum(4, 6, a_u16(o))
+def ranges(rs): return a_vec([g + a_u8(n) for g, n in rs])
+
+
+# ghcb. Op: Write, Rdmsr, Wrmsr, MsrProtocol, Page, Pvalidate, Rmpadjust.
+# MsrRequest: SevInfo, Cpuid{u32,u8}, ApResetHold, RegisterGhcb(Gpa), Psc{Gpa,u8},
+# HvFeatures, Terminate{u8,u8}, Raw(u64). Small: Small(u8), Raw(u64).
+# Value: Small(Small), Gpa(Gpa), Io{bool,u16,u8}, Ap{u8,u8}. Scratch: Buffer(u16), At(Gpa).
+# Buffer: Nothing, Bytes(Vec<u8>), Psc{u16,u16,Vec<(Gpa,u8,bool)>}.
+# ExitCode: Ioio, Cpuid, Msr, MmioRead, MmioWrite, Psc, GuestRequest, ExtGuestRequest,
+# ApCreation, Terminate, HvFeatures, Raw(u64).
+def g_msr_protocol(req): return a_enum(3, 7, req)
+def g_small(v): return a_enum(0, 2, a_u8(v))
+def g_value_small(v): return a_enum(0, 4, g_small(v))
+def g_value_raw(v): return a_enum(0, 4, a_enum(1, 2, a_u64(v)))
+def g_value_gpa(g): return a_enum(1, 4, g)
+def g_value_io(port, flags): return a_enum(2, 4, a_bool(True), a_u16(port), a_u8(flags))
+def g_value_ap(vcpu, request): return a_enum(3, 4, a_u8(vcpu), a_u8(request))
+
+
+def g_page(at, exit_code, info1, info2, regs=(None, None, None, None), scratch=None, buffer=None, register=True):
+    return a_enum(4, 7, at, a_bool(False), a_bool(register), a_enum(exit_code, 12), info1, info2,
+                  b"".join(a_opt(r) for r in regs), a_opt(scratch), a_opt(None), a_opt(None), a_opt(None),
+                  buffer if buffer is not None else a_enum(0, 3))
+
+
+def g_pvalidate(at, rcx, rdx): return a_enum(5, 7, a_opt(at), g_small(rcx), g_small(rdx))
+def g_rmpadjust(at, rdx): return a_enum(6, 7, a_opt(at), g_small(0), a_u64(rdx))
+def g_input(launched, shared, ops): return ranges(launched) + ranges(shared) + a_vec(ops)
+
+
+IOIO_OUT_8 = 1 << 4
+write("ghcb", "msr-protocol", g_input([], [], [
+    g_msr_protocol(a_enum(0, 8)),                               # SEV information
+    g_msr_protocol(a_enum(1, 8, a_u32(0x8000001f), a_u8(1))),   # CPUID EBX
+    g_msr_protocol(a_enum(5, 8)),                               # hypervisor features
+    g_msr_protocol(a_enum(4, 8, low_page(2), a_u8(2))),         # page 2 to shared
+    g_msr_protocol(a_enum(3, 8, low_page(2))),                  # register it as the GHCB
+    g_msr_protocol(a_enum(6, 8, a_u8(1), a_u8(4))),             # terminate
+]))
+write("ghcb", "page-cpuid-ioio-mmio", g_input([], [(low_page(1), 2)], [
+    g_page(low_page(1), 1, g_value_small(0), g_value_small(0), (g_value_small(0), None, g_value_small(0), None)),
+    g_page(low_page(1), 0, g_value_io(0, IOIO_OUT_8), g_value_small(0), (g_value_raw(0x41), None, None, None)),
+    g_page(low_page(1), 0, g_value_io(1, IOIO_OUT_8 | 1), g_value_small(0)),
+    g_page(low_page(1), 3, g_value_gpa(mmio(0x10)), g_value_raw(4), scratch=a_enum(0, 2, a_u16(0))),
+    g_page(low_page(1), 4, g_value_gpa(mmio(0x10)), g_value_raw(4), scratch=a_enum(1, 2, low_page(2))),
+]))
+psc = a_enum(2, 3, a_u16(0), a_u16(2), a_vec([high_page(0) + a_u8(2) + a_bool(True),
+                                               low_page(5) + a_u8(2) + a_bool(False),
+                                               low_page(5) + a_u8(1) + a_bool(False)]))
+write("ghcb", "page-psc", g_input([(low_page(4), 4)], [(low_page(1), 1)], [
+    g_page(low_page(1), 5, g_value_small(0), g_value_small(0), scratch=a_enum(0, 2, a_u16(0)), buffer=psc),
+    g_pvalidate(high_page(0), 1, 1),
+]))
+write("ghcb", "ap-creation", g_input([(low_page(4), 2)], [(low_page(1), 1)], [
+    g_pvalidate(low_page(6), 0, 1),
+    g_rmpadjust(low_page(6), 1 << 16),
+    g_page(low_page(1), 8, g_value_ap(1, 2), g_value_gpa(low_page(6)), (g_value_small(0), None, None, None)),
+]))
+write("ghcb", "guest-request", g_input([], [(low_page(1), 4)], [
+    g_page(low_page(1), 6, g_value_gpa(low_page(2)), g_value_gpa(low_page(3))),
+    g_page(low_page(1), 7, g_value_gpa(low_page(2)), g_value_gpa(low_page(3)),
+           (g_value_gpa(low_page(4)), g_value_small(0), None, None)),
+]))
+
+# tdcall. Op: Write, Copy{Gpa,Gpa,u16}, QuoteRequest{Gpa, Option<Gpa>}, Tdcall(Box).
+# Tdcall: leaf, rcx, rdx, r8, r10, r11, r12, r13, r14, r15. Leaf: VpVmcall, VpInfo,
+# RtmrExtend, MrReport, PageAccept, Raw(u64). Value: Small(u8), Private(Gpa),
+# Shared(Gpa), Pages(u8), Port{bool,u16}, Msr(MsrIndex), Raw(u64). SubFunction:
+# GetTdVmCallInfo, MapGpa, GetQuote, ReportFatalError, SetupEventNotify, Cpuid, Hlt,
+# Io, Rdmsr, Wrmsr, Mmio, Raw(u64).
+def t_small(v): return a_enum(0, 7, a_u8(v))
+def t_private(g): return a_enum(1, 7, g)
+def t_shared(g): return a_enum(2, 7, g)
+def t_pages(n): return a_enum(3, 7, a_u8(n))
+def t_port(p): return a_enum(4, 7, a_bool(True), a_u16(p))
+
+
+def t_call(leaf, rcx=None, rdx=None, r8=None, sub=0, r12=None, r13=None, r14=None, r15=None):
+    z = t_small(0)
+    return a_enum(3, 4, a_enum(leaf, 6), rcx or z, rdx or z, r8 or z, z, a_enum(sub, 12),
+                  r12 or z, r13 or z, r14 or z, r15 or z)
+
+
+VMCALL, INFO, RTMR, REPORT, ACCEPT = range(5)
+write("tdcall", "report-and-quote", ranges([(low_page(0), 4)]) + ranges([(low_page(8), 2)]) + a_vec([
+    t_call(INFO),
+    t_call(REPORT, rcx=t_private(low_page(0)), rdx=t_private(low_page(1))),
+    a_enum(2, 4, low_page(8), a_opt(low_page(0))),                               # the guest's GetQuote buffer
+    t_call(VMCALL, sub=2, r12=t_shared(low_page(8)), r13=t_pages(2)),             # GetQuote
+]))
+write("tdcall", "accept-map-io-mmio", ranges([]) + ranges([]) + a_vec([
+    t_call(ACCEPT, rcx=t_private(low_page(3))),
+    t_call(ACCEPT, rcx=t_private(low_page(3))),
+    t_call(VMCALL, sub=1, r12=t_shared(high_page(0)), r13=t_pages(79)),           # MapGPA, RETRY
+    t_call(VMCALL, sub=7, r12=t_small(1), r13=t_small(1), r14=t_port(0), r15=t_small(0x41)),
+    t_call(VMCALL, sub=10, r12=t_small(4), r13=t_small(0), r14=t_private(mmio(0x10))),
+    t_call(VMCALL, sub=5, r12=t_small(1)),
+    t_call(RTMR, rcx=t_private(low_page(3)), rdx=t_small(3)),
+    t_call(VMCALL, sub=3, r12=t_small(7)),                                         # fatal error
+]))
+
 # --- Real and emulated evidence -------------------------------------------------------
 
 SGX_EXTENSIONS_OID = bytes.fromhex("06092a864886f84d010d01")

@@ -92,6 +92,8 @@ for t in "${targets[@]}"; do
     took=$(awk '/^Done [0-9]+ runs in/ {print $5}' "$log" | tail -n 1)
     if is_crypto "$t"; then
         goal=crypto
+    elif [ "$execs" -eq 0 ]; then
+        goal=-
     elif [ -n "$n" ] && [ "$n" -ge "$execs" ]; then
         goal=met
     else

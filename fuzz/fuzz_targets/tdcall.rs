@@ -99,8 +99,8 @@ enum Value {
     Private(Gpa),
     /// The same with the shared bit set.
     Shared(Gpa),
-    /// A length in pages.
-    Pages(u16),
+    /// A length in pages (0 to 79: GetQuote takes at most 64).
+    Pages(u8),
     /// A port: the port device's or any.
     Port { device: bool, port: u16 },
     /// An MSR index.
@@ -115,7 +115,7 @@ impl Value {
             Value::Small(v) => u64::from(v),
             Value::Private(g) => g.get(),
             Value::Shared(g) => g.get() | SHARED_BIT,
-            Value::Pages(n) => u64::from(n) * 0x1000,
+            Value::Pages(n) => u64::from(n % 80) * 0x1000,
             Value::Port { device, port } => {
                 if device {
                     cvmm_fuzz::cvm::PORTS.0 + u64::from(port) % cvmm_fuzz::cvm::PORTS.1
