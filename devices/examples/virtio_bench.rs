@@ -17,8 +17,14 @@
 //! instead would let each evict the other's working set between batches, which costs
 //! the faster memcpy proportionally more and flatters the device.) Each case runs
 //! [`RUNS`] pairs; the pair with the median ratio is printed (device MB/s, memcpy MB/s,
-//! ratio), with the lowest and highest ratio. Net frames are all received before the
-//! next pair starts, so the peer never competes with a timed memcpy.
+//! ratio), with the lowest and highest ratio, and the median ratio of CPU time (the
+//! thread's own, so preemption by other work on the machine drops out; for net it
+//! leaves out waiting for the peer). Net frames are all received before the next pair
+//! starts, so the peer never competes with a timed memcpy.
+//!
+//! "(socket alone)" is not a device: the same frames sent with one `send` each from a
+//! host buffer, to the same peer, paired with memcpy the same way. It is the most the
+//! Unix datagram backend can carry on this host, whatever the device does.
 //!
 //! usage: cargo run --release -p devices --example virtio_bench [case filter] [runs]
 //! (with a filter, only cases whose name contains it run, e.g. "blk read  64").
@@ -46,12 +52,41 @@ const TOTAL: usize = 512 << 20;
 /// Pairs (memcpy run, device run) per case; the median ratio is reported.
 const RUNS: usize = 5;
 
-/// One pair: seconds the memcpy run and the device run took to move `bytes` each.
+/// One pair: seconds the memcpy run and the device run took to move `bytes` each, by
+/// the wall clock and in CPU time of the thread that ran them.
 #[derive(Default, Clone, Copy)]
 struct Run {
     device: f64,
     copy: f64,
+    device_cpu: f64,
+    copy_cpu: f64,
     bytes: usize,
+}
+
+/// Wall-clock and thread CPU stopwatch.
+struct Clock {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self { cpu: thread_cpu(), wall: Instant::now() }
+    }
+
+    /// (wall, CPU) seconds since `start`.
+    fn stop(&self) -> (f64, f64) {
+        (self.wall.elapsed().as_secs_f64(), thread_cpu() - self.cpu)
+    }
+}
+
+/// CPU seconds the calling thread has used.
+fn thread_cpu() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec the call writes.
+    let ret = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(ret, 0, "clock_gettime");
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 impl Run {
@@ -64,22 +99,26 @@ impl Run {
     fn ratio(&self) -> f64 {
         self.copy / self.device
     }
+    fn cpu_ratio(&self) -> f64 {
+        self.copy_cpu / self.device_cpu
+    }
 }
 
-/// The memcpy baseline: seconds to move `total` bytes once, request by request, between
-/// two buffers of `BATCH * req` bytes (allocated and faulted in before the clock starts).
-fn memcpy_run(req: usize, total: usize) -> f64 {
+/// The memcpy baseline: (wall, CPU) seconds to move `total` bytes once, request by
+/// request, between two buffers of `BATCH * req` bytes (allocated and faulted in before
+/// the clock starts).
+fn memcpy_run(req: usize, total: usize) -> (f64, f64) {
     let src = vec![0x5au8; BATCH * req];
     let mut dst = vec![0u8; BATCH * req];
     dst.copy_from_slice(&src);
-    let t = Instant::now();
+    let t = Clock::start();
     for _ in 0..total / (BATCH * req) {
         for (d, s) in dst.chunks_mut(req).zip(src.chunks(req)) {
             d.copy_from_slice(s);
         }
         std::hint::black_box(&mut dst);
     }
-    t.elapsed().as_secs_f64()
+    t.stop()
 }
 
 fn evt() -> EventFd {
@@ -111,7 +150,7 @@ fn bench_blk(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, write: bo
     let data_at = DATA + 0x100_0000;
     // What the guest writes (0xa5) differs from the image's pattern; reads start from zeros.
     mem.write_slice(&vec![if write { 0xa5 } else { 0 }; BATCH * req], GuestAddress(data_at)).unwrap();
-    run.copy = memcpy_run(req, run.bytes);
+    (run.copy, run.copy_cpu) = memcpy_run(req, run.bytes);
     for _ in 0..batches {
         let mock = MockSplitQueue::new(mem, QUEUE);
         let mut descs = Vec::new();
@@ -137,9 +176,10 @@ fn bench_blk(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, write: bo
         }
         activate(&mut blk, shared, vec![mock.create_queue().unwrap()]);
         let completed = blk.completed();
-        let t = Instant::now();
+        let t = Clock::start();
         let done = blk.process_queue();
-        run.device += t.elapsed().as_secs_f64();
+        let (wall, cpu) = t.stop();
+        (run.device, run.device_cpu) = (run.device + wall, run.device_cpu + cpu);
         assert_eq!(done, BATCH);
         assert_eq!(blk.completed() - completed, BATCH as u64, "every request must succeed");
     }
@@ -154,8 +194,10 @@ fn bench_blk(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, write: bo
     run
 }
 
-/// One run of virtio-net transmits of `req`-byte frames to a Unix datagram peer.
-fn bench_net_tx(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize) -> Run {
+/// One run of virtio-net transmits of `req`-byte frames to a Unix datagram peer; or, with
+/// `alone`, of the same frames sent by plain `send` calls from one host buffer (no
+/// device, no guest memory): the most this backend can carry, for comparison.
+fn bench_net_tx(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, alone: bool) -> Run {
     let (ours, peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
     let received = Arc::new(AtomicUsize::new(0));
     let counted = received.clone();
@@ -194,8 +236,20 @@ fn bench_net_tx(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize) -> Run
     let frame = req - 12;
     let batches = TOTAL / (BATCH * req);
     let mut run = Run { bytes: batches * BATCH * req, ..Run::default() };
-    run.copy = memcpy_run(req, run.bytes);
+    (run.copy, run.copy_cpu) = memcpy_run(req, run.bytes);
+    // The host buffer `alone` sends from, the frame at a cache line past a page start.
+    let host = vec![0x3cu8; req + 8192];
+    let at = 64 + (4096 - host.as_ptr() as usize % 4096) % 4096;
     for _ in 0..batches {
+        if alone {
+            let t = Clock::start();
+            for _ in 0..BATCH {
+                assert_eq!(ours.send(&host[at..at + frame]).unwrap(), frame);
+            }
+            let (wall, cpu) = t.stop();
+            (run.device, run.device_cpu) = (run.device + wall, run.device_cpu + cpu);
+            continue;
+        }
         let rx = MockSplitQueue::create(mem, GuestAddress(0), QUEUE);
         let tx = MockSplitQueue::create(mem, GuestAddress(0x8_0000), QUEUE);
         let mut descs = Vec::new();
@@ -208,9 +262,10 @@ fn bench_net_tx(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize) -> Run
             tx.add_desc_chains(chain, (i * 2) as u16).unwrap();
         }
         activate(&mut net, shared, vec![rx.create_queue().unwrap(), tx.create_queue().unwrap()]);
-        let t = Instant::now();
+        let t = Clock::start();
         let done = net.process_tx();
-        run.device += t.elapsed().as_secs_f64();
+        let (wall, cpu) = t.stop();
+        (run.device, run.device_cpu) = (run.device + wall, run.device_cpu + cpu);
         assert_eq!(done, BATCH);
     }
     // Everything is received before the next pair's memcpy run starts.
@@ -234,13 +289,17 @@ fn main() {
          each after a memcpy of the same bytes; median of {runs} pairs",
         TOTAL >> 20
     );
-    println!("{:<26}{:>10}{:>10}{:>8}{:>16}{:>14}", "case", "MB/s", "memcpy", "ratio", "ratio min-max", "working set");
+    println!(
+        "{:<26}{:>10}{:>10}{:>8}{:>16}{:>11}{:>14}",
+        "case", "MB/s", "memcpy", "ratio", "ratio min-max", "cpu ratio", "working set"
+    );
     for req in [4096usize, 65536] {
         let set = format!("2 x {} KiB", (BATCH * req) >> 10);
-        let cases: [(&str, &dyn Fn() -> Run); 3] = [
+        let cases: [(&str, &dyn Fn() -> Run); 4] = [
             ("virtio-blk read ", &|| bench_blk(&mem, &shared, req, false)),
             ("virtio-blk write", &|| bench_blk(&mem, &shared, req, true)),
-            ("virtio-net tx   ", &|| bench_net_tx(&mem, &shared, req)),
+            ("virtio-net tx   ", &|| bench_net_tx(&mem, &shared, req, false)),
+            ("(socket alone)  ", &|| bench_net_tx(&mem, &shared, req, true)),
         ];
         for (kind, case) in cases {
             let name = format!("{kind} {} KiB", req >> 10);
@@ -251,11 +310,14 @@ fn main() {
             all.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
             let (lo, mid, hi) = (all[0], all[runs / 2], all[runs - 1]);
             let spread = format!("{:.0}-{:.0}%", 100.0 * lo.ratio(), 100.0 * hi.ratio());
+            let mut cpu: Vec<f64> = all.iter().map(Run::cpu_ratio).collect();
+            cpu.sort_by(f64::total_cmp);
             println!(
-                "{name:<26}{:>10.0}{:>10.0}{:>7.0}%{spread:>16}{set:>14}",
+                "{name:<26}{:>10.0}{:>10.0}{:>7.0}%{spread:>16}{:>10.0}%{set:>14}",
                 mid.device_mbps(),
                 mid.copy_mbps(),
-                100.0 * mid.ratio()
+                100.0 * mid.ratio(),
+                100.0 * cpu[runs / 2],
             );
         }
     }
