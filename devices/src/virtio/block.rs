@@ -1244,6 +1244,21 @@ mod tests {
     }
 
     #[test]
+    fn a_sparse_image_on_tmpfs_is_not_mapped_and_a_filled_one_is() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return; // no tmpfs to try
+        }
+        let image = TempFile::new_in(shm).unwrap();
+        image.as_file().set_len(64 * 512).unwrap();
+        let sparse = Block::open(image.as_path(), BlockOptions::default(), EventFd::new(0).unwrap()).unwrap();
+        image.as_file().write_all_at(&[1u8; 64 * 512], 0).unwrap();
+        let filled = Block::open(image.as_path(), BlockOptions::default(), EventFd::new(0).unwrap()).unwrap();
+        assert!(!sparse.is_mapped(), "reading its holes through a mapping would allocate tmpfs pages");
+        assert!(filled.is_mapped());
+    }
+
+    #[test]
     fn config_space_reports_capacity_and_discard_limits() {
         let r = rig(true);
         let blk = device(&r, BlockOptions::default());

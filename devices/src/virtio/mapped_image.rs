@@ -198,8 +198,14 @@ impl std::fmt::Debug for MappedImage {
 impl MappedImage {
     /// Maps the first `len` bytes of `file`. `None` when it cannot be mapped (an
     /// empty image, a file that has no mmap, no address space, no free slot, no SIGBUS
-    /// handler): the caller then uses `preadv`/`pwritev`.
+    /// handler) or should not be (a sparse file on tmpfs: reading a hole through a
+    /// mapping allocates a page of tmpfs memory, where `preadv` reads zeros for free):
+    /// the caller then uses `preadv`/`pwritev`.
     pub(crate) fn new(file: &File, len: u64, writable: bool) -> Option<Self> {
+        if sparse_on_tmpfs(file) {
+            log::debug!("virtio-blk: the image is a sparse file on tmpfs; using preadv/pwritev");
+            return None;
+        }
         let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
         let mapped = len.checked_next_multiple_of(page_size())?;
         if !install_handler() {
@@ -298,6 +304,21 @@ impl MappedImage {
         }
     }
 }
+
+/// Whether `file` is on tmpfs and has fewer blocks than its size needs.
+fn sparse_on_tmpfs(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: an all-zero statfs is a valid buffer for fstatfs to fill.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `file` is open and `fs` is a valid, exclusively borrowed statfs.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 || fs.f_type as i64 != TMPFS_MAGIC {
+        return false;
+    }
+    file.metadata().is_ok_and(|m| m.blocks().saturating_mul(512) < m.size())
+}
+
+/// `f_type` of tmpfs (linux/magic.h).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 impl Drop for MappedImage {
     fn drop(&mut self) {
