@@ -7,11 +7,13 @@
 //! feature and never by silently falling back.
 #![deny(missing_docs)]
 
+pub mod cert_cache;
 pub mod measure;
 pub mod plain;
 pub mod plan;
 pub mod snp;
 pub mod tdx;
+pub mod x509;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
