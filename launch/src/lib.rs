@@ -9,6 +9,7 @@
 
 pub mod cert_cache;
 pub mod measure;
+mod memslots;
 pub mod plain;
 pub mod plan;
 pub mod snp;

@@ -23,14 +23,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvm_bindings::{
-    kvm_enable_cap, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, KVM_CAP_EXIT_ON_EMULATION_FAILURE,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
+    kvm_enable_cap, kvm_regs, kvm_segment, kvm_sregs, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_X86_USER_SPACE_MSR,
+    KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
 };
 use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::psp::{EmulatedPsp, PspError, PspLaunch};
+use crate::memslots::add_memory_slots;
 use crate::plan::snp::{SnpSegment, SnpVcpu};
 use crate::plan::{LaunchPlan, PageType, VcpuState, PAGE_SIZE};
 use crate::{LaunchBackend, LaunchError, VcpuInit};
@@ -397,26 +398,8 @@ impl LaunchBackend for EmulatedSnp {
     }
 
     fn add_memory(&mut self, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
-        let count = mem.num_regions();
-        for (i, region) in mem.iter().enumerate() {
-            for (slot, gpa) in [(i, region.start_addr().0), (i + count, region.start_addr().0 | C_BIT_MASK)] {
-                let desc = kvm_userspace_memory_region {
-                    slot: slot as u32,
-                    flags: 0,
-                    guest_phys_addr: gpa,
-                    memory_size: region.len(),
-                    userspace_addr: region.as_ptr() as u64,
-                };
-                // SAFETY: the mapping belongs to `mem`, which outlives the VM (the builder
-                // keeps both), and covers `memory_size` bytes; two slots may alias it.
-                unsafe { vm.set_user_memory_region(desc) }.map_err(|source| LaunchError::SetMemoryRegion {
-                    slot: slot as u32,
-                    gpa,
-                    len: region.len(),
-                    source,
-                })?;
-            }
-        }
+        // Private memory at its GPA, shared memory at the alias: the same pages.
+        add_memory_slots(vm, mem, &[0, C_BIT_MASK])?;
         let platform = EmulatedSnpPlatform {
             rmp: Mutex::new(Rmp::new(mem)),
             psp: Mutex::new(EmulatedPsp::launch_start(self.launch.clone())?),
