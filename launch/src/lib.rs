@@ -7,6 +7,7 @@
 //! feature and never by silently falling back.
 #![deny(missing_docs)]
 
+mod bytes;
 pub mod cert_cache;
 pub mod measure;
 mod memslots;

@@ -4,6 +4,7 @@
 //! measures as the vCPU's VMSA page. The field offsets are [`arch::ghcb::vmsa`]'s,
 //! which the guest firmware uses too (it builds the VMSAs of the APs it starts).
 
+use crate::bytes::{le_u16, le_u32, le_u64};
 use crate::plan::snp::{SnpSegment, SnpVcpu};
 
 /// Size of a VMSA page.
@@ -73,22 +74,12 @@ pub fn vmsa_page(v: &SnpVcpu) -> [u8; VMSA_SIZE] {
     p
 }
 
-fn get<const N: usize>(page: &[u8; VMSA_SIZE], at: usize) -> [u8; N] {
-    let mut b = [0u8; N];
-    b.copy_from_slice(&page[at..at + N]);
-    b
-}
-
-fn get_u64(page: &[u8; VMSA_SIZE], at: usize) -> u64 {
-    u64::from_le_bytes(get(page, at))
-}
-
 fn get_segment(page: &[u8; VMSA_SIZE], at: usize) -> SnpSegment {
     SnpSegment {
-        selector: u16::from_le_bytes(get(page, at)),
-        attrib: u16::from_le_bytes(get(page, at + 2)),
-        limit: u32::from_le_bytes(get(page, at + 4)),
-        base: get_u64(page, at + 8),
+        selector: le_u16(page, at),
+        attrib: le_u16(page, at + 2),
+        limit: le_u32(page, at + 4),
+        base: le_u64(page, at + 8),
     }
 }
 
@@ -99,7 +90,7 @@ pub fn parse_vmsa(p: &[u8; VMSA_SIZE]) -> SnpVcpu {
     use arch::ghcb::vmsa::*;
     let mut r8_to_r15 = [0u64; 8];
     for (i, r) in r8_to_r15.iter_mut().enumerate() {
-        *r = get_u64(p, R8 + 8 * i);
+        *r = le_u64(p, R8 + 8 * i);
     }
     SnpVcpu {
         es: get_segment(p, ES),
@@ -112,30 +103,30 @@ pub fn parse_vmsa(p: &[u8; VMSA_SIZE]) -> SnpVcpu {
         ldtr: get_segment(p, LDTR),
         idtr: get_segment(p, IDTR),
         tr: get_segment(p, TR),
-        efer: get_u64(p, EFER),
-        cr0: get_u64(p, CR0),
-        cr2: get_u64(p, CR2),
-        cr3: get_u64(p, CR3),
-        cr4: get_u64(p, CR4),
-        dr6: get_u64(p, DR6),
-        dr7: get_u64(p, DR7),
-        rflags: get_u64(p, RFLAGS),
-        rip: get_u64(p, RIP),
-        rsp: get_u64(p, RSP),
-        rax: get_u64(p, RAX),
-        rbx: get_u64(p, RBX),
-        rcx: get_u64(p, RCX),
-        rdx: get_u64(p, RDX),
-        rsi: get_u64(p, RSI),
-        rdi: get_u64(p, RDI),
-        rbp: get_u64(p, RBP),
+        efer: le_u64(p, EFER),
+        cr0: le_u64(p, CR0),
+        cr2: le_u64(p, CR2),
+        cr3: le_u64(p, CR3),
+        cr4: le_u64(p, CR4),
+        dr6: le_u64(p, DR6),
+        dr7: le_u64(p, DR7),
+        rflags: le_u64(p, RFLAGS),
+        rip: le_u64(p, RIP),
+        rsp: le_u64(p, RSP),
+        rax: le_u64(p, RAX),
+        rbx: le_u64(p, RBX),
+        rcx: le_u64(p, RCX),
+        rdx: le_u64(p, RDX),
+        rsi: le_u64(p, RSI),
+        rdi: le_u64(p, RDI),
+        rbp: le_u64(p, RBP),
         r8_to_r15,
-        g_pat: get_u64(p, G_PAT),
-        xcr0: get_u64(p, XCR0),
-        xss: get_u64(p, XSS),
-        x87_fcw: u16::from_le_bytes(get(p, X87_FCW)),
-        mxcsr: u32::from_le_bytes(get(p, MXCSR)),
-        sev_features: get_u64(p, SEV_FEATURES),
+        g_pat: le_u64(p, G_PAT),
+        xcr0: le_u64(p, XCR0),
+        xss: le_u64(p, XSS),
+        x87_fcw: le_u16(p, X87_FCW),
+        mxcsr: le_u32(p, MXCSR),
+        sev_features: le_u64(p, SEV_FEATURES),
     }
 }
 

@@ -33,7 +33,8 @@ use thiserror::Error;
 use x509_cert::Certificate;
 
 use super::certs::{parse_pem_chain, verify_chain, CertError, EmulatedIntelChain};
-use super::report::{array, le_u64, verify_td_report, ReportError, ReportMacKey, TdReport};
+use super::report::{verify_td_report, ReportError, ReportMacKey, TdReport};
+use crate::bytes::{array, le_u16, le_u32, le_u64};
 use crate::measure::tdx::DIGEST_SIZE;
 
 /// Quote version 4.
@@ -355,18 +356,17 @@ impl SgxReportBody {
 
     /// Reads the 384 bytes (reserved bytes are ignored).
     pub fn from_bytes(b: &[u8; QE_REPORT_SIZE]) -> Self {
-        let u16_at = |at: usize| u16::from_le_bytes(array(b, at));
         Self {
             cpu_svn: array(b, 0),
-            misc_select: u32::from_le_bytes(array(b, 16)),
+            misc_select: le_u32(b, 16),
             isv_ext_prod_id: array(b, 32),
             attributes: array(b, 48),
             mr_enclave: array(b, 64),
             mr_signer: array(b, 128),
             config_id: array(b, 192),
-            isv_prod_id: u16_at(256),
-            isv_svn: u16_at(258),
-            config_svn: u16_at(260),
+            isv_prod_id: le_u16(b, 256),
+            isv_svn: le_u16(b, 258),
+            config_svn: le_u16(b, 260),
             isv_family_id: array(b, 304),
             report_data: array(b, 320),
         }
