@@ -1,7 +1,7 @@
 //! `cvmm`: the command line over the `vmm` library.
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -28,10 +28,10 @@ enum Command {
     Measure(MeasureArgs),
     /// Export the emulated SEV-SNP platform's AMD-style certificate chain (ARK, ASK,
     /// VCEK; generated once per installation and cached) for relying parties.
-    SnpCerts(SnpCertsArgs),
+    SnpCerts(CertsArgs),
     /// Export the emulated TDX platform's Intel-style certificate chain (root, PCK
     /// platform CA, PCK; generated once per installation and cached) for relying parties.
-    TdxCerts(SnpCertsArgs),
+    TdxCerts(CertsArgs),
     /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
     /// paused, resumed and shut down through it; their consoles go to stdout.
     Serve(ServeArgs),
@@ -79,7 +79,7 @@ struct ServeArgs {
 }
 
 #[derive(clap::Args, Debug)]
-struct SnpCertsArgs {
+struct CertsArgs {
     /// Directory to write the chain into: for SNP ark.pem, ask.pem, vcek.pem and
     /// cert_chain.pem (ASK then ARK); for TDX root.pem, pck_chain.pem, pck.pem and
     /// tcb_signing_chain.pem.
@@ -87,32 +87,21 @@ struct SnpCertsArgs {
     export: PathBuf,
 }
 
-fn tdx_certs(args: SnpCertsArgs) -> ExitCode {
-    let chain = match launch::tdx::certs::EmulatedIntelChain::load_or_create_default() {
+/// `cvmm snp-certs` and `cvmm tdx-certs`: loads the emulated platform's chain (creating
+/// and caching it the first time) and exports it into `--export`, whose path it prints.
+fn export_certs<C, E: std::error::Error>(
+    args: CertsArgs,
+    load_or_create: impl FnOnce() -> Result<C, E>,
+    export: impl FnOnce(&C, &Path) -> Result<(), E>,
+) -> ExitCode {
+    let chain = match load_or_create() {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
     if let Err(e) = std::fs::create_dir_all(&args.export) {
         return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
     }
-    match chain.export(&args.export) {
-        Ok(()) => {
-            println!("{}", args.export.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
-}
-
-fn snp_certs(args: SnpCertsArgs) -> ExitCode {
-    let chain = match launch::snp::certs::EmulatedAmdChain::load_or_create_default() {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    if let Err(e) = std::fs::create_dir_all(&args.export) {
-        return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
-    }
-    match chain.export(&args.export) {
+    match export(&chain, &args.export) {
         Ok(()) => {
             println!("{}", args.export.display());
             ExitCode::SUCCESS
@@ -261,8 +250,14 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("run").expect("the run subcommand was parsed");
             run(args, sub)
         }
-        Command::SnpCerts(args) => snp_certs(args),
-        Command::TdxCerts(args) => tdx_certs(args),
+        Command::SnpCerts(args) => {
+            use launch::snp::certs::EmulatedAmdChain;
+            export_certs(args, EmulatedAmdChain::load_or_create_default, EmulatedAmdChain::export)
+        }
+        Command::TdxCerts(args) => {
+            use launch::tdx::certs::EmulatedIntelChain;
+            export_certs(args, EmulatedIntelChain::load_or_create_default, EmulatedIntelChain::export)
+        }
         Command::Measure(args) => {
             let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
             measure(args, sub)
@@ -606,16 +601,6 @@ fn print_step_stats(steps: &[(&'static str, Duration)]) {
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {
-    let mut msg = format!("cvmm: error: {e}");
-    let mut source = e.source();
-    // Append causes not already in the message.
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(&format!(": {text}"));
-        }
-        source = s.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("cvmm: error: {}", vmm::error_chain(e));
     ExitCode::FAILURE
 }
