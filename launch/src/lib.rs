@@ -9,6 +9,7 @@
 
 mod bytes;
 pub mod cert_cache;
+mod emulation;
 pub mod measure;
 mod memslots;
 pub mod plain;

@@ -23,8 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvm_bindings::{
-    kvm_enable_cap, kvm_regs, kvm_sregs, KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_CAP_X86_USER_SPACE_MSR,
-    KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
+    kvm_enable_cap, kvm_regs, kvm_sregs, KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
 };
 use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd, VmFd};
 use thiserror::Error;
@@ -32,6 +31,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestM
 
 use super::kvm::vcpu::{regs_of, unpack_segment};
 use super::psp::{EmulatedPsp, PspError, PspLaunch};
+use crate::emulation::{self, emu_err};
 use crate::memslots::add_memory_slots;
 use crate::plan::snp::SnpVcpu;
 use crate::plan::{LaunchPlan, PageType, VcpuState, PAGE_SIZE};
@@ -370,22 +370,19 @@ impl EmulatedSnp {
     }
 }
 
-fn emu_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> LaunchError {
-    move |source| LaunchError::Emulation { what, source }
-}
-
 impl LaunchBackend for EmulatedSnp {
     fn name(&self) -> &'static str {
         "SEV-SNP (emulated)"
     }
 
     fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, LaunchError> {
-        let vm = kvm.create_vm().map_err(LaunchError::CreateVm)?;
-        let cap = |cap, arg| kvm_enable_cap { cap, args: [arg, 0, 0, 0], ..Default::default() };
-        vm.enable_cap(&cap(KVM_CAP_X86_USER_SPACE_MSR, u64::from(KVM_MSR_EXIT_REASON_FILTER)))
-            .map_err(emu_err("KVM_CAP_X86_USER_SPACE_MSR"))?;
-        vm.enable_cap(&cap(KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1))
-            .map_err(emu_err("KVM_CAP_EXIT_ON_EMULATION_FAILURE"))?;
+        let vm = emulation::create_vm(kvm)?;
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_X86_USER_SPACE_MSR,
+            args: [u64::from(KVM_MSR_EXIT_REASON_FILTER), 0, 0, 0],
+            ..Default::default()
+        };
+        vm.enable_cap(&cap).map_err(emu_err("KVM_CAP_X86_USER_SPACE_MSR"))?;
         // A zero bit denies: reads and writes of both MSRs exit to user space.
         let deny = [0u8; 1];
         let range = MsrFilterRange {
@@ -399,7 +396,7 @@ impl LaunchBackend for EmulatedSnp {
     }
 
     fn add_memory(&mut self, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
-        // Private memory at its GPA, shared memory at the alias: the same pages.
+        // The shared view at the GPA, the private view at GPA | C-bit: the same pages.
         add_memory_slots(vm, mem, &[0, C_BIT_MASK])?;
         let platform = EmulatedSnpPlatform {
             rmp: Mutex::new(Rmp::new(mem)),
