@@ -30,7 +30,9 @@ enum Command {
     /// VCEK; generated once per installation and cached) for relying parties.
     SnpCerts(SnpCertsArgs),
     /// Export the emulated TDX platform's Intel-style certificate chain (root, PCK
-    /// platform CA, PCK; generated once per installation and cached) for relying parties.
+    /// platform CA, PCK; generated once per installation and cached) and collateral
+    /// (collateral.json: TCB info, QE identity, CRLs, valid for 30 days) for relying
+    /// parties.
     TdxCerts(SnpCertsArgs),
     /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
     /// paused, resumed and shut down through it; their consoles go to stdout.
@@ -100,13 +102,23 @@ fn tdx_certs(args: SnpCertsArgs) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(&args.export) {
         return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
     }
-    match chain.export(&args.export) {
-        Ok(()) => {
-            println!("{}", args.export.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
+    if let Err(e) = chain.export(&args.export) {
+        return fail(&e);
     }
+    // Collateral (TCB info, QE identity, CRLs) so that `cvmm verify --collateral` can run
+    // a complete DCAP verification of the emulated platform's quotes.
+    use launch::tdx::quote::collateral::{collateral, fmspc};
+    let json = match collateral(&chain, &fmspc(&chain)).map(|c| serde_json::to_string_pretty(&c)) {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => return fail(&e),
+        Err(e) => return fail(&e),
+    };
+    let path = args.export.join("collateral.json");
+    if let Err(e) = std::fs::write(&path, json) {
+        return fail(&std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())));
+    }
+    println!("{}", args.export.display());
+    ExitCode::SUCCESS
 }
 
 fn snp_certs(args: SnpCertsArgs) -> ExitCode {
