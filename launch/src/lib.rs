@@ -14,8 +14,10 @@ pub mod measure;
 mod memslots;
 pub mod plain;
 pub mod plan;
+pub mod private_memory;
 pub mod snp;
 pub mod tdx;
+pub mod verify;
 pub mod x509;
 
 use arch::regs::BootEntry;
@@ -60,6 +62,9 @@ pub enum LaunchError {
     /// A step of the real SEV-SNP launch failed.
     #[error(transparent)]
     SnpKvm(#[from] snp::kvm::SnpLaunchError),
+    /// A step of the real TDX launch failed.
+    #[error(transparent)]
+    TdxKvm(#[from] tdx::kvm::TdxLaunchError),
     /// The emulated PSP refused a launch command.
     #[error(transparent)]
     Psp(#[from] snp::psp::PspError),

@@ -19,6 +19,7 @@
 //! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
 //! - [`seccomp`]: the seccomp allow-lists of the vCPU, device-loop and main threads.
 //! - [`host_check`]: whether this host can launch SEV-SNP or TDX guests (`cvmm host-check`).
+//! - [`verify`]: `cvmm verify`, checking attestation evidence as a relying party.
 //!
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
@@ -37,9 +38,12 @@ pub mod pause;
 pub mod seccomp;
 pub mod snp;
 pub mod snp_launch;
+pub mod snp_real;
 pub mod stats;
 pub mod tdx;
+pub mod tdx_real;
 pub mod vcpu;
+pub mod verify;
 pub mod vm;
 
 pub use builder::{build_vm, snp_measurement, tdx_measurement, BuildError};

@@ -305,7 +305,7 @@ impl SnpKvmLaunch {
             });
         }
         ioctl::sev_init2(vm, &self.host.sev, vmsa_features, GHCB_VERSION)?;
-        ioctl::enable_exit_hypercall(vm, 1 << KVM_HC_MAP_GPA_RANGE)?;
+        ioctl::enable_exit_hypercall(vm, 1 << KVM_HC_MAP_GPA_RANGE).map_err(SnpIoctlError::from)?;
         self.vmsa_features = vmsa_features;
         self.stage = Stage::Initialized;
         Ok(())
@@ -386,7 +386,7 @@ impl SnpKvmLaunch {
             return Err(range_err("not a non-empty, page-aligned whole number of pages"));
         }
         let host = memory.host_address(gpa, len)?;
-        ioctl::set_memory_attributes(vm, gpa, len, true)?;
+        ioctl::set_memory_attributes(vm, gpa, len, true).map_err(SnpIoctlError::from)?;
         match data {
             UpdateData::Bytes(bytes) => memory.write(gpa, bytes)?,
             // KVM reads no source for ZERO pages; every other type copies one.
