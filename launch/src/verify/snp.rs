@@ -23,6 +23,7 @@ use x509_cert::spki::ObjectIdentifier;
 use x509_cert::Certificate;
 
 use super::{expect_eq, Check, Expectations, Verdict};
+use crate::bytes::le_u64;
 use crate::snp::guest_msg::{cert_guid, parse_cert_table};
 
 /// Size of an ATTESTATION_REPORT.
@@ -217,7 +218,7 @@ impl SnpReport {
 
     /// The guest policy.
     pub fn policy(&self) -> u64 {
-        self.u64_at(0x08)
+        le_u64(&self.raw, 0x08)
     }
 
     /// The product the report's CPUID fields name (versions 3 and later).
@@ -229,12 +230,6 @@ impl SnpReport {
     /// Whether the TCB fields are in Turin's layout (with an FMC SPL).
     fn turin_layout(&self) -> bool {
         self.report.reported_tcb.fmc.is_some()
-    }
-
-    fn u64_at(&self, off: usize) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.raw[off..off + 8]);
-        u64::from_le_bytes(b)
     }
 
     /// Checks the report's signature with `key` over its first [`SIGNED_LEN`] bytes:
@@ -268,7 +263,7 @@ impl SnpReport {
         let policy = self.policy();
         let tcb = |t: &TcbVersion, off: usize| {
             let mut v = serde_json::json!({
-                "raw": format!("{:#018x}", self.u64_at(off)),
+                "raw": format!("{:#018x}", le_u64(&self.raw, off)),
                 "bootloader": t.bootloader,
                 "tee": t.tee,
                 "snp": t.snp,
@@ -281,7 +276,7 @@ impl SnpReport {
         };
         let version = |v: &sev::firmware::guest::Version| format!("{}.{}.{}", v.major, v.minor, v.build);
         let bit = |v: u64, n: u32| v >> n & 1 == 1;
-        let plat = self.u64_at(0x40);
+        let plat = le_u64(&self.raw, 0x40);
         let key_info = u32::from(r.key_info);
         let signing_key = match (key_info >> 2) & 7 {
             0 => "vcek",
