@@ -161,6 +161,32 @@ struct MeasureArgs {
     launch_log: Option<PathBuf>,
 }
 
+impl MeasureArgs {
+    /// What `cvmm measure --firmware` measures: the launch of `firmware` for `tee` with
+    /// these run arguments; `firmware_hashes` and `launch_log` as the caller reports.
+    fn firmware_options(
+        &self,
+        tee: vmm::measure::Tee,
+        firmware: PathBuf,
+        firmware_hashes: bool,
+        launch_log: bool,
+    ) -> vmm::measure::MeasureOptions {
+        vmm::measure::MeasureOptions {
+            tee,
+            firmware,
+            vcpus: self.run.vcpus,
+            vcpu_type: self.vcpu_type.clone(),
+            vmm_type: self.vmm_type.clone(),
+            guest_features: self.guest_features,
+            kernel: self.run.kernel.clone(),
+            initrd: self.run.initrd.clone(),
+            cmdline: self.run.cmdline.clone(),
+            firmware_hashes,
+            launch_log,
+        }
+    }
+}
+
 fn parse_tee(s: &str) -> Result<vmm::measure::Tee, String> {
     match s.to_ascii_lowercase().as_str() {
         "snp" | "sev-snp" => Ok(vmm::measure::Tee::Snp),
@@ -355,22 +381,10 @@ fn measure(args: MeasureArgs, matches: &clap::ArgMatches) -> ExitCode {
         Some(Err(e)) => return fail(&std::io::Error::other(e)),
         None => return fail(&std::io::Error::other("--tee is required: snp or tdx")),
     };
-    let Some(firmware) = args.firmware else {
+    let Some(firmware) = args.firmware.clone() else {
         return measure_direct_boot(args.run, matches, args.json, args.launch_log.as_deref());
     };
-    let opts = vmm::measure::MeasureOptions {
-        tee,
-        firmware,
-        vcpus: args.run.vcpus,
-        vcpu_type: args.vcpu_type,
-        vmm_type: args.vmm_type,
-        guest_features: args.guest_features,
-        kernel: args.run.kernel,
-        initrd: args.run.initrd,
-        cmdline: args.run.cmdline,
-        firmware_hashes: args.json,
-        launch_log: args.launch_log.is_some(),
-    };
+    let opts = args.firmware_options(tee, firmware, args.json, args.launch_log.is_some());
     let report = match vmm::measure::measure(&opts) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -841,7 +855,7 @@ fn measurement_of(measure_args: &[String]) -> Result<String, Box<dyn std::error:
         Some(t) => t.map_err(std::io::Error::other)?,
         None => return Err(Box::new(std::io::Error::other("--expect-measurement-of: --tee is required: snp or tdx"))),
     };
-    let Some(firmware) = args.firmware else {
+    let Some(firmware) = args.firmware.clone() else {
         let config = effective_config(args.run, &matches)?;
         let (_, digest) = match config.tee {
             vmm::Tee::Tdx(_) => vmm::tdx_measurement(&config)?,
@@ -849,18 +863,6 @@ fn measurement_of(measure_args: &[String]) -> Result<String, Box<dyn std::error:
         };
         return Ok(hex::encode(digest));
     };
-    let opts = vmm::measure::MeasureOptions {
-        tee,
-        firmware,
-        vcpus: args.run.vcpus,
-        vcpu_type: args.vcpu_type,
-        vmm_type: args.vmm_type,
-        guest_features: args.guest_features,
-        kernel: args.run.kernel,
-        initrd: args.run.initrd,
-        cmdline: args.run.cmdline,
-        firmware_hashes: false,
-        launch_log: false,
-    };
+    let opts = args.firmware_options(tee, firmware, false, false);
     Ok(vmm::measure::measure(&opts)?.measurement().to_string())
 }
