@@ -28,6 +28,7 @@ pub mod api;
 pub mod builder;
 pub mod config;
 pub mod config_file;
+mod conversions;
 pub mod device_loop;
 pub mod handle;
 pub mod host_check;
