@@ -64,8 +64,10 @@ const PSS_SALT_LEN: usize = 48;
 const CA_LIFETIME: Duration = Duration::from_secs(25 * 365 * 86_400);
 const VCEK_LIFETIME: Duration = Duration::from_secs(7 * 365 * 86_400);
 
-/// AMD's private arc for the VCEK extensions: 1.3.6.1.4.1.3704.1.
-mod oid {
+/// AMD's private arc for the VCEK and VLEK extensions (AMD 57230, "VCEK Certificate
+/// Extensions"): 1.3.6.1.4.1.3704.1; also what the relying party
+/// ([`crate::verify::snp`]) reads.
+pub(crate) mod oid {
     use x509_cert::spki::ObjectIdentifier as Oid;
     pub const STRUCT_VERSION: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.1");
     pub const PRODUCT_NAME: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.2");
@@ -77,6 +79,8 @@ mod oid {
     pub const SPL_6: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.6");
     pub const SPL_7: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.7");
     pub const UCODE_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
+    /// The FMC SPL (Turin and later).
+    pub const FMC_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
     pub const HW_ID: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.4");
     /// RSASSA-PSS.
     pub const RSASSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");

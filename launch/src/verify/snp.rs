@@ -24,7 +24,9 @@ use x509_cert::Certificate;
 
 use super::{expect_eq, Check, Expectations, Verdict};
 use crate::bytes::le_u64;
+use crate::snp::certs::oid;
 use crate::snp::guest_msg::{cert_guid, parse_cert_table};
+use crate::x509::attr;
 
 /// Size of an ATTESTATION_REPORT.
 pub const REPORT_SIZE: usize = 0x4A0;
@@ -48,19 +50,6 @@ const OFF_CHIP_ID: usize = 0x1A0;
 const OFF_SIG_R: usize = SIGNED_LEN;
 const SIG_COMPONENT_LEN: usize = 72;
 const SCALAR_LEN: usize = 48;
-
-/// AMD's VCEK/VLEK extensions (AMD 57230, table "VCEK Certificate Extensions").
-mod oid {
-    use x509_cert::spki::ObjectIdentifier as Oid;
-    pub const PRODUCT_NAME: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.2");
-    pub const BL_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
-    pub const TEE_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
-    pub const SNP_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
-    pub const UCODE_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
-    pub const FMC_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
-    pub const HW_ID: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.4");
-    pub const CN: Oid = Oid::new_unwrap("2.5.4.3");
-}
 
 /// Errors from parsing a report or reading certificates.
 #[derive(Debug, Error)]
@@ -395,7 +384,7 @@ pub fn common_name(cert: &Certificate) -> Option<String> {
         .0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
-        .find(|atv| atv.oid == oid::CN)
+        .find(|atv| atv.oid == attr::CN)
         .and_then(|atv| std::str::from_utf8(atv.value.value()).ok().map(str::to_string))
 }
 
