@@ -11,7 +11,7 @@ use vmm::{build_vm, TdxConfig, Tee, VmConfig, VmExit};
 
 fn tdx_config() -> VmConfig {
     VmConfig {
-        tee: Tee::Tdx(TdxConfig { emulated: true }),
+        tee: Tee::Tdx(TdxConfig::new(true)),
         memory: 64 << 20,
         timeout: Some(Duration::from_secs(60)),
         ..Default::default()

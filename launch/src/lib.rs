@@ -7,11 +7,18 @@
 //! feature and never by silently falling back.
 #![deny(missing_docs)]
 
+mod bytes;
+pub mod cert_cache;
+mod emulation;
 pub mod measure;
+mod memslots;
 pub mod plain;
 pub mod plan;
+pub mod private_memory;
 pub mod snp;
 pub mod tdx;
+pub mod verify;
+pub mod x509;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -55,6 +62,9 @@ pub enum LaunchError {
     /// A step of the real SEV-SNP launch failed.
     #[error(transparent)]
     SnpKvm(#[from] snp::kvm::SnpLaunchError),
+    /// A step of the real TDX launch failed.
+    #[error(transparent)]
+    TdxKvm(#[from] tdx::kvm::TdxLaunchError),
     /// The emulated PSP refused a launch command.
     #[error(transparent)]
     Psp(#[from] snp::psp::PspError),

@@ -35,6 +35,7 @@ use launch::plain::PlainKvm;
 use launch::snp::emulated::EmulatedSnp;
 use launch::snp::real::RealSnp;
 use launch::tdx::emulated::{EmulatedTdx, TdxModuleConfig};
+use launch::tdx::real::RealTdx;
 use launch::{LaunchBackend, LaunchError, VcpuInit};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, ReadVolatile};
@@ -216,16 +217,19 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         Tee::Snp(s) => Some(s),
         Tee::None | Tee::Tdx(_) => None,
     };
-    let tdx = match &config.tee {
-        Tee::Tdx(t) if t.emulated => true,
-        Tee::Tdx(_) => {
-            return Err(BuildError::TdxHardware(
-                "this host offers no TDX VM type (the real TDX launch needs Linux >= 6.16 with kvm_intel.tdx=1 and a loaded TDX module)".into(),
-            ))
-        }
-        _ => false,
+    let tdx_config = match &config.tee {
+        Tee::Tdx(t) => Some(t),
+        _ => None,
     };
+    let tdx = tdx_config.is_some();
+    let mut cert_blob = None;
     let mut backend = match snp_config {
+        None if tdx_config.is_some_and(|t| !t.emulated) => {
+            let host = launch::tdx::kvm::probe::probe_host(&kvm).map_err(|e| BuildError::TdxHardware(e.to_string()))?;
+            let cpuid = snp_cpuid_table(&kvm)?.to_vec();
+            let options = tdx_config.map(|t| t.options.clone()).unwrap_or_default();
+            Backend::Tdx(RealTdx::new(host, options, cpuid)?)
+        }
         None if tdx => {
             let chain = launch::tdx::certs::EmulatedIntelChain::load_or_create_default()
                 .map_err(|e| BuildError::TdxHardware(format!("the emulated Intel key chain: {e}")))?;
@@ -242,11 +246,22 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         }
         Some(s) => {
             let host = launch::snp::kvm::probe::probe_host(&kvm).map_err(|e| BuildError::SnpHardware(e.to_string()))?;
-            Backend::Snp(RealSnp::new(host, s.options.clone(), crate::snp_launch::SEV_FEATURES)?)
+            let certs = match &s.certs_file {
+                Some(path) => Some(
+                    launch::snp::kvm::exits::CertBlob::from_file(path)
+                        .map_err(|e| BuildError::Snp(format!("certs-file: {e}")))?,
+                ),
+                None => None,
+            };
+            cert_blob = certs.clone();
+            Backend::Snp(RealSnp::new(host, s.options.clone(), crate::snp_launch::SEV_FEATURES, certs.is_some())?)
         }
     };
     let vm = Arc::new(backend.as_dyn().create_vm(&kvm)?);
-    enable_split_irqchip(&vm)?;
+    // A real TD's backend enables the split irqchip itself (KVM requires it of a TD).
+    if !matches!(backend, Backend::Tdx(_)) {
+        enable_split_irqchip(&vm)?;
+    }
     // A TD starts at the reset vector: the top page below 4 GiB is guest memory too.
     let extra: &[(u64, u64)] = if tdx { &[(launch::plan::tdx_direct::RESET_PAGE, 0x1000)] } else { &[] };
     let mem = create_guest_memory(&layout, extra, config.guest_memory)?;
@@ -302,10 +317,18 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     backend.as_dyn().finalize(&vm, &mem)?;
     steps.mark("create vCPUs and finalize");
     let backend_name = backend.as_dyn().name();
-    let snp_real = match backend {
-        Backend::Snp(b) => b.into_runtime(),
-        _ => None,
+    let (snp_real, tdx_real) = match backend {
+        Backend::Snp(b) => (b.into_runtime(), None),
+        Backend::Tdx(b) => (None, b.into_runtime()),
+        _ => (None, None),
     };
+    let tdx_real = tdx_real.map(|launch| {
+        let msi_vm = vm.clone();
+        let injector: Arc<dyn launch::tdx::kvm::exits::MsiInjector> =
+            Arc::new(move |msi| msi_vm.signal_msi(msi).map(|_| ()));
+        let handler = Arc::new(launch.exit_handler(injector));
+        (launch, handler)
+    });
 
     Ok(Vm {
         vcpus,
@@ -322,6 +345,9 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         steps,
         backend_name,
         snp_real,
+        tdx_real,
+        snp_certs: cert_blob
+            .map(|b| Arc::new(launch::snp::kvm::exits::CertServer::new(launch::snp::kvm::exits::CertSource::Blob(b)))),
         tdx: tdx_runtime,
         launch: launch_info,
         i8042: devs.i8042,
@@ -374,6 +400,7 @@ enum Backend {
     SnpEmulated(EmulatedSnp),
     Snp(RealSnp),
     TdxEmulated(EmulatedTdx),
+    Tdx(RealTdx),
 }
 
 impl Backend {
@@ -383,6 +410,7 @@ impl Backend {
             Backend::SnpEmulated(b) => b,
             Backend::Snp(b) => b,
             Backend::TdxEmulated(b) => b,
+            Backend::Tdx(b) => b,
         }
     }
 }

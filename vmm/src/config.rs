@@ -72,11 +72,22 @@ pub enum Tee {
     Tdx(TdxConfig),
 }
 
-/// An Intel TDX guest's launch options.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// An Intel TDX guest's launch options: QEMU's `tdx-guest` options (names and value
+/// formats: [`launch::tdx::kvm::options::TdxKvmOptions`]), and the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TdxConfig {
     /// Run on cvmm's software-emulated TDX platform instead of TDX hardware.
     pub emulated: bool,
+    /// attributes, sept-ve-disable, mrconfigid, mrowner, mrownerconfig,
+    /// quote-generation-socket.
+    pub options: launch::tdx::kvm::options::TdxKvmOptions,
+}
+
+impl TdxConfig {
+    /// A TD with QEMU's default `tdx-guest` options.
+    pub fn new(emulated: bool) -> Self {
+        Self { emulated, options: launch::tdx::kvm::options::TdxKvmOptions::default() }
+    }
 }
 
 impl Tee {
@@ -105,14 +116,24 @@ pub struct SnpConfig {
     pub emulated: bool,
     /// policy, host-data, id-block, id-auth, author-key-enabled, ...
     pub options: launch::snp::kvm::options::SnpKvmOptions,
+    /// A certificate blob (GHCB certificate-table format) served to the guest's
+    /// extended attestation requests on SNP hardware (`certs-file`, cvmm's own option;
+    /// needs a host kernel with KVM_SEV_SNP_ENABLE_REQ_CERTS). The emulated platform
+    /// serves its own chain.
+    pub certs_file: Option<std::path::PathBuf>,
 }
 
 impl SnpConfig {
     /// Applies `key=value,...` options with QEMU's sev-snp-guest names and value formats
-    /// (e.g. `policy=0x30000,host-data=BASE64,id-block=BASE64,id-auth=BASE64`).
+    /// (e.g. `policy=0x30000,host-data=BASE64,id-block=BASE64,id-auth=BASE64`), and
+    /// cvmm's `certs-file=PATH`.
     pub fn apply_options(&mut self, options: &str) -> Result<(), String> {
         for item in options.split(',').filter(|s| !s.is_empty()) {
             let (key, value) = item.split_once('=').ok_or_else(|| format!("'{item}' is not KEY=VALUE"))?;
+            if key == "certs-file" {
+                self.certs_file = Some(value.into());
+                continue;
+            }
             self.options.set(key, value).map_err(|e| e.to_string())?;
         }
         self.options.check().map_err(|e| e.to_string())

@@ -140,17 +140,19 @@ struct TeeFile {
     id_auth: Option<String>,
     #[serde(default, rename = "author-key-enabled")]
     author_key_enabled: bool,
+    #[serde(default, rename = "certs-file", skip_serializing_if = "Option::is_none")]
+    certs_file: Option<PathBuf>,
 }
 
 impl TeeFile {
     fn to_tee(&self) -> Result<Tee, ConfigFileError> {
         if self.kind == "tdx" {
-            return Ok(Tee::Tdx(crate::config::TdxConfig { emulated: self.emulated }));
+            return Ok(Tee::Tdx(crate::config::TdxConfig::new(self.emulated)));
         }
         if self.kind != "snp" {
             return Err(field("tee.type")(format!("'{}' is not a TEE cvmm knows (snp, tdx)", self.kind)));
         }
-        let mut snp = SnpConfig { emulated: self.emulated, ..Default::default() };
+        let mut snp = SnpConfig { emulated: self.emulated, certs_file: self.certs_file.clone(), ..Default::default() };
         let set = |snp: &mut SnpConfig, key: &str, value: &str| {
             snp.options.set(key, value).map_err(|e| ConfigFileError::Field { field: "tee", message: e.to_string() })
         };
@@ -180,6 +182,7 @@ impl TeeFile {
                 id_block: None,
                 id_auth: None,
                 author_key_enabled: false,
+                certs_file: None,
             }),
             Tee::Snp(s) => Some(TeeFile {
                 kind: "snp".into(),
@@ -189,6 +192,7 @@ impl TeeFile {
                 id_block: s.options.id_block.as_ref().map(|b| b64(&b[..])),
                 id_auth: s.options.id_auth.as_ref().map(|b| b64(&b[..])),
                 author_key_enabled: s.options.author_key_enabled,
+                certs_file: s.certs_file.clone(),
             }),
         }
     }

@@ -1,7 +1,7 @@
 //! `cvmm`: the command line over the `vmm` library.
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -28,10 +28,12 @@ enum Command {
     Measure(MeasureArgs),
     /// Export the emulated SEV-SNP platform's AMD-style certificate chain (ARK, ASK,
     /// VCEK; generated once per installation and cached) for relying parties.
-    SnpCerts(SnpCertsArgs),
+    SnpCerts(CertsArgs),
     /// Export the emulated TDX platform's Intel-style certificate chain (root, PCK
-    /// platform CA, PCK; generated once per installation and cached) for relying parties.
-    TdxCerts(SnpCertsArgs),
+    /// platform CA, PCK; generated once per installation and cached) and collateral
+    /// (collateral.json: TCB info, QE identity, CRLs, valid for 30 days) for relying
+    /// parties.
+    TdxCerts(CertsArgs),
     /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
     /// paused, resumed and shut down through it; their consoles go to stdout.
     Serve(ServeArgs),
@@ -39,6 +41,11 @@ enum Command {
     /// (PASS, WARN or FAIL with the evidence), then a verdict per platform. Exits 0 when
     /// the platform asked for with --tee (and --emulated) is ready; without --tee, 0.
     HostCheck(HostCheckArgs),
+    /// Check attestation evidence (an SEV-SNP report or a TDX quote) as a relying
+    /// party: signatures and certificate chain up to the vendor's root, then what is
+    /// expected of the guest. One PASS/FAIL line per check; exit status 0 when all
+    /// pass, 1 when one fails, 2 when the inputs cannot be read (docs/verify.md).
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,7 +86,7 @@ struct ServeArgs {
 }
 
 #[derive(clap::Args, Debug)]
-struct SnpCertsArgs {
+struct CertsArgs {
     /// Directory to write the chain into: for SNP ark.pem, ask.pem, vcek.pem and
     /// cert_chain.pem (ASK then ARK); for TDX root.pem, pck_chain.pem, pck.pem and
     /// tcb_signing_chain.pem.
@@ -87,38 +94,44 @@ struct SnpCertsArgs {
     export: PathBuf,
 }
 
-fn tdx_certs(args: SnpCertsArgs) -> ExitCode {
-    let chain = match launch::tdx::certs::EmulatedIntelChain::load_or_create_default() {
+/// `cvmm snp-certs` and `cvmm tdx-certs`: loads the emulated platform's chain (creating
+/// and caching it the first time), has `export` write it (and whatever else the relying
+/// party needs) into `--export`, and prints that directory.
+fn export_certs<C, E: std::error::Error>(
+    args: CertsArgs,
+    load_or_create: impl FnOnce() -> Result<C, E>,
+    export: impl FnOnce(&C, &Path) -> Result<(), Box<dyn std::error::Error>>,
+) -> ExitCode {
+    let chain = match load_or_create() {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
     if let Err(e) = std::fs::create_dir_all(&args.export) {
         return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
     }
-    match chain.export(&args.export) {
+    match export(&chain, &args.export) {
         Ok(()) => {
             println!("{}", args.export.display());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(e.as_ref()),
     }
 }
 
-fn snp_certs(args: SnpCertsArgs) -> ExitCode {
-    let chain = match launch::snp::certs::EmulatedAmdChain::load_or_create_default() {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    if let Err(e) = std::fs::create_dir_all(&args.export) {
-        return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
-    }
-    match chain.export(&args.export) {
-        Ok(()) => {
-            println!("{}", args.export.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
+/// The emulated TDX platform's chain, and its collateral (TCB info, QE identity, CRLs)
+/// so that `cvmm verify --collateral` can run a complete DCAP verification of the
+/// emulated platform's quotes.
+fn export_tdx_certs(
+    chain: &launch::tdx::certs::EmulatedIntelChain,
+    dir: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use launch::tdx::quote::collateral::{collateral, fmspc};
+    chain.export(dir)?;
+    let json = serde_json::to_string_pretty(&collateral(chain, &fmspc(chain))?)?;
+    let path = dir.join("collateral.json");
+    std::fs::write(&path, json)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))?;
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,6 +159,32 @@ struct MeasureArgs {
     /// Write the plan as it is measured to this file, one JSON line per range.
     #[arg(long)]
     launch_log: Option<PathBuf>,
+}
+
+impl MeasureArgs {
+    /// What `cvmm measure --firmware` measures: the launch of `firmware` for `tee` with
+    /// these run arguments; `firmware_hashes` and `launch_log` as the caller reports.
+    fn firmware_options(
+        &self,
+        tee: vmm::measure::Tee,
+        firmware: PathBuf,
+        firmware_hashes: bool,
+        launch_log: bool,
+    ) -> vmm::measure::MeasureOptions {
+        vmm::measure::MeasureOptions {
+            tee,
+            firmware,
+            vcpus: self.run.vcpus,
+            vcpu_type: self.vcpu_type.clone(),
+            vmm_type: self.vmm_type.clone(),
+            guest_features: self.guest_features,
+            kernel: self.run.kernel.clone(),
+            initrd: self.run.initrd.clone(),
+            cmdline: self.run.cmdline.clone(),
+            firmware_hashes,
+            launch_log,
+        }
+    }
 }
 
 fn parse_tee(s: &str) -> Result<vmm::measure::Tee, String> {
@@ -261,14 +300,21 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("run").expect("the run subcommand was parsed");
             run(args, sub)
         }
-        Command::SnpCerts(args) => snp_certs(args),
-        Command::TdxCerts(args) => tdx_certs(args),
+        Command::SnpCerts(args) => {
+            use launch::snp::certs::EmulatedAmdChain;
+            export_certs(args, EmulatedAmdChain::load_or_create_default, |chain, dir| Ok(chain.export(dir)?))
+        }
+        Command::TdxCerts(args) => {
+            use launch::tdx::certs::EmulatedIntelChain;
+            export_certs(args, EmulatedIntelChain::load_or_create_default, export_tdx_certs)
+        }
         Command::Measure(args) => {
             let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
             measure(args, sub)
         }
         Command::Serve(args) => serve(&args.api_socket),
         Command::HostCheck(args) => host_check(args),
+        Command::Verify(args) => verify(*args),
     }
 }
 
@@ -335,22 +381,10 @@ fn measure(args: MeasureArgs, matches: &clap::ArgMatches) -> ExitCode {
         Some(Err(e)) => return fail(&std::io::Error::other(e)),
         None => return fail(&std::io::Error::other("--tee is required: snp or tdx")),
     };
-    let Some(firmware) = args.firmware else {
+    let Some(firmware) = args.firmware.clone() else {
         return measure_direct_boot(args.run, matches, args.json, args.launch_log.as_deref());
     };
-    let opts = vmm::measure::MeasureOptions {
-        tee,
-        firmware,
-        vcpus: args.run.vcpus,
-        vcpu_type: args.vcpu_type,
-        vmm_type: args.vmm_type,
-        guest_features: args.guest_features,
-        kernel: args.run.kernel,
-        initrd: args.run.initrd,
-        cmdline: args.run.cmdline,
-        firmware_hashes: args.json,
-        launch_log: args.launch_log.is_some(),
-    };
+    let opts = args.firmware_options(tee, firmware, args.json, args.launch_log.is_some());
     let report = match vmm::measure::measure(&opts) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -502,10 +536,11 @@ fn tee_from_flags(tee: Option<&str>, emulated: bool, options: Option<&str>) -> R
             Ok(vmm::Tee::Snp(snp))
         }
         Some("tdx") => {
-            if options.is_some() {
-                return Err("--tee-options: no TDX options are supported yet".into());
+            let mut tdx = vmm::TdxConfig::new(emulated);
+            if let Some(o) = options {
+                tdx.options = launch::tdx::kvm::options::TdxKvmOptions::parse(o).map_err(|e| e.to_string())?;
             }
-            Ok(vmm::Tee::Tdx(vmm::TdxConfig { emulated }))
+            Ok(vmm::Tee::Tdx(tdx))
         }
         Some(other) => Err(format!("--tee {other}: cvmm knows snp and tdx")),
     }
@@ -606,16 +641,228 @@ fn print_step_stats(steps: &[(&'static str, Duration)]) {
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {
-    let mut msg = format!("cvmm: error: {e}");
-    let mut source = e.source();
-    // Append causes not already in the message.
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(&format!(": {text}"));
-        }
-        source = s.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("cvmm: error: {}", vmm::error_chain(e));
     ExitCode::FAILURE
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("evidence").required(true).args(["show", "report"])))]
+struct VerifyArgs {
+    /// Print every field of an SNP report or TDX quote (binary, or hex text) as JSON and exit.
+    #[arg(long, value_name = "FILE")]
+    show: Option<PathBuf>,
+    /// The evidence to verify: an SNP attestation report or a TDX quote (binary, or hex text).
+    #[arg(long, alias = "quote", value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// SNP: a directory of AMD certificates: ark, ask, asvk, vcek, vlek (.pem/.der/.crt/.cer)
+    /// and cert_chain.pem (what `cvmm snp-certs --export` and snpguest write).
+    #[arg(long, value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// SNP: a certificate file (DER or PEM, one or more certificates), placed in the
+    /// chain by its subject name. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    cert: Vec<PathBuf>,
+    /// SNP: the certificate table of an extended guest request (GUID table + DER certificates).
+    #[arg(long, value_name = "FILE")]
+    cert_table: Option<PathBuf>,
+    /// The root certificate to trust (PEM or DER) instead of the vendor's: an ARK for
+    /// SNP (e.g. the emulated platform's ark.pem), a root CA for TDX.
+    #[arg(long, value_name = "FILE")]
+    root: Option<PathBuf>,
+    /// SNP: trust AMD's ARK for this product (milan, genoa, turin); without it (and
+    /// without --root) the report's CPUID fields or the VCEK's product name choose.
+    #[arg(long, value_name = "PRODUCT")]
+    product: Option<String>,
+    /// TDX: the collateral (TCB info, QE identity, CRLs and their issuer chains) as
+    /// QuoteCollateralV3 JSON.
+    #[arg(long, value_name = "FILE")]
+    collateral: Option<PathBuf>,
+    /// The time certificates and collateral must be valid at: YYYY-MM-DDTHH:MM:SSZ or
+    /// seconds since 1970 (default: now).
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// Expectations from a JSON policy file (docs/verify.md); flags override its fields.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Expected launch measurement (SNP) or MRTD (TDX), hex.
+    #[arg(long, value_name = "HEX")]
+    expect_measurement: Option<String>,
+    /// Expect the measurement `cvmm measure` computes from the arguments after `--`
+    /// (e.g. `-- --tee snp --emulated --memory 256M`).
+    #[arg(long, requires = "measure_args", conflicts_with = "expect_measurement")]
+    expect_measurement_of: bool,
+    /// Expected REPORT_DATA (nonce), hex of up to 64 bytes, zero padded.
+    #[arg(long, value_name = "HEX")]
+    expect_report_data: Option<String>,
+    /// SNP: expected HOST_DATA, hex or base64 of 32 bytes.
+    #[arg(long, value_name = "HEX|BASE64")]
+    expect_host_data: Option<String>,
+    /// SNP: expected guest policy (exact), e.g. 0x30000.
+    #[arg(long, value_name = "POLICY")]
+    expect_policy: Option<String>,
+    /// SNP: expected VMPL of the report.
+    #[arg(long, value_name = "N")]
+    expect_vmpl: Option<u32>,
+    /// SNP: minimum REPORTED_TCB: bl=N,tee=N,snp=N,ucode=N[,fmc=N] or a TCB_VERSION (0x...).
+    #[arg(long, value_name = "TCB")]
+    min_tcb: Option<String>,
+    /// TDX: expected RTMR N: N=HEX. Repeatable.
+    #[arg(long, value_name = "N=HEX")]
+    expect_rtmr: Vec<String>,
+    /// TDX: expected MRCONFIGID, hex.
+    #[arg(long, value_name = "HEX")]
+    expect_mr_config_id: Option<String>,
+    /// TDX: expected MROWNER, hex.
+    #[arg(long, value_name = "HEX")]
+    expect_mr_owner: Option<String>,
+    /// TDX: expected MROWNERCONFIG, hex.
+    #[arg(long, value_name = "HEX")]
+    expect_mr_owner_config: Option<String>,
+    /// TDX: minimum TEE_TCB_SVN (16 bytes of hex, compared byte by byte).
+    #[arg(long, value_name = "HEX")]
+    min_tee_tcb_svn: Option<String>,
+    /// TDX: accept this TCB status besides UpToDate (e.g. SWHardeningNeeded). Repeatable.
+    #[arg(long, value_name = "STATUS")]
+    accept_tcb_status: Vec<String>,
+    /// Accept a debuggable guest (SNP policy DEBUG, TDX attribute DEBUG).
+    #[arg(long)]
+    allow_debug: bool,
+    /// Print the checks as one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+    /// The `cvmm measure` arguments for --expect-measurement-of.
+    #[arg(last = true, value_name = "MEASURE ARGS")]
+    measure_args: Vec<String>,
+}
+
+/// `cvmm verify`'s status when the inputs cannot be read (checks that fail give 1).
+const VERIFY_INPUT_ERROR: u8 = 2;
+
+fn verify_fail(e: &dyn std::error::Error) -> ExitCode {
+    let _ = fail(e);
+    ExitCode::from(VERIFY_INPUT_ERROR)
+}
+
+fn verify(args: VerifyArgs) -> ExitCode {
+    if let Some(path) = &args.show {
+        return match vmm::verify::read_evidence(path) {
+            Ok(ev) => {
+                println!("{:#}", ev.to_json());
+                ExitCode::SUCCESS
+            }
+            Err(e) => verify_fail(&e),
+        };
+    }
+    let Some(path) = &args.report else { return verify_fail(&std::io::Error::other("--report FILE is required")) };
+    let evidence = match vmm::verify::read_evidence(path) {
+        Ok(ev) => ev,
+        Err(e) => return verify_fail(&e),
+    };
+    let expectations = match verify_expectations(&args) {
+        Ok(e) => e,
+        Err(e) => return verify_fail(e.as_ref()),
+    };
+    let now = match args.now.as_deref().map(launch::verify::parse_time).transpose() {
+        Ok(n) => n,
+        Err(e) => return verify_fail(&e),
+    };
+    let inputs = vmm::verify::VerifyInputs {
+        certs_dir: args.certs,
+        cert_files: args.cert,
+        cert_table: args.cert_table,
+        root: args.root,
+        product: args.product,
+        collateral: args.collateral,
+        now,
+    };
+    let verdict = match vmm::verify::verify(&evidence, &inputs, &expectations) {
+        Ok(v) => v,
+        Err(e) => return verify_fail(&e),
+    };
+    if args.json {
+        println!("{:#}", vmm::verify::verdict_json(&evidence, &verdict));
+    } else {
+        print!("{}", vmm::verify::verdict_text(&evidence, &verdict));
+    }
+    if verdict.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The expectations of `cvmm verify`: the policy file's, overridden by the flags.
+fn verify_expectations(args: &VerifyArgs) -> Result<launch::verify::Expectations, Box<dyn std::error::Error>> {
+    use vmm::verify::{PolicyFile, VerifyCliError};
+    let file = match &args.policy {
+        Some(p) => PolicyFile::read(p)?,
+        None => PolicyFile::default(),
+    };
+    let mut rtmrs: [Option<String>; 4] = Default::default();
+    for r in &args.expect_rtmr {
+        let (n, hex) =
+            r.split_once('=').ok_or_else(|| VerifyCliError::Usage(format!("--expect-rtmr {r}: not N=HEX")))?;
+        let slot = n
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| rtmrs.get_mut(i))
+            .ok_or_else(|| VerifyCliError::Usage(format!("--expect-rtmr {r}: RTMRs are 0 to 3")))?;
+        *slot = Some(hex.to_string());
+    }
+    let measurement = match args.expect_measurement_of {
+        true => Some(measurement_of(&args.measure_args)?),
+        false => args.expect_measurement.clone(),
+    };
+    if !args.measure_args.is_empty() && !args.expect_measurement_of {
+        return Err(Box::new(VerifyCliError::Usage("arguments after -- are for --expect-measurement-of".into())));
+    }
+    let [rtmr0, rtmr1, rtmr2, rtmr3] = rtmrs;
+    let flags = PolicyFile {
+        measurement,
+        report_data: args.expect_report_data.clone(),
+        allow_debug: args.allow_debug.then_some(true),
+        host_data: args.expect_host_data.clone(),
+        policy: args.expect_policy.clone(),
+        min_tcb: args.min_tcb.clone(),
+        vmpl: args.expect_vmpl,
+        rtmr0,
+        rtmr1,
+        rtmr2,
+        rtmr3,
+        mr_config_id: args.expect_mr_config_id.clone(),
+        mr_owner: args.expect_mr_owner.clone(),
+        mr_owner_config: args.expect_mr_owner_config.clone(),
+        min_tee_tcb_svn: args.min_tee_tcb_svn.clone(),
+        accepted_tcb_status: (!args.accept_tcb_status.is_empty()).then(|| args.accept_tcb_status.clone()),
+    };
+    Ok(file.overridden_by(flags).expectations()?)
+}
+
+/// The measurement (hex) `cvmm measure ARGS` prints: the same parsing and the same
+/// computation (vmm::measure for a firmware image, vmm::snp_measurement or
+/// vmm::tdx_measurement for cvmm's own direct boot).
+fn measurement_of(measure_args: &[String]) -> Result<String, Box<dyn std::error::Error>> {
+    #[derive(Parser, Debug)]
+    #[command(name = "cvmm verify --expect-measurement-of --", no_binary_name = true)]
+    struct MeasureOnly {
+        #[command(flatten)]
+        measure: MeasureArgs,
+    }
+    let matches = MeasureOnly::command().try_get_matches_from(measure_args)?;
+    let args = MeasureOnly::from_arg_matches(&matches)?.measure;
+    let tee = match args.run.tee.as_deref().map(parse_tee) {
+        Some(t) => t.map_err(std::io::Error::other)?,
+        None => return Err(Box::new(std::io::Error::other("--expect-measurement-of: --tee is required: snp or tdx"))),
+    };
+    let Some(firmware) = args.firmware.clone() else {
+        let config = effective_config(args.run, &matches)?;
+        let (_, digest) = match config.tee {
+            vmm::Tee::Tdx(_) => vmm::tdx_measurement(&config)?,
+            _ => vmm::snp_measurement(&config)?,
+        };
+        return Ok(hex::encode(digest));
+    };
+    let opts = args.firmware_options(tee, firmware, false, false);
+    Ok(vmm::measure::measure(&opts)?.measurement().to_string())
 }

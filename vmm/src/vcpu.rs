@@ -18,7 +18,8 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::pause::PauseGate;
 use crate::seccomp::{Filter, SeccompError};
-use crate::snp::{RealSnpExits, SnpVcpuExits};
+use crate::snp::SnpVcpuExits;
+use crate::snp_real::RealSnpExits;
 use crate::vm::VmEvent;
 
 thread_local! {
@@ -74,6 +75,8 @@ pub struct VcpuContext {
     pub snp: Option<SnpVcpuExits>,
     /// A real SEV-SNP guest's page conversions and termination requests.
     pub snp_real: Option<RealSnpExits>,
+    /// A real TD's conversions, forwarded TDVMCALLs and fatal error.
+    pub tdx_real: Option<crate::tdx_real::RealTdxExits>,
     /// The emulated TDX platform's TDCALLs of this vCPU, for an emulated TD.
     pub tdx: Option<crate::tdx::TdxVcpuExits>,
 }
@@ -91,6 +94,10 @@ enum Next {
     InternalError,
     /// The emulated SNP platform's VMGEXIT doorbell: served once the borrow ends.
     Vmgexit,
+    /// KVM_EXIT_SNP_REQ_CERTS: answered through kvm_run once the borrow ends.
+    ReqCerts,
+    /// KVM_EXIT_TDX: answered through kvm_run once the borrow ends.
+    TdxExit,
     Stop(VmEvent),
 }
 
@@ -167,6 +174,16 @@ fn run_loop(
                 Some(Err(event)) => return Some(event),
                 None => return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) }),
             },
+            Next::TdxExit => {
+                if let Some(real) = &ctx.tdx_real {
+                    real.tdx(vcpu.get_kvm_run());
+                }
+            }
+            Next::ReqCerts => {
+                if let Some(real) = &ctx.snp_real {
+                    real.req_certs(vcpu.get_kvm_run());
+                }
+            }
             Next::Vmgexit => {
                 if let Some(s) = snp.as_mut() {
                     if let Err(event) = s.vmgexit(vcpu, &ctx.pio, &ctx.mmio) {
@@ -196,6 +213,28 @@ fn describe_internal_error(vcpu: &mut VcpuFd) -> String {
 fn dispatch(exit: VcpuExit<'_>, index: u32, ctx: &VcpuContext, snp: &mut Option<SnpVcpuExits>) -> Next {
     match exit {
         VcpuExit::IoOut(arch::ghcb::EMULATED_VMGEXIT_PORT, _) if snp.is_some() => Next::Vmgexit,
+        VcpuExit::Unsupported(launch::snp::kvm::uapi::KVM_EXIT_SNP_REQ_CERTS) if ctx.snp_real.is_some() => {
+            Next::ReqCerts
+        }
+        VcpuExit::Unsupported(launch::tdx::kvm::uapi::KVM_EXIT_TDX) if ctx.tdx_real.is_some() => Next::TdxExit,
+        VcpuExit::Hypercall(h) if ctx.tdx_real.is_some() => {
+            if let Some(real) = &ctx.tdx_real {
+                *h.ret = real.hypercall(h.nr, &h.args);
+            }
+            Next::Continue
+        }
+        VcpuExit::MemoryFault { flags, gpa, size } if ctx.tdx_real.is_some() => {
+            match ctx.tdx_real.as_ref().map(|r| r.memory_fault(flags, gpa, size)) {
+                Some(Err(event)) => Next::Stop(event),
+                _ => Next::Continue,
+            }
+        }
+        VcpuExit::SystemEvent(kind, data) if ctx.tdx_real.as_ref().and_then(|r| r.fatal(kind, data)).is_some() => {
+            match ctx.tdx_real.as_ref().and_then(|r| r.fatal(kind, data)) {
+                Some(event) => Next::Stop(event),
+                None => Next::Continue,
+            }
+        }
         VcpuExit::Hypercall(h) if ctx.snp_real.is_some() => {
             if let Some(real) = &ctx.snp_real {
                 *h.ret = real.hypercall(h.nr, &h.args);

@@ -342,6 +342,10 @@ pub struct Vm {
     pub(crate) tdx: Option<(Arc<launch::tdx::emulated::EmulatedTdxPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     /// The real SNP launch (guest_memfds, conversions) of a VM on SNP hardware.
     pub(crate) snp_real: Option<Arc<launch::snp::kvm::SnpKvmLaunch>>,
+    /// The real TDX launch and its KVM_EXIT_TDX handler, of a TD on TDX hardware.
+    pub(crate) tdx_real: Option<(Arc<launch::tdx::kvm::TdxKvmLaunch>, Arc<launch::tdx::kvm::exits::TdxExitHandler>)>,
+    /// The certificates served on KVM_EXIT_SNP_REQ_CERTS, if any.
+    pub(crate) snp_certs: Option<Arc<launch::snp::kvm::exits::CertServer>>,
     /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
     pub(crate) snp: Option<(Arc<launch::snp::emulated::EmulatedSnpPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
     pub(crate) vm: Arc<VmFd>,
@@ -483,8 +487,16 @@ impl Vm {
                         self.mem.clone(),
                     )
                 }),
-                snp_real: self.snp_real.as_ref().map(|launch| crate::snp::RealSnpExits {
+                tdx_real: self.tdx_real.as_ref().map(|(launch, handler)| crate::tdx_real::RealTdxExits {
                     index,
+                    launch: launch.clone(),
+                    handler: handler.clone(),
+                    vm: self.vm.clone(),
+                    shared: self.shared.clone(),
+                }),
+                snp_real: self.snp_real.as_ref().map(|launch| crate::snp_real::RealSnpExits {
+                    index,
+                    certs: self.snp_certs.clone(),
                     launch: launch.clone(),
                     vm: self.vm.clone(),
                     shared: self.shared.clone(),

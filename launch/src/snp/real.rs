@@ -23,13 +23,21 @@ pub struct RealSnp {
     launch: Option<SnpKvmLaunch>,
     sev_features: u64,
     vcpus: Vec<SnpVcpu>,
+    serve_certs: bool,
 }
 
 impl RealSnp {
     /// A launch on `host` with `options`, whose VMSAs have `sev_features` (SNPActive
-    /// included).
-    pub fn new(host: SnpHost, options: SnpKvmOptions, sev_features: u64) -> Result<Self, LaunchError> {
-        Ok(Self { launch: Some(SnpKvmLaunch::new(host, options)?), sev_features, vcpus: Vec::new() })
+    /// included); `serve_certs`: the guest's extended attestation requests get their
+    /// certificates from user space (KVM_SEV_SNP_ENABLE_REQ_CERTS; the launch fails on
+    /// kernels without it, saying no certificates can be served).
+    pub fn new(
+        host: SnpHost,
+        options: SnpKvmOptions,
+        sev_features: u64,
+        serve_certs: bool,
+    ) -> Result<Self, LaunchError> {
+        Ok(Self { launch: Some(SnpKvmLaunch::new(host, options)?), sev_features, vcpus: Vec::new(), serve_certs })
     }
 
     fn launch(&mut self) -> Result<&mut SnpKvmLaunch, LaunchError> {
@@ -50,9 +58,13 @@ impl LaunchBackend for RealSnp {
 
     fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, LaunchError> {
         let features = self.sev_features & !SVM_SEV_FEAT_SNP_ACTIVE;
+        let serve_certs = self.serve_certs;
         let launch = self.launch()?;
         let vm = launch.create_vm(kvm)?;
         launch.init(&vm, features)?;
+        if serve_certs {
+            launch.enable_req_certs(&vm)?;
+        }
         launch.launch_start(&vm)?;
         Ok(vm)
     }

@@ -5,7 +5,11 @@
 //! - The real launch through the upstream KVM ABI (`KVM_X86_TDX_VM`, `KVM_TDX_*`).
 //! - The emulated platform: the TDX module's and KVM's part, done in software for
 //!   hosts without TDX (`--tee tdx --emulated`, never chosen silently).
+
 pub mod certs;
 pub mod emulated;
+pub mod hob;
+pub mod kvm;
 pub mod quote;
+pub mod real;
 pub mod report;

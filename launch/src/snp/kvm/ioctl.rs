@@ -2,22 +2,26 @@
 //! each named after what it issues, with the argument structure built from its
 //! parameters and the firmware status code kept in the error.
 //!
-//! kvm-ioctls 0.25 issues the ioctls it has (`KVM_CREATE_VM`, `KVM_MEMORY_ENCRYPT_OP`,
-//! `KVM_CREATE_GUEST_MEMFD`, `KVM_SET_USER_MEMORY_REGION2`, `KVM_SET_MEMORY_ATTRIBUTES`,
-//! `KVM_ENABLE_CAP`); this file issues the two it lacks: `KVM_GET_DEVICE_ATTR` on the
-//! /dev/kvm fd and `SEV_ISSUE_CMD` on /dev/sev.
+//! kvm-ioctls 0.25 issues the ioctls it has (`KVM_CREATE_VM`, `KVM_MEMORY_ENCRYPT_OP`);
+//! this file issues the two it lacks: `KVM_GET_DEVICE_ATTR` on the /dev/kvm fd and
+//! `SEV_ISSUE_CMD` on /dev/sev. The guest_memfd, memory-slot, memory-attribute and
+//! hypercall-exit ioctls are TEE-neutral: they are [`crate::private_memory`]'s, and
+//! re-exported here.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use kvm_bindings::{
-    kvm_create_guest_memfd, kvm_device_attr, kvm_enable_cap, kvm_memory_attributes, kvm_sev_cmd, kvm_sev_init,
-    kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start, kvm_sev_snp_launch_update, kvm_userspace_memory_region2,
-    sev_cmd_id_KVM_SEV_INIT2, sev_cmd_id_KVM_SEV_SNP_LAUNCH_FINISH, sev_cmd_id_KVM_SEV_SNP_LAUNCH_START,
-    sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE, KVM_CAP_EXIT_HYPERCALL, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SNP_VM,
+    kvm_device_attr, kvm_sev_cmd, kvm_sev_init, kvm_sev_snp_launch_finish, kvm_sev_snp_launch_start,
+    kvm_sev_snp_launch_update, sev_cmd_id_KVM_SEV_INIT2, sev_cmd_id_KVM_SEV_SNP_LAUNCH_FINISH,
+    sev_cmd_id_KVM_SEV_SNP_LAUNCH_START, sev_cmd_id_KVM_SEV_SNP_LAUNCH_UPDATE, KVM_X86_SNP_VM,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use thiserror::Error;
+
+pub use crate::private_memory::{
+    create_guest_memfd, enable_exit_hypercall, set_memory_attributes, set_user_memory_region2, GmemIoctlError,
+};
 
 use super::uapi::{
     kvm_get_device_attr_request, sev_issue_cmd_request, sev_ret_name, SevIssueCmd, SevUserDataSnpStatus,
@@ -97,50 +101,9 @@ pub enum SnpIoctlError {
     /// `KVM_SEV_SNP_ENABLE_REQ_CERTS` failed.
     #[error("KVM_SEV_SNP_ENABLE_REQ_CERTS failed (it must come before the first vCPU is created): {0}")]
     SnpEnableReqCerts(#[source] SevCmdError),
-    /// `KVM_CREATE_GUEST_MEMFD` failed.
-    #[error("KVM_CREATE_GUEST_MEMFD ({size:#x} bytes) failed: {source}")]
-    CreateGuestMemfd {
-        /// Size asked for.
-        size: u64,
-        /// KVM's error.
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    /// `KVM_SET_USER_MEMORY_REGION2` failed.
-    #[error("KVM_SET_USER_MEMORY_REGION2 (slot {slot}, {gpa:#x}+{len:#x}, guest_memfd) failed: {source}")]
-    SetUserMemoryRegion2 {
-        /// Memory slot.
-        slot: u32,
-        /// Guest-physical start.
-        gpa: u64,
-        /// Length.
-        len: u64,
-        /// KVM's error.
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    /// `KVM_SET_MEMORY_ATTRIBUTES` failed.
-    #[error("KVM_SET_MEMORY_ATTRIBUTES ({gpa:#x}+{len:#x} to {}) failed: {source}", if *private { "private" } else { "shared" })]
-    SetMemoryAttributes {
-        /// Guest-physical start.
-        gpa: u64,
-        /// Length.
-        len: u64,
-        /// Whether the range was being made private.
-        private: bool,
-        /// KVM's error.
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    /// `KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)` failed.
-    #[error("KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL, {mask:#x}) failed: {source}")]
-    EnableExitHypercall {
-        /// The hypercall mask.
-        mask: u64,
-        /// KVM's error.
-        #[source]
-        source: kvm_ioctls::Error,
-    },
+    /// A guest_memfd, memory slot, memory attribute or hypercall-exit ioctl failed.
+    #[error(transparent)]
+    Gmem(#[from] GmemIoctlError),
     /// `KVM_GET_DEVICE_ATTR` on /dev/kvm failed.
     #[error("KVM_GET_DEVICE_ATTR (group {group}, attribute {attr}) on /dev/kvm failed: {source}")]
     GetDeviceAttr {
@@ -169,11 +132,8 @@ impl SnpIoctlError {
     /// The errno of the failed ioctl.
     pub fn errno(&self) -> i32 {
         match self {
-            Self::CreateVm(e)
-            | Self::CreateGuestMemfd { source: e, .. }
-            | Self::SetUserMemoryRegion2 { source: e, .. }
-            | Self::SetMemoryAttributes { source: e, .. }
-            | Self::EnableExitHypercall { source: e, .. } => e.errno(),
+            Self::CreateVm(e) => e.errno(),
+            Self::Gmem(e) => e.errno(),
             Self::SevInit2 { source, .. }
             | Self::SnpLaunchStart { source, .. }
             | Self::SnpLaunchFinish { source, .. }
@@ -266,47 +226,6 @@ pub fn snp_enable_req_certs(vm: &VmFd, sev: &File) -> Result<(), SnpIoctlError> 
         .map_err(SnpIoctlError::SnpEnableReqCerts)
 }
 
-/// `KVM_CREATE_GUEST_MEMFD`: a guest_memfd of `size` bytes with `flags`.
-pub fn create_guest_memfd(vm: &VmFd, size: u64, flags: u64) -> Result<OwnedFd, SnpIoctlError> {
-    let fd = vm
-        .create_guest_memfd(kvm_create_guest_memfd { size, flags, reserved: [0; 6] })
-        .map_err(|source| SnpIoctlError::CreateGuestMemfd { size, source })?;
-    // SAFETY: KVM returned a new fd, which nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `KVM_SET_USER_MEMORY_REGION2` with `KVM_MEM_GUEST_MEMFD`: `region` as given.
-///
-/// # Safety
-///
-/// `region.userspace_addr` must be a mapping of `region.memory_size` bytes that outlives
-/// the VM's use of the slot (it is the shared side of the slot).
-pub unsafe fn set_user_memory_region2(vm: &VmFd, region: kvm_userspace_memory_region2) -> Result<(), SnpIoctlError> {
-    // SAFETY: the mapping is the caller's contract.
-    unsafe { vm.set_user_memory_region2(region) }.map_err(|source| SnpIoctlError::SetUserMemoryRegion2 {
-        slot: region.slot,
-        gpa: region.guest_phys_addr,
-        len: region.memory_size,
-        source,
-    })
-}
-
-/// `KVM_SET_MEMORY_ATTRIBUTES`: makes `[gpa, gpa + len)` private (`KVM_MEMORY_ATTRIBUTE_PRIVATE`)
-/// or shared (no attribute).
-pub fn set_memory_attributes(vm: &VmFd, gpa: u64, len: u64, private: bool) -> Result<(), SnpIoctlError> {
-    let attributes = if private { KVM_MEMORY_ATTRIBUTE_PRIVATE as u64 } else { 0 };
-    vm.set_memory_attributes(kvm_memory_attributes { address: gpa, size: len, attributes, flags: 0 })
-        .map_err(|source| SnpIoctlError::SetMemoryAttributes { gpa, len, private, source })
-}
-
-/// `KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)`: the hypercalls whose bit is set in `mask`
-/// exit to user space as `KVM_EXIT_HYPERCALL`.
-pub fn enable_exit_hypercall(vm: &VmFd, mask: u64) -> Result<(), SnpIoctlError> {
-    let mut cap = kvm_enable_cap { cap: KVM_CAP_EXIT_HYPERCALL, ..Default::default() };
-    cap.args[0] = mask;
-    vm.enable_cap(&cap).map_err(|source| SnpIoctlError::EnableExitHypercall { mask, source })
-}
-
 /// `KVM_GET_DEVICE_ATTR` on the /dev/kvm fd: the 64-bit value of attribute `attr` in
 /// `group` (the SEV attributes live in group `KVM_X86_GRP_SEV`).
 pub fn kvm_get_device_attr(kvm: &Kvm, group: u32, attr: u64) -> Result<u64, SnpIoctlError> {
@@ -382,46 +301,6 @@ mod tests {
         assert!(msg.contains("KVM_SEV_INIT2") && msg.contains("vmsa_features 0x20") && msg.contains("GHCB version 2"));
         let err = snp_launch_start(&vm, &null, 0x30000, [0; 16]).unwrap_err();
         assert!(err.to_string().contains("KVM_SEV_SNP_LAUNCH_START (policy 0x30000)"), "{err}");
-    }
-
-    #[test]
-    fn guest_memfd_and_a_guest_memfd_slot_work_on_a_default_vm() {
-        // The host's KVM accepts both for the default VM type (HOST-KVM.md), so the
-        // request numbers and argument structures are the kernel's.
-        let kvm = Kvm::new().unwrap();
-        let vm = kvm.create_vm().unwrap();
-        let gmem = create_guest_memfd(&vm, 0x10000, 0).unwrap();
-        // SAFETY: an anonymous mapping of 64 KiB, unmapped after the VM is dropped below.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                0x10000,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(addr, libc::MAP_FAILED);
-        let region = kvm_userspace_memory_region2 {
-            slot: 0,
-            flags: kvm_bindings::KVM_MEM_GUEST_MEMFD,
-            guest_phys_addr: 0x10_0000,
-            memory_size: 0x10000,
-            userspace_addr: addr as u64,
-            guest_memfd_offset: 0,
-            guest_memfd: gmem.as_raw_fd() as u32,
-            ..Default::default()
-        };
-
-        // SAFETY: the mapping covers the slot and outlives the VM (unmapped below).
-        unsafe { set_user_memory_region2(&vm, region) }.unwrap();
-
-        let err = create_guest_memfd(&vm, 0x1001, 0).unwrap_err();
-        assert_eq!(err.errno(), libc::EINVAL, "an unaligned size is refused: {err}");
-        drop(vm);
-        // SAFETY: the mapping made above, no longer used by any VM.
-        assert_eq!(unsafe { libc::munmap(addr, 0x10000) }, 0);
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl Default for SnpKvmOptions {
 
 /// QEMU's `uint64` parsing (`qemu_strtou64` with base 0): `0x`/`0X` hex, a leading `0`
 /// octal, decimal otherwise.
-fn parse_number(option: &'static str, value: &str) -> Result<u64, OptionsError> {
+pub(crate) fn parse_number(option: &'static str, value: &str) -> Result<u64, OptionsError> {
     let err = || OptionsError::Number { option, value: value.to_owned() };
     let (digits, radix) = if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
         (hex, 16)
@@ -160,7 +160,7 @@ fn parse_number(option: &'static str, value: &str) -> Result<u64, OptionsError> 
 }
 
 /// QEMU's boolean parsing (`qapi_bool_parse`).
-fn parse_bool(option: &'static str, value: &str) -> Result<bool, OptionsError> {
+pub(crate) fn parse_bool(option: &'static str, value: &str) -> Result<bool, OptionsError> {
     match value {
         "on" | "yes" | "true" | "y" => Ok(true),
         "off" | "no" | "false" | "n" => Ok(false),
@@ -170,13 +170,13 @@ fn parse_bool(option: &'static str, value: &str) -> Result<bool, OptionsError> {
 
 /// Standard base64 with padding, as QEMU's `qbase64_decode` (glib) takes it: unused
 /// trailing bits are allowed.
-fn decode_base64(option: &'static str, value: &str) -> Result<Vec<u8>, OptionsError> {
+pub(crate) fn decode_base64(option: &'static str, value: &str) -> Result<Vec<u8>, OptionsError> {
     const ENGINE: GeneralPurpose =
         GeneralPurpose::new(&STANDARD, GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
     ENGINE.decode(value).map_err(|e| OptionsError::Base64 { option, message: e.to_string() })
 }
 
-fn decode_exact<const N: usize>(
+pub(crate) fn decode_exact<const N: usize>(
     option: &'static str,
     value: &str,
     expected: &'static str,

@@ -14,22 +14,10 @@ use std::os::raw::c_ulong;
 
 use kvm_bindings::{kvm_device_attr, KVMIO};
 
-/// `#define KVM_HC_MAP_GPA_RANGE 12` (include/uapi/linux/kvm_para.h): the hypercall
-/// KVM forwards to user space as `KVM_EXIT_HYPERCALL` for page-state changes (an SNP
-/// guest's Page State Change requests arrive as this hypercall).
-pub const KVM_HC_MAP_GPA_RANGE: u64 = 12;
-
-/// `#define KVM_MAP_GPA_RANGE_PAGE_SZ_4K 0` (arch/x86/include/uapi/asm/kvm_para.h).
-pub const KVM_MAP_GPA_RANGE_PAGE_SZ_4K: u64 = 0;
-/// `#define KVM_MAP_GPA_RANGE_PAGE_SZ_2M (1 << 0)`.
-pub const KVM_MAP_GPA_RANGE_PAGE_SZ_2M: u64 = 1 << 0;
-/// `#define KVM_MAP_GPA_RANGE_PAGE_SZ_1G (1 << 1)`.
-pub const KVM_MAP_GPA_RANGE_PAGE_SZ_1G: u64 = 1 << 1;
-/// `#define KVM_MAP_GPA_RANGE_ENCRYPTED KVM_MAP_GPA_RANGE_ENC_STAT(1)`, where
-/// `#define KVM_MAP_GPA_RANGE_ENC_STAT(n) (n << 4)`.
-pub const KVM_MAP_GPA_RANGE_ENCRYPTED: u64 = 1 << 4;
-/// `#define KVM_MAP_GPA_RANGE_DECRYPTED KVM_MAP_GPA_RANGE_ENC_STAT(0)`.
-pub const KVM_MAP_GPA_RANGE_DECRYPTED: u64 = 0;
+pub use crate::private_memory::{
+    KVM_HC_MAP_GPA_RANGE, KVM_MAP_GPA_RANGE_DECRYPTED, KVM_MAP_GPA_RANGE_ENCRYPTED, KVM_MAP_GPA_RANGE_PAGE_SZ_1G,
+    KVM_MAP_GPA_RANGE_PAGE_SZ_2M, KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
+};
 
 /// `#  define KVM_X86_SNP_POLICY_BITS 1` (arch/x86/include/uapi/asm/kvm.h, Linux 6.19):
 /// the SNP policy bits KVM accepts in SNP_LAUNCH_START, read with `KVM_GET_DEVICE_ATTR`
