@@ -1,14 +1,30 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seed inputs of cvmm's guest-facing fuzz targets into
-fuzz/corpus/<target>/seed-*: guest-memory images (the layout fuzz/src/lib.rs reads)
-holding well-formed requests, so the fuzzer starts from inputs that reach deep into
-each device instead of from nothing.
+"""Writes the seed inputs of cvmm's fuzz targets into fuzz/corpus/<target>/seed-*.
+
+Hand-made (committed): guest-memory images (the layout fuzz/src/lib.rs reads) holding
+well-formed virtio requests, and well-formed inputs of the format targets (each starts
+with the selector byte its target reads; see fuzz/fuzz_targets/<target>.rs).
+
+With --refs DIR (the shared attestation samples, e.g. /work/shared/refs/attestation):
+real SEV-SNP reports, TDX quotes and the SGX extensions of their PCK certificates, as
+seed-ref-* (third-party data: made on each run, never committed).
+
+With --emulated CVMM (a built cvmm binary; needs /dev/kvm): the attestation report and
+quote the demo guest gets on the emulated SNP and TDX platforms (`cvmm run --tee snp
+--emulated --rng`, the `attestation: report N <hex>` / `attestation: quote N <hex>`
+lines), as seed-emulated-* (made here: they verify against this machine's cached
+emulated key chains).
 
 Memory image layout (see fuzz/src/lib.rs): byte 0 odd = second half private;
 bytes 8.. = per queue i: descriptor table, available ring, used ring addresses
 (u32 each, at 8 + 12*i). Everything else is guest memory."""
+import argparse
+import base64
+import json
 import os
+import re
 import struct
+import subprocess
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus")
 F_NEXT, F_WRITE = 1, 2
@@ -96,4 +112,199 @@ for off, addr in ((0x080, 0x400), (0x090, 0x600), (0x0a0, 0x800)):
     w(off, addr); w(off + 4, 0)
 w(0x044, 1); w(0x070, 15); w(0x050, 0); r(0x060); w(0x064, 1)
 write("virtio_mmio", "init-sequence", b"".join(ops))
+
+# --- Format targets (first byte: the selector each target reads) ---------------------
+
+
+def sel(target, selector, name, data):
+    write(target, name, bytes([selector]) + data)
+
+
+# snp_formats: 0 report, 1 CPUID page, 2 ID block/auth, 3 VMSA, 4 options/policy,
+# 5 termination, 6 conversion, 7 certificate table, 8 secrets page, 9 report request.
+cpuid = struct.pack("<IIQ", 2, 0, 0) + b"\0" * 32
+cpuid += struct.pack("<IIQQIIIIQ", 0, 0, 0, 0, 0xd, 0x68747541, 0x444d4163, 0x69746e65, 0)
+cpuid += struct.pack("<IIQQIIIIQ", 0x8000001f, 0, 0, 0, 0x1b, 0x2f, 1, 0, 0)
+sel("snp_formats", 1, "cpuid-page", cpuid.ljust(4096, b"\0"))
+id_block = b"\x11" * 48 + b"\x22" * 16 + b"\x33" * 16 + struct.pack("<IIQ", 1, 0, 0x30000)
+id_auth = struct.pack("<II", 1, 0).ljust(0x1000, b"\0")
+sel("snp_formats", 2, "id-block", id_block)
+sel("snp_formats", 2, "id-block-base64", base64.b64encode(id_block))
+sel("snp_formats", 2, "id-auth", id_auth)
+vmsa = bytearray(4096)
+vmsa[0x10:0x20] = struct.pack("<HHIQ", 0xf000, 0x9b, 0xffff, 0xffff0000)  # CS
+vmsa[0x178:0x180] = struct.pack("<Q", 0xfff0)  # RIP
+vmsa[0x3b0:0x3b8] = struct.pack("<Q", 1)  # SEV_FEATURES
+sel("snp_formats", 3, "vmsa", bytes(vmsa))
+host_data = base64.b64encode(b"\x44" * 32).decode()
+sel("snp_formats", 4, "options",
+    ("sev-snp-guest,id=sev0,policy=0x30000,cbitpos=51,reduced-phys-bits=1,host-data=%s,"
+     "id-block=%s,id-auth=%s,author-key-enabled=off,kernel-hashes=on"
+     % (host_data, base64.b64encode(id_block).decode(), base64.b64encode(id_auth[:64]).decode())).encode())
+sel("snp_formats", 4, "policy", b"0x30000")
+KVM_SYSTEM_EVENT_SEV_TERM = 6
+sel("snp_formats", 5, "term-request", struct.pack("<QQ", KVM_SYSTEM_EVENT_SEV_TERM, (3 << 16) | (1 << 12) | 0x100))
+KVM_HC_MAP_GPA_RANGE, ENCRYPTED = 12, 1 << 4
+sel("snp_formats", 6, "map-gpa-range",
+    struct.pack("<Q6QQQQ", KVM_HC_MAP_GPA_RANGE, 0x100000, 16, ENCRYPTED, 0, 0, 0, 1 << 3, 0x200000, 0x1000)
+    + struct.pack("<QQQQ", 0, 0x80000000, 0x100000000, 0x40000000))
+guid = bytes.fromhex("63da758de6644564adc5f4b93be8accd")
+table = guid + struct.pack("<II", 48, 5) + b"\0" * 24 + b"hello"
+sel("snp_formats", 7, "cert-table", table)
+secrets = bytearray(4096)
+secrets[0:12] = struct.pack("<III", 3, 0, 0x00a00f11)
+secrets[0x20:0xa0] = bytes(range(128))
+sel("snp_formats", 8, "secrets-page", bytes(secrets))
+sel("snp_formats", 9, "report-request", b"\x55" * 64 + struct.pack("<IB", 0, 1) + b"\0" * 27)
+
+report = bytearray(0x4a0)
+report[0:8] = struct.pack("<II", 3, 0)  # version 3
+report[0x08:0x10] = struct.pack("<Q", 0x30000)  # policy
+report[0x34:0x38] = struct.pack("<I", 1)  # ECDSA P-384 with SHA-384
+report[0x50:0x90] = b"\x77" * 64  # report data
+report[0x188:0x18b] = bytes([0x19, 0x01, 0x01])  # family, model, stepping
+sel("snp_formats", 0, "report-v3", bytes(report))
+sel("snp_crypto", 3, "report-v3", bytes(report))
+
+# tdx_formats: 0 quote, 1 TD report (flags byte first), 2 SGX extensions, 3 fatal error,
+# 4 QGS response / tdx-guest options, 5-6 a forwarded TDG.VP.VMCALL.
+td_report = bytearray(1024)
+td_report[0:3] = bytes([0x81, 0, 0])
+td_report[128:192] = b"\x66" * 64
+qe_auth = bytes(range(32))
+chain = b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"
+qe_data = b"\0" * 384 + b"\0" * 64 + struct.pack("<H", len(qe_auth)) + qe_auth
+qe_data += struct.pack("<HI", 5, len(chain)) + chain
+sig_data = b"\0" * 64 + b"\0" * 64 + struct.pack("<HI", 6, len(qe_data)) + qe_data
+quote = struct.pack("<HHIHH", 4, 2, 0x81, 0, 0) + bytes.fromhex("939a7233f79c4ca9940a0db3957f0607") + b"\0" * 20
+quote += b"\0" * 584 + struct.pack("<I", len(sig_data)) + sig_data
+sel("tdx_formats", 0, "quote-v4", quote)
+sel("tdx_crypto", 0, "quote-v4", quote)
+sel("tdx_formats", 1, "td-report", bytes([3]) + bytes(td_report))
+KVM_SYSTEM_EVENT_TDX_FATAL = 7
+regs = [0] * 16
+regs[12], regs[13], regs[1] = (1 << 63) | 5, 0x1000, (1 << 14) | (1 << 15)
+regs[14], regs[15] = struct.unpack("<QQ", b"panic at line 42")
+sel("tdx_formats", 3, "fatal-error", struct.pack("<Q16Q", KVM_SYSTEM_EVENT_TDX_FATAL, *regs))
+quote_resp = struct.pack("<HHIIIII", 1, 1, 1, 16 + 8 + 4, 0, 0, 4) + b"QUOT"
+sel("tdx_formats", 4, "qgs-response", quote_resp)
+sel("tdx_formats", 4, "tdx-guest-options",
+    b"tdx-guest,id=tdx0,sept-ve-disable=on,attributes=0x10000000,"
+    b"quote-generation-socket.type=vsock,quote-generation-socket.cid=2,quote-generation-socket.port=4050")
+sel("tdx_formats", 4, "tdx-guest-json",
+    json.dumps({"qom-type": "tdx-guest", "id": "tdx0", "sept-ve-disable": True,
+                "quote-generation-socket": {"type": "unix", "path": "/run/qgs.sock"}}).encode())
+# GetQuote (nr selector 0) of a 2-page buffer at 0x10000 (even values: base + v/2),
+# shared from page 0; the buffer holds a version-1 header and a 1024-byte report.
+head = struct.pack("<12Q", 0, 0, 2 * 0x2000, 0, 0, 0, 0, 0, 0, 3, 0x100, 0)
+buf = struct.pack("<QQII", 1, 0, 1024, 0) + bytes(td_report)
+sel("tdx_formats", 5, "get-quote", head + buf)
+sel("tdx_formats", 5, "setup-event-notify", struct.pack("<12Q", 1, 2 * 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0))
+
+# snp_crypto: 1 a sealed REPORT_REQ (seqno 1, VMPCK 0), 2 the same to the emulated PSP,
+# 4 an ID block it signs itself (flags 2) and with an author key (flags 3).
+report_req = b"\x55" * 64 + b"\0" * 32
+sel("snp_crypto", 1, "sealed-report-request", bytes([0, 5, 0, 0, 0]) + report_req)
+sel("snp_crypto", 2, "guest-request", bytes([0, 5, 0, 0]) + report_req)
+sel("snp_crypto", 4, "id-block-signed", id_block + bytes([2]))
+sel("snp_crypto", 4, "id-block-author-signed", id_block + bytes([3]))
+
+# tdx_crypto: 1 a TD report the quoting enclave quotes (flags: MAC and hashes right).
+sel("tdx_crypto", 1, "td-report", bytes([3]) + bytes(td_report))
+sel("tdx_crypto", 1, "td-report-v5", bytes([7]) + bytes(td_report))
+
+
+# --- Real and emulated evidence -------------------------------------------------------
+
+SGX_EXTENSIONS_OID = bytes.fromhex("06092a864886f84d010d01")
+
+
+def der_len(b, at):
+    """(length, offset of the contents) of the DER length at b[at]."""
+    first = b[at]
+    if first < 0x80:
+        return first, at + 1
+    n = first & 0x7f
+    return int.from_bytes(b[at + 1:at + 1 + n], "big"), at + 1 + n
+
+
+def sgx_extensions(cert_der):
+    """The SGX extensions' value (DER) of a PCK certificate, or None."""
+    at = cert_der.find(SGX_EXTENSIONS_OID)
+    if at < 0:
+        return None
+    at += len(SGX_EXTENSIONS_OID)
+    if cert_der[at] == 0x01:  # critical BOOLEAN
+        at += 3
+    if cert_der[at] != 0x04:
+        return None
+    n, body = der_len(cert_der, at + 1)
+    return cert_der[body:body + n]
+
+
+def pem_certs(data):
+    return [base64.b64decode(b"".join(m.split()))
+            for m in re.findall(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", data, re.S)]
+
+
+def quote_seeds(prefix, quote):
+    write("tdx_formats", prefix, bytes([0]) + quote)
+    write("tdx_crypto", prefix, bytes([0]) + quote)
+    certs = pem_certs(quote)
+    ext = sgx_extensions(certs[0]) if certs else None
+    if ext:
+        write("tdx_formats", prefix + "-sgx-extensions", bytes([2]) + ext)
+
+
+def report_seeds(prefix, report):
+    write("snp_formats", prefix, bytes([0]) + report)
+    write("snp_crypto", prefix, bytes([3]) + report)
+
+
+def refs(directory):
+    path = lambda name: os.path.join(directory, name)
+    for name, seed in (("go-sev-guest__verify_testdata_attestation.bin", "ref-go-sev-guest-report"),
+                       ("virtee-sev__tests_certs_data_report_milan.bin.derived", "ref-virtee-milan-report")):
+        if os.path.exists(path(name)):
+            report_seeds(seed, open(path(name), "rb").read())
+    for name, seed in (("go-tdx-guest__testing_testdata_tdx_prod_quote_SPR_E4.dat", "ref-go-tdx-guest-quote-v4"),
+                       ("go-tdx-guest__testing_testdata_quote_v5_sample.dat", "ref-go-tdx-guest-quote-v5"),
+                       ("dcap-qvl__sample_tdx_quote", "ref-dcap-qvl-quote")):
+        if os.path.exists(path(name)):
+            quote_seeds(seed, open(path(name), "rb").read())
+
+
+def lines_hex(console, prefix):
+    """The bytes of the numbered `prefix N <hex>` lines of a demo guest's console."""
+    out = b""
+    for line in console.splitlines():
+        if line.startswith(prefix):
+            index, hex_text = line[len(prefix):].split(" ", 1)
+            if not index.isdigit():  # "attestation: report data ..."
+                continue
+            assert int(index) == len(out) // 48, "lines in order"
+            out += bytes.fromhex(hex_text.strip())
+    return out
+
+
+def emulated(cvmm):
+    for tee, prefix, seeds in (("snp", "attestation: report ", report_seeds),
+                               ("tdx", "attestation: quote ", quote_seeds)):
+        run = subprocess.run([cvmm, "run", "--tee", tee, "--emulated", "--rng", "--timeout", "60"],
+                             capture_output=True, text=True, timeout=300)
+        evidence = lines_hex(run.stdout, prefix)
+        if run.returncode != 0 or not evidence:
+            raise SystemExit("fuzz-seeds: the emulated %s demo printed no evidence (exit %d): %s"
+                             % (tee, run.returncode, run.stderr[-500:]))
+        seeds("emulated-" + tee + ("-report" if tee == "snp" else "-quote"), evidence)
+
+
+args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+args.add_argument("--refs", metavar="DIR", help="also write seeds from the shared attestation samples in DIR")
+args.add_argument("--emulated", metavar="CVMM", help="also write the emulated platforms' report and quote")
+args = args.parse_args()
+if args.refs:
+    refs(args.refs)
+if args.emulated:
+    emulated(args.emulated)
 print("seeds written to", os.path.normpath(ROOT))

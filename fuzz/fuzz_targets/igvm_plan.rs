@@ -1,8 +1,8 @@
 //! Fuzzes IGVM parsing and its conversion to SNP and TDX launch plans.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use launch::plan::igvm::{plan_igvm, IgvmTarget};
+use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = plan_igvm(data, IgvmTarget::Snp);

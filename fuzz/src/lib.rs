@@ -1,6 +1,9 @@
 //! Shared harness for the guest-facing fuzz targets: a small guest memory filled with
 //! the fuzzer's bytes (descriptor tables, rings, headers and buffers are all hostile),
-//! queues at fixed addresses inside it, and a device activated on them.
+//! queues at fixed addresses inside it, and a device activated on them. The
+//! confidential-guest exit targets' harness is [`cvm`].
+
+pub mod cvm;
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,24 +25,27 @@ pub fn evt() -> EventFd {
 /// Guest memory holding `data` from address 0 (the rest zero), and its shared view.
 /// The second half of memory is private when `data`'s first byte is odd, so devices
 /// also meet private pages. The mapping is made once per thread and refilled on every
-/// run (mapping 64 KiB per run would dominate the fuzzer's time).
+/// run (mapping 64 KiB per run would dominate the fuzzer's time), straight from `data`
+/// and a static zero block (no per-run buffer).
 pub fn memory(data: &[u8]) -> (GuestMemoryMmap, Arc<SharedMemory>) {
+    static ZEROS: [u8; MEM_SIZE] = [0; MEM_SIZE];
     thread_local! {
         static MEM: (GuestMemoryMmap, Arc<SharedMemory>) = {
             let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest memory");
             let shared = Arc::new(SharedMemory::all_shared(&mem));
             (mem, shared)
         };
+        static PRIVATE_HALF: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     }
     MEM.with(|(mem, shared)| {
         let n = data.len().min(MEM_SIZE);
-        let mut page = vec![0u8; MEM_SIZE];
-        page[..n].copy_from_slice(&data[..n]);
-        mem.write_slice(&page, GuestAddress(0)).expect("fill");
+        mem.write_slice(&data[..n], GuestAddress(0)).expect("fill");
+        mem.write_slice(&ZEROS[n..], GuestAddress(n as u64)).expect("clear");
+        // Only the harness changes page states: republish the view only when the half's
+        // state changes (the view is rebuilt on every change).
         let private_half = data.first().is_some_and(|b| b & 1 == 1);
-        shared.set_shared(0, MEM_SIZE as u64, true).expect("share all");
-        if private_half {
-            shared.set_shared(MEM_SIZE as u64 / 2, MEM_SIZE as u64 / 2, false).expect("private half");
+        if PRIVATE_HALF.replace(Some(private_half)) != Some(private_half) {
+            shared.set_shared(MEM_SIZE as u64 / 2, MEM_SIZE as u64 / 2, !private_half).expect("second half");
         }
         (mem.clone(), shared.clone())
     })
@@ -52,7 +58,8 @@ pub fn queues(data: &[u8], count: usize) -> Vec<Queue> {
         .map(|i| {
             let word = |k: usize| {
                 let o = 8 + 12 * i + 4 * k;
-                data.get(o..o + 4).map_or(0x1000 * (k as u32 + 1), |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % MEM_SIZE as u32)
+                data.get(o..o + 4)
+                    .map_or(0x1000 * (k as u32 + 1), |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % MEM_SIZE as u32)
             };
             let mut q = Queue::new(QUEUE_SIZE).expect("queue");
             q.set_size(QUEUE_SIZE);

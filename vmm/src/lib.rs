@@ -17,6 +17,7 @@
 //! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
 //! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
+//! - [`msr`]: the MSR access the emulated platforms' exit handlers forward guest requests to.
 //! - [`seccomp`]: the seccomp allow-lists of the vCPU, device-loop and main threads.
 //! - [`host_check`]: whether this host can launch SEV-SNP or TDX guests (`cvmm host-check`).
 //! - [`verify`]: `cvmm verify`, checking attestation evidence as a relying party.
@@ -35,6 +36,7 @@ pub mod host_check;
 pub mod irq;
 pub mod launch_log;
 pub mod measure;
+pub mod msr;
 pub mod pause;
 pub mod seccomp;
 pub mod snp;

@@ -20,11 +20,12 @@ use std::sync::Arc;
 use arch::ghcb::*;
 use devices::bus::Bus;
 use devices::virtio::SharedMemory;
-use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, Msrs};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_regs};
 use kvm_ioctls::VcpuFd;
 use launch::snp::emulated::{EmulatedSnpPlatform, PvalidateResult, C_BIT, C_BIT_MASK, SEV_STATUS};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryMmap};
 
+use crate::msr::MsrAccess;
 use crate::vm::VmEvent;
 
 const PAGE: u64 = 0x1000;
@@ -37,6 +38,16 @@ const INJECT_GP: u64 = 0x8000_030d;
 /// PVALIDATE: `f2 0f 01 ff`; RMPADJUST: `f3 0f 01 fe`.
 const PVALIDATE: [u8; 4] = [0xf2, 0x0f, 0x01, 0xff];
 const RMPADJUST: [u8; 4] = [0xf3, 0x0f, 0x01, 0xfe];
+
+/// The instructions of the SNP platform the emulated one completes on an
+/// emulation-failure exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformInstruction {
+    /// PVALIDATE (`f2 0f 01 ff`).
+    Pvalidate,
+    /// RMPADJUST (`f3 0f 01 fe`).
+    Rmpadjust,
+}
 
 /// The state of one vCPU's GHCB.
 pub struct SnpVcpuExits {
@@ -154,7 +165,7 @@ impl SnpVcpuExits {
     }
 
     /// VMGEXIT: serves the request the GHCB MSR describes.
-    pub fn vmgexit(&mut self, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Result<(), VmEvent> {
+    pub fn vmgexit(&mut self, vcpu: &mut impl MsrAccess, pio: &Bus, mmio: &Bus) -> Result<(), VmEvent> {
         if self.ghcb_msr & MSR_INFO_MASK != 0 {
             return self.msr_protocol();
         }
@@ -246,7 +257,7 @@ impl SnpVcpuExits {
             .map_or((0, 0, 0, 0), |e| (e.eax, e.ebx, e.ecx, e.edx))
     }
 
-    fn page_protocol(&mut self, g: &mut Ghcb, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> Outcome {
+    fn page_protocol(&mut self, g: &mut Ghcb, vcpu: &mut impl MsrAccess, pio: &Bus, mmio: &Bus) -> Outcome {
         let usage = u32::from_le_bytes(g.page[OFF_GHCB_USAGE..OFF_GHCB_USAGE + 4].try_into().unwrap_or([0xff; 4]));
         if usage != 0 {
             g.error(ERR_INVALID_USAGE);
@@ -339,32 +350,26 @@ impl SnpVcpuExits {
         g.success(None);
     }
 
-    fn msr(&self, g: &mut Ghcb, info1: u64, vcpu: &mut VcpuFd) {
+    fn msr(&self, g: &mut Ghcb, info1: u64, vcpu: &mut impl MsrAccess) {
         let index = g.u64(OFF_RCX) as u32;
         if index == MSR_GHCB || index == MSR_SEV_STATUS || info1 > 1 {
             return g.error(ERR_INVALID_INPUT);
         }
         if info1 == 0 {
-            let Ok(mut msrs) = Msrs::from_entries(&[kvm_msr_entry { index, ..Default::default() }]) else {
-                return g.error(ERR_INVALID_INPUT);
-            };
-            match vcpu.get_msrs(&mut msrs) {
-                Ok(1) => {
-                    let v = msrs.as_slice()[0].data;
+            match vcpu.read_msr(index) {
+                Some(v) => {
                     g.set(OFF_RAX, v & 0xffff_ffff);
                     g.set(OFF_RDX, v >> 32);
                     g.success(None);
                 }
-                _ => g.error(INJECT_GP),
+                None => g.error(INJECT_GP),
             }
         } else {
             let data = (g.u64(OFF_RAX) & 0xffff_ffff) | (g.u64(OFF_RDX) << 32);
-            let Ok(msrs) = Msrs::from_entries(&[kvm_msr_entry { index, data, ..Default::default() }]) else {
-                return g.error(ERR_INVALID_INPUT);
-            };
-            match vcpu.set_msrs(&msrs) {
-                Ok(1) => g.success(None),
-                _ => g.error(INJECT_GP),
+            if vcpu.write_msr(index, data) {
+                g.success(None)
+            } else {
+                g.error(INJECT_GP)
             }
         }
     }
@@ -517,27 +522,44 @@ impl SnpVcpuExits {
         if flags & u64::from(kvm_bindings::KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) == 0 {
             return None;
         }
-        let op = if bytes[..4] == PVALIDATE {
-            true
+        let instruction = if bytes[..4] == PVALIDATE {
+            PlatformInstruction::Pvalidate
         } else if bytes[..4] == RMPADJUST {
-            false
+            PlatformInstruction::Rmpadjust
         } else {
             return None;
         };
-        Some(self.platform_instruction(vcpu, op))
+        Some(self.emulate_instruction(vcpu, instruction))
     }
 
-    fn platform_instruction(&mut self, vcpu: &mut VcpuFd, pvalidate: bool) -> Result<(), VmEvent> {
+    fn emulate_instruction(&mut self, vcpu: &mut VcpuFd, instruction: PlatformInstruction) -> Result<(), VmEvent> {
         let mut regs = vcpu.get_regs().map_err(|e| self.end(format!("KVM_GET_REGS: {e}")))?;
+        let gpa = match vcpu.translate_gva(regs.rax) {
+            Ok(t) if t.valid != 0 => Some(t.physical_address),
+            _ => None,
+        };
+        self.platform_instruction(instruction, gpa, &mut regs)?;
+        vcpu.set_regs(&regs).map_err(|e| self.end(format!("KVM_SET_REGS: {e}")))
+    }
+
+    /// PVALIDATE or RMPADJUST with the vCPU's registers `regs` (RAX the page's virtual
+    /// address, RCX the page size, RDX the validate or VMSA bit), `gpa` the physical
+    /// address RAX translates to (`None`: no mapping), as the instruction does them
+    /// against the emulated RMP: the result in RAX (and CF), RIP past the instruction.
+    /// `Err` ends the VM (a page that cannot be made private for PVALIDATE).
+    pub fn platform_instruction(
+        &mut self,
+        instruction: PlatformInstruction,
+        gpa: Option<u64>,
+        regs: &mut kvm_regs,
+    ) -> Result<(), VmEvent> {
+        let pvalidate = instruction == PlatformInstruction::Pvalidate;
         let huge = match regs.rcx {
             0 => Some(false),
             1 => Some(true),
             _ => None,
         };
-        let gpa = match vcpu.translate_gva(regs.rax) {
-            Ok(t) if t.valid != 0 => Some(t.physical_address & !C_BIT_MASK),
-            _ => None,
-        };
+        let gpa = gpa.map(|g| g & !C_BIT_MASK);
         const CF: u64 = 1;
         regs.rflags &= !CF;
         regs.rax = match (gpa, huge) {
@@ -574,6 +596,159 @@ impl SnpVcpuExits {
             _ => PVALIDATE_FAIL_INPUT,
         };
         regs.rip += 4;
-        vcpu.set_regs(&regs).map_err(|e| self.end(format!("KVM_SET_REGS: {e}")))
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use launch::plan::snp::SnpVcpu;
+    use launch::plan::{LaunchPlan, VcpuState};
+    use launch::snp::cpuid_page::CpuidPlatform;
+    use launch::snp::id_block::FinishOptions;
+    use launch::snp::psp::PspLaunch;
+
+    /// MSRs that exist: 0x10 (holding 0x1234_5678_9abc) only.
+    struct OneMsr(u64);
+
+    impl MsrAccess for OneMsr {
+        fn read_msr(&mut self, index: u32) -> Option<u64> {
+            (index == 0x10).then_some(self.0)
+        }
+        fn write_msr(&mut self, index: u32, value: u64) -> bool {
+            if index == 0x10 {
+                self.0 = value;
+            }
+            index == 0x10
+        }
+    }
+
+    /// A launched emulated platform over 4 MiB of guest memory (every page private, not
+    /// validated), and vCPU 0's handler.
+    fn handler() -> (SnpVcpuExits, GuestMemoryMmap) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let chain = Arc::new(launch::snp::certs::EmulatedAmdChain::load_or_create_default().unwrap());
+        let cpuid = CpuidPlatform::from_entries(&[]);
+        let launch = PspLaunch { policy: 0x30000, finish: FinishOptions::default(), cpuid, chain };
+        let platform = EmulatedSnpPlatform::new(&mem, launch).unwrap();
+        let plan = LaunchPlan { ranges: Vec::new(), vcpus: vec![VcpuState::Snp(SnpVcpu::default()); 2] };
+        platform.load_plan(&mem, &plan).unwrap();
+        platform.launch_finish().unwrap();
+        let shared = Arc::new(SharedMemory::all_private(&mem));
+        let leaf = kvm_cpuid_entry2 { function: 1, eax: 0xa00f11, ..Default::default() };
+        let exits = SnpVcpuExits::new(0, Arc::new(platform), shared, vec![leaf].into(), mem.clone());
+        (exits, mem)
+    }
+
+    /// Makes the page at `gpa` shared through the MSR protocol's page-state change.
+    fn share(exits: &mut SnpVcpuExits, gpa: u64) {
+        exits.wrmsr(MSR_GHCB, (PSC_OP_SHARED << 52) | gpa | MSR_PSC_REQ);
+        exits.vmgexit(&mut OneMsr(0), &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(exits.rdmsr(MSR_GHCB), Some(MSR_PSC_RESP), "page-state change succeeded");
+    }
+
+    /// A GHCB page at `gpa` asking for an MSR access (RCX index, RAX/RDX value).
+    fn msr_ghcb(mem: &GuestMemoryMmap, gpa: u64, write: bool, index: u64, value: u64) {
+        let mut page = vec![0u8; GHCB_SIZE];
+        let mut put = |off: usize, v: u64| {
+            page[off..off + 8].copy_from_slice(&v.to_le_bytes());
+            let bit = valid_bit(off);
+            page[OFF_VALID_BITMAP + bit / 8] |= 1 << (bit % 8);
+        };
+        put(OFF_SW_EXIT_CODE, EXIT_MSR);
+        put(OFF_SW_EXIT_INFO_1, u64::from(write));
+        put(OFF_SW_EXIT_INFO_2, 0);
+        put(OFF_RCX, index);
+        put(OFF_RAX, value & 0xffff_ffff);
+        put(OFF_RDX, value >> 32);
+        page[OFF_PROTOCOL_VERSION..OFF_PROTOCOL_VERSION + 2].copy_from_slice(&GHCB_PROTOCOL_VERSION.to_le_bytes());
+        mem.write_slice(&page, GuestAddress(gpa)).unwrap();
+    }
+
+    fn read_u64(mem: &GuestMemoryMmap, gpa: u64) -> u64 {
+        mem.read_obj(GuestAddress(gpa)).unwrap()
+    }
+
+    #[test]
+    fn ghcb_msr_requests_go_to_the_msr_access_and_a_refused_one_injects_gp() {
+        // Arrange: a shared GHCB at 0x10000.
+        let (mut exits, mem) = handler();
+        share(&mut exits, 0x10000);
+        let mut msrs = OneMsr(0x1234_5678_9abc);
+
+        // Act + Assert: a read of MSR 0x10 answers RDX:RAX.
+        msr_ghcb(&mem, 0x10000, false, 0x10, 0);
+        exits.wrmsr(MSR_GHCB, 0x10000);
+        exits.vmgexit(&mut msrs, &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_1 as u64), 0);
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_RAX as u64), 0x5678_9abc);
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_RDX as u64), 0x1234);
+
+        // A write reaches it.
+        msr_ghcb(&mem, 0x10000, true, 0x10, 0xaaaa_bbbb_cccc);
+        exits.vmgexit(&mut msrs, &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_1 as u64), 0);
+        assert_eq!(msrs.0, 0xaaaa_bbbb_cccc);
+
+        // An MSR the vCPU refuses: an error with #GP to inject, the MSR untouched.
+        msr_ghcb(&mem, 0x10000, true, 0x11, 1);
+        exits.vmgexit(&mut msrs, &Bus::new(), &Bus::new()).unwrap();
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_1 as u64), EXITINFO1_ERROR);
+        assert_eq!(read_u64(&mem, 0x10000 + OFF_SW_EXIT_INFO_2 as u64), INJECT_GP);
+        assert_eq!(msrs.0, 0xaaaa_bbbb_cccc);
+    }
+
+    #[test]
+    fn a_ghcb_in_private_memory_ends_the_vm() {
+        let (mut exits, mem) = handler();
+        msr_ghcb(&mem, 0x10000, false, 0x10, 0);
+        exits.wrmsr(MSR_GHCB, 0x10000);
+        let err = exits.vmgexit(&mut OneMsr(0), &Bus::new(), &Bus::new()).unwrap_err();
+        assert!(matches!(err, VmEvent::VcpuFailed { vcpu: 0, ref message } if message.contains("not a shared page")));
+    }
+
+    #[test]
+    fn pvalidate_of_a_shared_page_converts_it_and_validates_it_once() {
+        // Arrange: the page at 0x20000 shared.
+        let (mut exits, _mem) = handler();
+        share(&mut exits, 0x20000);
+        let mut regs = kvm_regs { rcx: 0, rdx: 1, rip: 0x1000, ..Default::default() };
+
+        // Act: PVALIDATE (4 KiB, validate), then the same again.
+        exits.platform_instruction(PlatformInstruction::Pvalidate, Some(0x20000 | C_BIT_MASK), &mut regs).unwrap();
+        let first = (regs.rax, regs.rflags & 1, regs.rip);
+        exits.platform_instruction(PlatformInstruction::Pvalidate, Some(0x20000), &mut regs).unwrap();
+
+        // Assert: converted back to private and validated; the second one leaves CF set.
+        assert_eq!(first, (PVALIDATE_SUCCESS, 0, 0x1004));
+        assert_eq!((regs.rax, regs.rflags & 1, regs.rip), (PVALIDATE_SUCCESS, 1, 0x1008));
+        let state = exits.platform.rmp().state(0x20000).unwrap();
+        assert!(state.private && state.validated);
+        assert!(!exits.shared.is_shared(0x20000, PAGE));
+    }
+
+    #[test]
+    fn pvalidate_without_a_translation_or_a_size_fails_with_bad_input() {
+        let (mut exits, _mem) = handler();
+        for (gpa, rcx) in [(None, 0), (Some(0x20000), 2), (Some(0x1000_0000), 0)] {
+            let mut regs = kvm_regs { rcx, rdx: 1, ..Default::default() };
+            exits.platform_instruction(PlatformInstruction::Pvalidate, gpa, &mut regs).unwrap();
+            assert_eq!((regs.rax, regs.rip), (PVALIDATE_FAIL_INPUT, 4), "{gpa:x?} rcx {rcx}");
+        }
+    }
+
+    #[test]
+    fn rmpadjust_needs_a_validated_private_page() {
+        let (mut exits, _mem) = handler();
+        let mut regs = kvm_regs { rcx: 0, rdx: RMPADJUST_VMSA, ..Default::default() };
+        exits.platform_instruction(PlatformInstruction::Rmpadjust, Some(0x30000), &mut regs).unwrap();
+        assert_eq!(regs.rax, 2, "FAIL_PERMISSION on a page not validated");
+        let mut regs = kvm_regs { rcx: 0, rdx: 1, ..Default::default() };
+        exits.platform_instruction(PlatformInstruction::Pvalidate, Some(0x30000), &mut regs).unwrap();
+        let mut regs = kvm_regs { rcx: 0, rdx: RMPADJUST_VMSA, ..Default::default() };
+        exits.platform_instruction(PlatformInstruction::Rmpadjust, Some(0x30000), &mut regs).unwrap();
+        assert_eq!(regs.rax, 0);
+        assert!(exits.platform.rmp().state(0x30000).unwrap().vmsa);
     }
 }

@@ -20,11 +20,12 @@ use std::sync::Arc;
 use arch::tdcall::*;
 use devices::bus::Bus;
 use devices::virtio::SharedMemory;
-use kvm_bindings::{kvm_cpuid_entry2, kvm_msr_entry, kvm_regs, Msrs};
+use kvm_bindings::{kvm_cpuid_entry2, kvm_regs};
 use kvm_ioctls::VcpuFd;
 use launch::tdx::emulated::{AcceptResult, EmulatedTdxPlatform, SHARED_BIT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::msr::MsrAccess;
 use crate::vm::VmEvent;
 
 const PAGE: u64 = 0x1000;
@@ -91,8 +92,23 @@ impl TdxVcpuExits {
             Ok(r) => r,
             Err(e) => return Some(self.end(format!("KVM_GET_REGS: {e}"))),
         };
+        let outcome = self.tdcall(&mut regs, vcpu, pio, mmio);
+        if let TdcallOutcome::End(_) = outcome {
+            return Some(outcome);
+        }
+        if let Err(e) = vcpu.set_regs(&regs) {
+            return Some(self.end(format!("KVM_SET_REGS: {e}")));
+        }
+        Some(outcome)
+    }
+
+    /// A TDCALL with the vCPU's registers `regs` (RAX the leaf, the rest its operands),
+    /// as the TDX module (and, for TDG.VP.VMCALL, KVM and the VMM) would complete it:
+    /// results in `regs`, RIP past the instruction, except when the VM ends. MSR
+    /// requests go to `msrs`, port I/O to `pio`, MMIO to `mmio`.
+    pub fn tdcall(&mut self, regs: &mut kvm_regs, msrs: &mut impl MsrAccess, pio: &Bus, mmio: &Bus) -> TdcallOutcome {
         let outcome = match regs.rax {
-            TDG_VP_VMCALL => self.tdvmcall(&mut regs, vcpu, pio, mmio),
+            TDG_VP_VMCALL => self.tdvmcall(regs, msrs, pio, mmio),
             TDG_VP_INFO => {
                 regs.rcx = launch::tdx::emulated::GPAW;
                 regs.rdx = launch::tdx::emulated::ATTRIBUTES;
@@ -119,14 +135,10 @@ impl TdxVcpuExits {
                 TdcallOutcome::Continue
             }
         };
-        if let TdcallOutcome::End(_) = outcome {
-            return Some(outcome);
+        if !matches!(outcome, TdcallOutcome::End(_)) {
+            regs.rip += 4;
         }
-        regs.rip += 4;
-        if let Err(e) = vcpu.set_regs(&regs) {
-            return Some(self.end(format!("KVM_SET_REGS: {e}")));
-        }
-        Some(outcome)
+        outcome
     }
 
     /// Whether `[gpa, gpa + len)` is private, accepted guest RAM (what the module may
@@ -194,7 +206,7 @@ impl TdxVcpuExits {
         self.shared.set_shared(gpa, len, !private).map_err(|_| ())
     }
 
-    fn tdvmcall(&self, regs: &mut kvm_regs, vcpu: &mut VcpuFd, pio: &Bus, mmio: &Bus) -> TdcallOutcome {
+    fn tdvmcall(&self, regs: &mut kvm_regs, msrs: &mut impl MsrAccess, pio: &Bus, mmio: &Bus) -> TdcallOutcome {
         regs.rax = TDX_SUCCESS;
         if regs.r10 != TDVMCALL_STANDARD {
             regs.r10 = TDVMCALL_INVALID_OPERAND;
@@ -229,24 +241,15 @@ impl TdxVcpuExits {
             EXIT_REASON_HLT => (TDVMCALL_SUCCESS, TdcallOutcome::Park),
             EXIT_REASON_IO => (self.io(regs, pio), TdcallOutcome::Continue),
             EXIT_REASON_EPT_VIOLATION => (self.mmio(regs, mmio), TdcallOutcome::Continue),
-            EXIT_REASON_RDMSR => {
-                let Ok(mut msrs) =
-                    Msrs::from_entries(&[kvm_msr_entry { index: regs.r12 as u32, ..Default::default() }])
-                else {
-                    return TdcallOutcome::Continue;
-                };
-                match vcpu.get_msrs(&mut msrs) {
-                    Ok(1) if regs.r12 <= u64::from(u32::MAX) => {
-                        regs.r11 = msrs.as_slice()[0].data;
-                        (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
-                    }
-                    _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
+            EXIT_REASON_RDMSR => match u32::try_from(regs.r12).ok().and_then(|index| msrs.read_msr(index)) {
+                Some(value) => {
+                    regs.r11 = value;
+                    (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
                 }
-            }
+                None => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
+            },
             EXIT_REASON_WRMSR => {
-                let entry = kvm_msr_entry { index: regs.r12 as u32, data: regs.r13, ..Default::default() };
-                let ok = regs.r12 <= u64::from(u32::MAX)
-                    && Msrs::from_entries(&[entry]).is_ok_and(|m| vcpu.set_msrs(&m).is_ok_and(|n| n == 1));
+                let ok = u32::try_from(regs.r12).is_ok_and(|index| msrs.write_msr(index, regs.r13));
                 (if ok { TDVMCALL_SUCCESS } else { TDVMCALL_INVALID_OPERAND }, TdcallOutcome::Continue)
             }
             _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
@@ -372,5 +375,102 @@ impl TdxVcpuExits {
             return TDVMCALL_INVALID_OPERAND;
         }
         TDVMCALL_SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use launch::tdx::certs::EmulatedIntelChain;
+    use launch::tdx::emulated::TdxModuleConfig;
+    use launch::tdx::quote::QuotingEnclave;
+
+    /// MSRs that exist: 0x10 only.
+    struct OneMsr(u64);
+
+    impl MsrAccess for OneMsr {
+        fn read_msr(&mut self, index: u32) -> Option<u64> {
+            (index == 0x10).then_some(self.0)
+        }
+        fn write_msr(&mut self, index: u32, value: u64) -> bool {
+            if index == 0x10 {
+                self.0 = value;
+            }
+            index == 0x10
+        }
+    }
+
+    /// vCPU 1's handler on a finalized emulated TD of 2 vCPUs over 8 MiB of memory.
+    fn handler() -> TdxVcpuExits {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+        let chain = EmulatedIntelChain::load_or_create_default().unwrap();
+        let qe = Arc::new(QuotingEnclave::new(&chain).unwrap());
+        let platform = EmulatedTdxPlatform::new(&mem, &TdxModuleConfig::default(), 2, Arc::new(chain), qe);
+        platform.finalize().unwrap();
+        let shared = Arc::new(SharedMemory::all_private(&mem));
+        TdxVcpuExits::new(1, Arc::new(platform), shared, Vec::new().into(), mem)
+    }
+
+    fn vmcall(sub: u64, r12: u64, r13: u64) -> kvm_regs {
+        kvm_regs { rax: TDG_VP_VMCALL, r10: TDVMCALL_STANDARD, r11: sub, r12, r13, rip: 0x1000, ..Default::default() }
+    }
+
+    #[test]
+    fn msr_tdvmcalls_go_to_the_msr_access_and_refused_indexes_are_invalid_operands() {
+        let mut exits = handler();
+        let mut msrs = OneMsr(0x55);
+        let (pio, mmio) = (Bus::new(), Bus::new());
+
+        let mut regs = vmcall(EXIT_REASON_RDMSR, 0x10, 0);
+        assert!(matches!(exits.tdcall(&mut regs, &mut msrs, &pio, &mmio), TdcallOutcome::Continue));
+        assert_eq!((regs.rax, regs.r10, regs.r11, regs.rip), (TDX_SUCCESS, TDVMCALL_SUCCESS, 0x55, 0x1004));
+
+        let mut regs = vmcall(EXIT_REASON_WRMSR, 0x10, 0x66);
+        exits.tdcall(&mut regs, &mut msrs, &pio, &mmio);
+        assert_eq!((regs.r10, msrs.0), (TDVMCALL_SUCCESS, 0x66));
+
+        // An index the vCPU refuses, and one that is not an MSR index at all.
+        for index in [0x11, 0x1_0000_0010] {
+            let mut regs = vmcall(EXIT_REASON_RDMSR, index, 0);
+            exits.tdcall(&mut regs, &mut msrs, &pio, &mmio);
+            assert_eq!(regs.r10, TDVMCALL_INVALID_OPERAND, "RDMSR {index:#x}");
+            let mut regs = vmcall(EXIT_REASON_WRMSR, index, 1);
+            exits.tdcall(&mut regs, &mut msrs, &pio, &mmio);
+            assert_eq!(regs.r10, TDVMCALL_INVALID_OPERAND, "WRMSR {index:#x}");
+        }
+        assert_eq!(msrs.0, 0x66);
+    }
+
+    #[test]
+    fn map_gpa_converts_at_most_2_mib_per_call_and_says_where_to_resume() {
+        let mut exits = handler();
+        let (pio, mmio) = (Bus::new(), Bus::new());
+        let mut regs = vmcall(TDVMCALL_MAP_GPA, SHARED_BIT | 0x20_0000, 0x30_0000);
+        exits.tdcall(&mut regs, &mut OneMsr(0), &pio, &mmio);
+        assert_eq!((regs.r10, regs.r11), (TDVMCALL_RETRY, SHARED_BIT | 0x40_0000));
+        assert!(exits.shared.is_shared(0x20_0000, 0x20_0000));
+        assert!(!exits.shared.is_shared(0x40_0000, PAGE));
+        let state = exits.platform.pages().state(0x3f_f000).unwrap();
+        assert!(!state.private);
+    }
+
+    #[test]
+    fn a_fatal_error_report_ends_the_vm_without_moving_rip() {
+        let mut exits = handler();
+        let mut regs = vmcall(TDVMCALL_REPORT_FATAL_ERROR, 7, 0);
+        let outcome = exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert!(matches!(outcome, TdcallOutcome::End(VmEvent::TdxFatalError { vcpu: 1, code: 7 })));
+        assert_eq!(regs.rip, 0x1000);
+    }
+
+    #[test]
+    fn unknown_leaves_and_non_standard_vmcalls_are_refused() {
+        let mut exits = handler();
+        let mut regs = kvm_regs { rax: 99, rip: 0x1000, ..Default::default() };
+        exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert_eq!((regs.rax, regs.rip), (TDX_OPERAND_INVALID, 0x1004));
+        let mut regs = kvm_regs { r10: 1, ..vmcall(EXIT_REASON_CPUID, 0, 0) };
+        exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert_eq!((regs.rax, regs.r10), (TDX_SUCCESS, TDVMCALL_INVALID_OPERAND));
     }
 }

@@ -150,7 +150,10 @@ impl SnpDigest {
 /// chain, which is sequential, runs on the calling thread; the result does not depend
 /// on the number of threads.
 pub fn launch_digest(plan: &LaunchPlan) -> Result<LaunchDigest, SnpMeasureError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
+    // The host's parallelism is read once: reading it costs system calls, which small
+    // plans (and the fuzz targets, digest after digest) would pay every time.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS));
     let mut digest = SnpDigest::new();
     for range in &plan.ranges {
         let page_type = snp_page_type(range)?;

@@ -148,6 +148,11 @@ impl Rmp {
         self.pages.len()
     }
 
+    /// Every RAM region: its first GPA and the states of its pages in GPA order.
+    pub fn regions(&self) -> impl Iterator<Item = (u64, &[PageState])> + '_ {
+        self.regions.iter().map(|&(start, pages, first)| (start, &self.pages[first..first + pages as usize]))
+    }
+
     /// Whether every page of the range is shared.
     pub fn is_shared(&self, gpa: u64, len: u64) -> bool {
         self.indexes(gpa, len).is_ok_and(|r| self.pages[r].iter().all(|p| !p.private))
@@ -164,17 +169,21 @@ impl Rmp {
         Ok(())
     }
 
-    /// Marks the 2 MiB regions touching `[gpa, gpa + len)` as split into 4 KiB entries.
+    /// Marks the 2 MiB regions touching `[gpa, gpa + len)` as split into 4 KiB entries
+    /// (the RAM pages of those regions: one slice per RAM region, not a lookup per page).
     fn split_regions(&mut self, gpa: u64, len: u64) {
-        let start = gpa & !(PAGES_PER_2M * PAGE_SIZE - 1);
-        let mut at = start;
-        while at < gpa + len {
-            for i in 0..PAGES_PER_2M {
-                if let Some(idx) = self.index(at + i * PAGE_SIZE) {
-                    self.pages[idx].split = true;
+        const SPAN: u64 = PAGES_PER_2M * PAGE_SIZE;
+        let start = gpa & !(SPAN - 1);
+        let end = gpa.saturating_add(len).saturating_add(SPAN - 1) & !(SPAN - 1);
+        for &(region, pages, first) in &self.regions {
+            let region_end = region + pages * PAGE_SIZE;
+            let (lo, hi) = (start.max(region), end.min(region_end));
+            if lo < hi {
+                let (a, b) = ((lo - region) / PAGE_SIZE, (hi - region) / PAGE_SIZE);
+                for p in &mut self.pages[first + a as usize..first + b as usize] {
+                    p.split = true;
                 }
             }
-            at += PAGES_PER_2M * PAGE_SIZE;
         }
     }
 
@@ -345,6 +354,68 @@ impl EmulatedSnpPlatform {
     pub fn psp(&self) -> MutexGuard<'_, EmulatedPsp> {
         self.psp.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// A platform for guest memory `mem` (an RMP of its pages, every one private and not
+    /// validated) whose PSP starts a launch with `launch` (SNP_LAUNCH_START). No KVM is
+    /// involved: the backend makes one when it adds memory, tests and fuzz targets make
+    /// their own.
+    pub fn new(mem: &GuestMemoryMmap, launch: PspLaunch) -> Result<Self, PspError> {
+        Ok(Self {
+            rmp: Mutex::new(Rmp::new(mem)),
+            psp: Mutex::new(EmulatedPsp::launch_start(launch)?),
+            vcpus: Mutex::new(Vec::new()),
+            aps: Mutex::new(Vec::new()),
+            ap_created: Condvar::new(),
+            aps_started: AtomicU32::new(0),
+        })
+    }
+
+    /// Loads `plan` into `mem`: the PSP measures every range (SNP_LAUNCH_UPDATE), which
+    /// becomes private and validated in the RMP; every vCPU's state is kept for
+    /// SNP_LAUNCH_FINISH, the BSP runs and the APs wait for the guest to create them.
+    pub fn load_plan(&self, mem: &GuestMemoryMmap, plan: &LaunchPlan) -> Result<(), LaunchError> {
+        let mut psp = self.psp();
+        let mut rmp = self.rmp();
+        for range in &plan.ranges {
+            let PageType::Snp(page_type) = range.page_type else {
+                return Err(LaunchError::Psp(PspError::NotSnp(range.what.clone())));
+            };
+            let mut bytes = vec![0u8; range.len as usize];
+            for i in 0..range.pages() {
+                let at = (i * PAGE_SIZE) as usize;
+                bytes[at..at + PAGE].copy_from_slice(range.page(i));
+            }
+            psp.launch_update(range.gpa, page_type, &mut bytes).map_err(LaunchError::Psp)?;
+            mem.write_slice(&bytes, GuestAddress(range.gpa)).map_err(|e| LaunchError::GuestWrite {
+                what: range.what.clone(),
+                gpa: range.gpa,
+                message: e.to_string(),
+            })?;
+            rmp.launch_update(range.gpa, range.len).map_err(|e| LaunchError::GuestWrite {
+                what: range.what.clone(),
+                gpa: range.gpa,
+                message: e.to_string(),
+            })?;
+        }
+        let mut vcpus = self.vcpus.lock().unwrap_or_else(|e| e.into_inner());
+        *vcpus = plan
+            .vcpus
+            .iter()
+            .map(|v| match v {
+                VcpuState::Snp(s) => Ok(s.clone()),
+                VcpuState::Tdx { .. } => Err(LaunchError::Psp(PspError::NotSnp("vCPU state".into()))),
+            })
+            .collect::<Result<_, _>>()?;
+        let mut aps = self.aps.lock().unwrap_or_else(|e| e.into_inner());
+        *aps = (0..vcpus.len()).map(|i| if i == 0 { ApSlot::Running } else { ApSlot::Waiting }).collect();
+        Ok(())
+    }
+
+    /// SNP_LAUNCH_FINISH: the PSP measures every vCPU's VMSA and the guest may run.
+    pub fn launch_finish(&self) -> Result<(), PspError> {
+        let vcpus = self.vcpus.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.psp().launch_finish(&vcpus)
+    }
 }
 
 /// The emulated SNP launch backend.
@@ -398,55 +469,12 @@ impl LaunchBackend for EmulatedSnp {
     fn add_memory(&mut self, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
         // The shared view at the GPA, the private view at GPA | C-bit: the same pages.
         add_memory_slots(vm, mem, &[0, C_BIT_MASK])?;
-        let platform = EmulatedSnpPlatform {
-            rmp: Mutex::new(Rmp::new(mem)),
-            psp: Mutex::new(EmulatedPsp::launch_start(self.launch.clone())?),
-            vcpus: Mutex::new(Vec::new()),
-            aps: Mutex::new(Vec::new()),
-            ap_created: Condvar::new(),
-            aps_started: AtomicU32::new(0),
-        };
-        self.platform = Some(Arc::new(platform));
+        self.platform = Some(Arc::new(EmulatedSnpPlatform::new(mem, self.launch.clone())?));
         Ok(())
     }
 
     fn load_plan(&mut self, _vm: &VmFd, mem: &GuestMemoryMmap, plan: &LaunchPlan) -> Result<(), LaunchError> {
-        let platform = self.platform_ref("load_plan")?;
-        let mut psp = platform.psp();
-        let mut rmp = platform.rmp();
-        for range in &plan.ranges {
-            let PageType::Snp(page_type) = range.page_type else {
-                return Err(LaunchError::Psp(PspError::NotSnp(range.what.clone())));
-            };
-            let mut bytes = vec![0u8; range.len as usize];
-            for i in 0..range.pages() {
-                let at = (i * PAGE_SIZE) as usize;
-                bytes[at..at + PAGE].copy_from_slice(range.page(i));
-            }
-            psp.launch_update(range.gpa, page_type, &mut bytes).map_err(LaunchError::Psp)?;
-            mem.write_slice(&bytes, GuestAddress(range.gpa)).map_err(|e| LaunchError::GuestWrite {
-                what: range.what.clone(),
-                gpa: range.gpa,
-                message: e.to_string(),
-            })?;
-            rmp.launch_update(range.gpa, range.len).map_err(|e| LaunchError::GuestWrite {
-                what: range.what.clone(),
-                gpa: range.gpa,
-                message: e.to_string(),
-            })?;
-        }
-        let mut vcpus = platform.vcpus.lock().unwrap_or_else(|e| e.into_inner());
-        *vcpus = plan
-            .vcpus
-            .iter()
-            .map(|v| match v {
-                VcpuState::Snp(s) => Ok(s.clone()),
-                VcpuState::Tdx { .. } => Err(LaunchError::Psp(PspError::NotSnp("vCPU state".into()))),
-            })
-            .collect::<Result<_, _>>()?;
-        let mut aps = platform.aps.lock().unwrap_or_else(|e| e.into_inner());
-        *aps = (0..vcpus.len()).map(|i| if i == 0 { ApSlot::Running } else { ApSlot::Waiting }).collect();
-        Ok(())
+        self.platform_ref("load_plan")?.load_plan(mem, plan)
     }
 
     fn init_vcpu(&mut self, kvm: &Kvm, vcpu: &VcpuFd, init: &VcpuInit) -> Result<(), LaunchError> {
@@ -466,9 +494,7 @@ impl LaunchBackend for EmulatedSnp {
     }
 
     fn finalize(&mut self, _vm: &VmFd, _mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
-        let platform = self.platform_ref("finalize")?;
-        let vcpus = platform.vcpus.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        platform.psp().launch_finish(&vcpus).map_err(LaunchError::Psp)
+        self.platform_ref("finalize")?.launch_finish().map_err(LaunchError::Psp)
     }
 }
 
@@ -536,6 +562,28 @@ mod tests {
         assert_eq!(r.pvalidate(0x60_0000, false, true), PvalidateResult::NotPrivate);
         assert!(r.is_shared(0x60_0000, 0x1000));
         assert!(!r.is_shared(0x60_0000, 0x2000));
+    }
+
+    #[test]
+    fn a_4k_conversion_splits_exactly_its_own_2m_region() {
+        // Two regions: 0..4 MiB and 6..7 MiB (the second one smaller than 2 MiB).
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 4 << 20), (GuestAddress(6 << 20), 1 << 20)])
+            .unwrap();
+        let mut r = Rmp::new(&mem);
+        r.set_private(0x20_3000, 0x1000, false).unwrap();
+        r.set_private(0x60_0000, 0x1000, false).unwrap();
+        let split: Vec<u64> = r
+            .regions()
+            .flat_map(|(start, pages)| {
+                pages.iter().enumerate().filter(|(_, p)| p.split).map(move |(i, _)| start + i as u64 * PAGE_SIZE)
+            })
+            .collect();
+        let expected: Vec<u64> = (0x20_0000..0x40_0000).chain(0x60_0000..0x70_0000).step_by(0x1000).collect();
+        assert_eq!(split, expected);
+        // A whole 2 MiB conversion does not split.
+        r.set_private(0, 0x20_0000, false).unwrap();
+        assert!(!r.state(0x1000).unwrap().split);
+        assert_eq!(r.pvalidate(0, true, true), PvalidateResult::NotPrivate);
     }
 
     #[test]

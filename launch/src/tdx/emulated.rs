@@ -136,6 +136,28 @@ pub struct EmulatedTdxPlatform {
 }
 
 impl EmulatedTdxPlatform {
+    /// A platform for guest memory `mem` (every page private and pending) and a TD of
+    /// `vcpus` vCPUs configured with `config`, whose quotes `qe` makes with `chain`'s keys.
+    /// No KVM is involved: the backend makes one when it adds memory, tests and fuzz
+    /// targets make their own.
+    pub fn new(
+        mem: &GuestMemoryMmap,
+        config: &TdxModuleConfig,
+        vcpus: u32,
+        chain: Arc<super::certs::EmulatedIntelChain>,
+        qe: Arc<super::quote::QuotingEnclave>,
+    ) -> Self {
+        Self { pages: Mutex::new(Rmp::new(mem)), module: Mutex::new(TdxModule::new(config)), vcpus, chain, qe }
+    }
+
+    /// TDH.MR.FINALIZE: MRTD is final and the TD may run (RTMR extensions, reports).
+    pub fn finalize(&self) -> Result<(), LaunchError> {
+        let mut module = self.module();
+        let building = module.building.take().ok_or(LaunchError::OutOfOrder("finalize twice"))?;
+        module.mrtd = Some(building.finish());
+        Ok(())
+    }
+
     /// The page states.
     pub fn pages(&self) -> MutexGuard<'_, Rmp> {
         self.pages.lock().unwrap_or_else(|e| e.into_inner())
@@ -258,13 +280,8 @@ impl LaunchBackend for EmulatedTdx {
         // The private view at the GPA, the shared view at GPA | shared bit: the same pages.
         add_memory_slots(vm, mem, &[0, SHARED_BIT])?;
         // The vCPU count is known once the plan is loaded; the platform is made then.
-        self.platform = Some(Arc::new(EmulatedTdxPlatform {
-            pages: Mutex::new(Rmp::new(mem)),
-            module: Mutex::new(TdxModule::new(&self.config)),
-            vcpus: 0,
-            chain: self.chain.clone(),
-            qe: self.qe.clone(),
-        }));
+        self.platform =
+            Some(Arc::new(EmulatedTdxPlatform::new(mem, &self.config, 0, self.chain.clone(), self.qe.clone())));
         Ok(())
     }
 
@@ -355,11 +372,7 @@ impl LaunchBackend for EmulatedTdx {
     }
 
     fn finalize(&mut self, _vm: &VmFd, _mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
-        let platform = self.platform_ref("finalize")?;
-        let mut module = platform.module();
-        let building = module.building.take().ok_or(LaunchError::OutOfOrder("finalize twice"))?;
-        module.mrtd = Some(building.finish());
-        Ok(())
+        self.platform_ref("finalize")?.finalize()
     }
 }
 
