@@ -203,11 +203,21 @@ run_guest() {
     # The expected measurement with its last digit changed.
     local wrong=${expected:0:95}1
     [ "${expected:95:1}" = 1 ] && wrong=${expected:0:95}0
-    "$CVMM" verify --report "$dir/evidence.bin" --certs "$chain" --expect-measurement "$expected" \
-        > "$dir/verify.txt" 2>&1
+    # The emulated platforms' evidence chains to their own roots (and TDX quotes need
+    # collateral); on hardware, the vendors' roots built into cvmm verify.
+    # An SNP report's certificates come from the directory; a TDX quote carries its PCK
+    # chain and needs collateral. The emulated platforms chain to their own roots; on
+    # hardware, the vendors' roots built into cvmm verify are used.
+    local trust=()
+    if [ "$tee" = snp ]; then trust=(--certs "$chain"); fi
+    if [ "$emulated" = 1 ] && [ "$tee" = snp ]; then trust+=(--root "$chain/ark.pem"); fi
+    if [ "$emulated" = 1 ] && [ "$tee" = tdx ]; then trust+=(--root "$chain/root.pem"); fi
+    if [ "$tee" = tdx ] && [ -f "$chain/collateral.json" ]; then trust+=(--collateral "$chain/collateral.json"); fi
+    "$CVMM" verify --report "$dir/evidence.bin" ${trust[@]+"${trust[@]}"} \
+        --expect-measurement "$expected" > "$dir/verify.txt" 2>&1
     local good=$?
-    "$CVMM" verify --report "$dir/evidence.bin" --certs "$chain" --expect-measurement "$wrong" \
-        > "$dir/verify-wrong.txt" 2>&1
+    "$CVMM" verify --report "$dir/evidence.bin" ${trust[@]+"${trust[@]}"} \
+        --expect-measurement "$wrong" > "$dir/verify-wrong.txt" 2>&1
     local bad=$?
     if [ "$good" != 0 ]; then
         row "$label" "$guest" verify FAIL "cvmm verify exited $good: $(tail -n 1 "$dir/verify.txt")"

@@ -451,8 +451,9 @@ fn emulated_snp_report_verifies_with_its_exported_chain_and_fails_with_amds_root
 }
 
 #[test]
-fn emulated_tdx_quote_meets_its_expectations_but_needs_collateral_to_verify() {
-    // Arrange: a quote from the demo TD on the emulated TDX platform and its root.
+fn emulated_tdx_quote_verifies_with_its_exported_root_and_collateral_and_fails_with_intels() {
+    // Arrange: a quote from the demo TD on the emulated TDX platform, its exported root
+    // and collateral.
     let launch = ["--tee", "tdx", "--emulated", "--rng", "--memory", "64M"];
     let run = cvmm().args(["run", "--timeout", "60"]).args(launch).output().unwrap();
     let console = String::from_utf8_lossy(&run.stdout);
@@ -467,22 +468,46 @@ fn emulated_tdx_quote_meets_its_expectations_but_needs_collateral_to_verify() {
     let dir = std::env::temp_dir().join(format!("cvmm-verify-tdx-{}", std::process::id()));
     let out = cvmm().args(["tdx-certs", "--export"]).arg(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let quote_arg = path_str(&quote_file);
+    let collateral = path_str(&dir.join("collateral.json"));
+    let expectations = |args: &mut Vec<String>| {
+        args.extend([
+            "--expect-report-data".into(),
+            nonce.clone(),
+            "--expect-rtmr".into(),
+            format!("0={}", "00".repeat(48)),
+        ]);
+        args.extend(["--expect-measurement-of", "--"].map(String::from));
+        args.extend(launch.map(String::from));
+    };
 
-    // Act: cvmm exports no collateral for the emulated platform (yet).
+    // Act + assert: with the exported root and collateral, every check passes (MRTD
+    // computed from the same launch arguments, the nonce, RTMR0, the quote's signatures,
+    // chain and TCB status).
     let mut args: Vec<String> =
-        ["--report", &path_str(&quote_file), "--root", &path_str(&dir.join("root.pem"))].map(String::from).to_vec();
-    args.extend(["--expect-report-data".into(), nonce, "--expect-rtmr".into(), format!("0={}", "00".repeat(48))]);
-    args.extend(["--expect-measurement-of", "--"].map(String::from));
-    args.extend(launch.map(String::from));
+        ["--report", &quote_arg, "--root", &path_str(&dir.join("root.pem")), "--collateral", &collateral]
+            .map(String::from)
+            .to_vec();
+    expectations(&mut args);
     let (code, out, err) = verify(&args);
-
-    // Assert: the quote parses and meets the expectations (MRTD from `cvmm measure`'s
-    // arguments, the nonce, RTMR0), but without collateral it is not verified.
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    assert_eq!(failed(&out), ["tdx.quote", "tdx.tcb_status"], "{out}");
-    assert!(out.contains("FAIL tdx.quote: no collateral"), "{out}");
-    for name in ["debug", "measurement", "report_data", "rtmr0"] {
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    for name in ["tdx.quote", "tdx.tcb_status", "debug", "measurement", "report_data", "rtmr0"] {
         assert!(checks(&out).contains(&("PASS".to_string(), name.to_string())), "{name}: {out}");
     }
+
+    // Against Intel's root (the default), the same quote and collateral fail.
+    let mut args: Vec<String> = ["--report", &quote_arg, "--collateral", &collateral].map(String::from).to_vec();
+    expectations(&mut args);
+    let (code, out, _) = verify(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(failed(&out).contains(&"tdx.quote".to_string()), "{out}");
+
+    // Without collateral, the quote meets its expectations but is not verified.
+    let mut args: Vec<String> =
+        ["--report", &quote_arg, "--root", &path_str(&dir.join("root.pem"))].map(String::from).to_vec();
+    expectations(&mut args);
+    let (code, out, _) = verify(&args);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL tdx.quote: no collateral"), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -246,6 +246,8 @@ pub mod vmsa {
     pub const TR: usize = 0x090;
     /// EFER.
     pub const EFER: usize = 0x0d0;
+    /// XSS.
+    pub const XSS: usize = 0x140;
     /// CR4.
     pub const CR4: usize = 0x148;
     /// CR3.
@@ -262,12 +264,32 @@ pub mod vmsa {
     pub const RIP: usize = 0x178;
     /// RSP.
     pub const RSP: usize = 0x1d8;
+    /// RAX.
+    pub const RAX: usize = 0x1f8;
+    /// CR2.
+    pub const CR2: usize = 0x240;
     /// Guest PAT.
     pub const G_PAT: usize = 0x268;
+    /// RCX.
+    pub const RCX: usize = 0x308;
+    /// RDX.
+    pub const RDX: usize = 0x310;
+    /// RBX.
+    pub const RBX: usize = 0x318;
+    /// RBP.
+    pub const RBP: usize = 0x328;
+    /// RSI.
+    pub const RSI: usize = 0x330;
     /// RDI.
     pub const RDI: usize = 0x338;
+    /// R8; R9-R15 follow, 8 bytes apart.
+    pub const R8: usize = 0x340;
     /// SEV_FEATURES.
     pub const SEV_FEATURES: usize = 0x3b0;
     /// XCR0.
     pub const XCR0: usize = 0x3e8;
+    /// MXCSR (u32).
+    pub const MXCSR: usize = 0x408;
+    /// x87 FPU control word (u16).
+    pub const X87_FCW: usize = 0x410;
 }

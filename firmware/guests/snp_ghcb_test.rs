@@ -19,14 +19,9 @@ mod aes_gcm;
 mod snp_msg;
 
 use abi::BootInfo;
+use rt::check;
 use rt::snp::ghcb::*;
 use rt::snp::{ghcb_begin, ghcb_call, ghcb_call_prepared, ghcb_read, ghcb_set, ghcb_write, msr_call, pvalidate, shared_area};
-
-fn check(n: u8, ok: bool) {
-    if !ok {
-        rt::exit(n);
-    }
-}
 
 #[no_mangle]
 extern "C" fn guest_main(info: *const BootInfo, _zero_page: *const u8) -> ! {

@@ -14,14 +14,9 @@ mod abi;
 mod rt;
 
 use abi::BootInfo;
+use rt::check;
 use rt::tdx::tdcall::*;
 use rt::tdx::{shared_area, tdcall, tdvmcall};
-
-fn check(n: u8, ok: bool) {
-    if !ok {
-        rt::exit(n);
-    }
-}
 
 #[no_mangle]
 extern "C" fn guest_main(info: *const BootInfo, _zero_page: *const u8) -> ! {

@@ -7,13 +7,18 @@
 //! feature and never by silently falling back.
 #![deny(missing_docs)]
 
+mod bytes;
+pub mod cert_cache;
+mod emulation;
 pub mod measure;
+mod memslots;
 pub mod plain;
 pub mod plan;
 pub mod private_memory;
 pub mod snp;
 pub mod tdx;
 pub mod verify;
+pub mod x509;
 
 use arch::regs::BootEntry;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};

@@ -1,10 +1,10 @@
 //! The plain (non-confidential) KVM launch: memory is ordinary shared memory and the
 //! boot vCPU's registers are set directly.
 
-use kvm_bindings::{kvm_msr_entry, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_msr_entry, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
+use crate::memslots::add_memory_slots;
 use crate::{LaunchBackend, LaunchError, VcpuInit};
 
 /// IA32_MISC_ENABLE and its "fast strings" bit, which Linux expects set.
@@ -39,24 +39,7 @@ impl LaunchBackend for PlainKvm {
     }
 
     fn add_memory(&mut self, vm: &VmFd, mem: &vm_memory::GuestMemoryMmap) -> Result<(), LaunchError> {
-        for (slot, region) in mem.iter().enumerate() {
-            let region_desc = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-            };
-            // SAFETY: the mapping belongs to `mem`, which the VM holds (the builder keeps
-            // it alive until the VM fd is closed), and it covers `memory_size` bytes.
-            unsafe { vm.set_user_memory_region(region_desc) }.map_err(|source| LaunchError::SetMemoryRegion {
-                slot: slot as u32,
-                gpa: region.start_addr().0,
-                len: region.len(),
-                source,
-            })?;
-        }
-        Ok(())
+        add_memory_slots(vm, mem, &[0])
     }
 
     fn load_plan(

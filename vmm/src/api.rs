@@ -42,7 +42,8 @@ use tiny_http::{Header, Method, Request, Response};
 
 use crate::builder::BuildError;
 use crate::config::VmConfig;
-use crate::handle::{error_chain, ControlError, VmHandle, VmState};
+use crate::error_chain;
+use crate::handle::{ControlError, VmHandle, VmState};
 
 /// The largest request body the API reads, in bytes (a configuration is far smaller).
 pub const MAX_BODY: usize = 64 * 1024;

@@ -40,6 +40,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::builder::{build_vm, BuildError};
 use crate::config::VmConfig;
+use crate::error_chain;
 use crate::launch_log::LogEntry;
 use crate::vm::{LaunchInfo, Request, RequestKind, RunError, Vm, VmEvent, VmExit};
 
@@ -457,21 +458,6 @@ impl VmHandle {
             error,
         }
     }
-}
-
-/// An error and its sources, each once.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
 }
 
 impl Drop for VmHandle {

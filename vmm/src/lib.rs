@@ -29,6 +29,7 @@ pub mod api;
 pub mod builder;
 pub mod config;
 pub mod config_file;
+mod conversions;
 pub mod device_loop;
 pub mod handle;
 pub mod host_check;
@@ -52,3 +53,50 @@ pub use builder::{build_vm, snp_measurement, tdx_measurement, BuildError};
 pub use config::{ConfigError, KernelSource, SnpConfig, TdxConfig, Tee, VmConfig};
 pub use handle::{ControlError, VmHandle, VmInfo, VmState};
 pub use vm::{LaunchInfo, RunError, Vm, VmExit};
+
+/// An error and its causes, each once: "a: b: c" (a cause whose text the message
+/// already holds, as many errors repeat their source's, is left out).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a message and an optional source.
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_appends_each_cause_once() {
+        let root = E("permission denied", None);
+        let repeats = E("cannot open /dev/kvm: permission denied", Some(Box::new(root)));
+        let top = E("cannot create the VM", Some(Box::new(repeats)));
+
+        assert_eq!(error_chain(&top), "cannot create the VM: cannot open /dev/kvm: permission denied");
+        assert_eq!(error_chain(&E("alone", None)), "alone");
+    }
+}

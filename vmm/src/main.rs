@@ -1,7 +1,7 @@
 //! `cvmm`: the command line over the `vmm` library.
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -28,10 +28,12 @@ enum Command {
     Measure(MeasureArgs),
     /// Export the emulated SEV-SNP platform's AMD-style certificate chain (ARK, ASK,
     /// VCEK; generated once per installation and cached) for relying parties.
-    SnpCerts(SnpCertsArgs),
+    SnpCerts(CertsArgs),
     /// Export the emulated TDX platform's Intel-style certificate chain (root, PCK
-    /// platform CA, PCK; generated once per installation and cached) for relying parties.
-    TdxCerts(SnpCertsArgs),
+    /// platform CA, PCK; generated once per installation and cached) and collateral
+    /// (collateral.json: TCB info, QE identity, CRLs, valid for 30 days) for relying
+    /// parties.
+    TdxCerts(CertsArgs),
     /// Serve the HTTP API on a Unix socket (docs/api.md): VMs are created, booted,
     /// paused, resumed and shut down through it; their consoles go to stdout.
     Serve(ServeArgs),
@@ -84,7 +86,7 @@ struct ServeArgs {
 }
 
 #[derive(clap::Args, Debug)]
-struct SnpCertsArgs {
+struct CertsArgs {
     /// Directory to write the chain into: for SNP ark.pem, ask.pem, vcek.pem and
     /// cert_chain.pem (ASK then ARK); for TDX root.pem, pck_chain.pem, pck.pem and
     /// tcb_signing_chain.pem.
@@ -92,38 +94,44 @@ struct SnpCertsArgs {
     export: PathBuf,
 }
 
-fn tdx_certs(args: SnpCertsArgs) -> ExitCode {
-    let chain = match launch::tdx::certs::EmulatedIntelChain::load_or_create_default() {
+/// `cvmm snp-certs` and `cvmm tdx-certs`: loads the emulated platform's chain (creating
+/// and caching it the first time), has `export` write it (and whatever else the relying
+/// party needs) into `--export`, and prints that directory.
+fn export_certs<C, E: std::error::Error>(
+    args: CertsArgs,
+    load_or_create: impl FnOnce() -> Result<C, E>,
+    export: impl FnOnce(&C, &Path) -> Result<(), Box<dyn std::error::Error>>,
+) -> ExitCode {
+    let chain = match load_or_create() {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
     if let Err(e) = std::fs::create_dir_all(&args.export) {
         return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
     }
-    match chain.export(&args.export) {
+    match export(&chain, &args.export) {
         Ok(()) => {
             println!("{}", args.export.display());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(e.as_ref()),
     }
 }
 
-fn snp_certs(args: SnpCertsArgs) -> ExitCode {
-    let chain = match launch::snp::certs::EmulatedAmdChain::load_or_create_default() {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    if let Err(e) = std::fs::create_dir_all(&args.export) {
-        return fail(&std::io::Error::new(e.kind(), format!("cannot create {}: {e}", args.export.display())));
-    }
-    match chain.export(&args.export) {
-        Ok(()) => {
-            println!("{}", args.export.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
+/// The emulated TDX platform's chain, and its collateral (TCB info, QE identity, CRLs)
+/// so that `cvmm verify --collateral` can run a complete DCAP verification of the
+/// emulated platform's quotes.
+fn export_tdx_certs(
+    chain: &launch::tdx::certs::EmulatedIntelChain,
+    dir: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use launch::tdx::quote::collateral::{collateral, fmspc};
+    chain.export(dir)?;
+    let json = serde_json::to_string_pretty(&collateral(chain, &fmspc(chain))?)?;
+    let path = dir.join("collateral.json");
+    std::fs::write(&path, json)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))?;
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,6 +159,32 @@ struct MeasureArgs {
     /// Write the plan as it is measured to this file, one JSON line per range.
     #[arg(long)]
     launch_log: Option<PathBuf>,
+}
+
+impl MeasureArgs {
+    /// What `cvmm measure --firmware` measures: the launch of `firmware` for `tee` with
+    /// these run arguments; `firmware_hashes` and `launch_log` as the caller reports.
+    fn firmware_options(
+        &self,
+        tee: vmm::measure::Tee,
+        firmware: PathBuf,
+        firmware_hashes: bool,
+        launch_log: bool,
+    ) -> vmm::measure::MeasureOptions {
+        vmm::measure::MeasureOptions {
+            tee,
+            firmware,
+            vcpus: self.run.vcpus,
+            vcpu_type: self.vcpu_type.clone(),
+            vmm_type: self.vmm_type.clone(),
+            guest_features: self.guest_features,
+            kernel: self.run.kernel.clone(),
+            initrd: self.run.initrd.clone(),
+            cmdline: self.run.cmdline.clone(),
+            firmware_hashes,
+            launch_log,
+        }
+    }
 }
 
 fn parse_tee(s: &str) -> Result<vmm::measure::Tee, String> {
@@ -266,8 +300,14 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("run").expect("the run subcommand was parsed");
             run(args, sub)
         }
-        Command::SnpCerts(args) => snp_certs(args),
-        Command::TdxCerts(args) => tdx_certs(args),
+        Command::SnpCerts(args) => {
+            use launch::snp::certs::EmulatedAmdChain;
+            export_certs(args, EmulatedAmdChain::load_or_create_default, |chain, dir| Ok(chain.export(dir)?))
+        }
+        Command::TdxCerts(args) => {
+            use launch::tdx::certs::EmulatedIntelChain;
+            export_certs(args, EmulatedIntelChain::load_or_create_default, export_tdx_certs)
+        }
         Command::Measure(args) => {
             let sub = matches.subcommand_matches("measure").expect("the measure subcommand was parsed");
             measure(args, sub)
@@ -341,22 +381,10 @@ fn measure(args: MeasureArgs, matches: &clap::ArgMatches) -> ExitCode {
         Some(Err(e)) => return fail(&std::io::Error::other(e)),
         None => return fail(&std::io::Error::other("--tee is required: snp or tdx")),
     };
-    let Some(firmware) = args.firmware else {
+    let Some(firmware) = args.firmware.clone() else {
         return measure_direct_boot(args.run, matches, args.json, args.launch_log.as_deref());
     };
-    let opts = vmm::measure::MeasureOptions {
-        tee,
-        firmware,
-        vcpus: args.run.vcpus,
-        vcpu_type: args.vcpu_type,
-        vmm_type: args.vmm_type,
-        guest_features: args.guest_features,
-        kernel: args.run.kernel,
-        initrd: args.run.initrd,
-        cmdline: args.run.cmdline,
-        firmware_hashes: args.json,
-        launch_log: args.launch_log.is_some(),
-    };
+    let opts = args.firmware_options(tee, firmware, args.json, args.launch_log.is_some());
     let report = match vmm::measure::measure(&opts) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -613,17 +641,7 @@ fn print_step_stats(steps: &[(&'static str, Duration)]) {
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {
-    let mut msg = format!("cvmm: error: {e}");
-    let mut source = e.source();
-    // Append causes not already in the message.
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(&format!(": {text}"));
-        }
-        source = s.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("cvmm: error: {}", vmm::error_chain(e));
     ExitCode::FAILURE
 }
 
@@ -837,7 +855,7 @@ fn measurement_of(measure_args: &[String]) -> Result<String, Box<dyn std::error:
         Some(t) => t.map_err(std::io::Error::other)?,
         None => return Err(Box::new(std::io::Error::other("--expect-measurement-of: --tee is required: snp or tdx"))),
     };
-    let Some(firmware) = args.firmware else {
+    let Some(firmware) = args.firmware.clone() else {
         let config = effective_config(args.run, &matches)?;
         let (_, digest) = match config.tee {
             vmm::Tee::Tdx(_) => vmm::tdx_measurement(&config)?,
@@ -845,18 +863,6 @@ fn measurement_of(measure_args: &[String]) -> Result<String, Box<dyn std::error:
         };
         return Ok(hex::encode(digest));
     };
-    let opts = vmm::measure::MeasureOptions {
-        tee,
-        firmware,
-        vcpus: args.run.vcpus,
-        vcpu_type: args.vcpu_type,
-        vmm_type: args.vmm_type,
-        guest_features: args.guest_features,
-        kernel: args.run.kernel,
-        initrd: args.run.initrd,
-        cmdline: args.run.cmdline,
-        firmware_hashes: false,
-        launch_log: false,
-    };
+    let opts = args.firmware_options(tee, firmware, false, false);
     Ok(vmm::measure::measure(&opts)?.measurement().to_string())
 }

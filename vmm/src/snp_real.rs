@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use devices::virtio::SharedMemory;
 
+use crate::conversions::Converter;
 use crate::vm::VmEvent;
 
 /// The exits of a vCPU of a real SEV-SNP guest that KVM hands to user space: page-state
@@ -31,34 +32,19 @@ impl std::fmt::Debug for RealSnpExits {
 }
 
 impl RealSnpExits {
-    /// After a conversion, the devices see exactly the shared pages.
-    fn converted(&self, c: &launch::snp::kvm::memory::Conversion) {
-        if let Err(e) = self.shared.set_shared(c.gpa, c.len, !c.to_private) {
-            log::warn!("vCPU {}: the devices' view of {:#x} (+{:#x}): {e}", self.index, c.gpa, c.len);
-        }
+    fn converter(&self) -> Converter<'_> {
+        Converter { index: self.index, vm: &self.vm, shared: &self.shared }
     }
 
     /// KVM_EXIT_HYPERCALL: MAP_GPA_RANGE converts; the value to return to the guest.
     pub fn hypercall(&self, nr: u64, args: &[u64; 6]) -> u64 {
-        let Some(memory) = self.launch.memory() else { return u64::MAX };
-        let result = memory.handle_map_gpa_range(&self.vm, nr, args);
-        match &result {
-            Ok(c) => self.converted(c),
-            Err(e) => log::debug!("vCPU {}: MAP_GPA_RANGE refused: {e}", self.index),
-        }
-        launch::snp::kvm::memory::hypercall_ret(&result)
+        self.converter().hypercall(self.launch.memory(), nr, args)
     }
 
     /// KVM_EXIT_MEMORY_FAULT: converts the faulting range, or ends the VM (the fault
     /// would repeat forever).
     pub fn memory_fault(&self, flags: u64, gpa: u64, size: u64) -> Result<(), VmEvent> {
-        let fail = |message: String| VmEvent::VcpuFailed { vcpu: self.index, message };
-        let memory = self.launch.memory().ok_or_else(|| fail("memory fault before the launch has memory".into()))?;
-        let c = memory
-            .handle_memory_fault(&self.vm, flags, gpa, size)
-            .map_err(|e| fail(format!("memory fault at {gpa:#x} (+{size:#x}) cannot be resolved: {e}")))?;
-        self.converted(&c);
-        Ok(())
+        self.converter().memory_fault(self.launch.memory(), flags, gpa, size)
     }
 
     /// KVM_SYSTEM_EVENT_SEV_TERM: the guest's termination request, if this is one.

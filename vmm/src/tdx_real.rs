@@ -9,6 +9,7 @@ use devices::virtio::SharedMemory;
 use launch::tdx::kvm::exits::{tdx_exit, TdxExitHandler, TdxFatalError};
 use launch::tdx::kvm::TdxKvmLaunch;
 
+use crate::conversions::Converter;
 use crate::vm::VmEvent;
 
 /// One vCPU's real-TDX exits.
@@ -32,32 +33,18 @@ impl std::fmt::Debug for RealTdxExits {
 }
 
 impl RealTdxExits {
-    fn converted(&self, c: &launch::private_memory::Conversion) {
-        if let Err(e) = self.shared.set_shared(c.gpa, c.len, !c.to_private) {
-            log::warn!("vCPU {}: the devices' view of {:#x} (+{:#x}): {e}", self.index, c.gpa, c.len);
-        }
+    fn converter(&self) -> Converter<'_> {
+        Converter { index: self.index, vm: &self.vm, shared: &self.shared }
     }
 
     /// KVM_EXIT_HYPERCALL (MapGPA): converts; the value to return to the TD.
     pub fn hypercall(&self, nr: u64, args: &[u64; 6]) -> u64 {
-        let Some(memory) = self.launch.memory() else { return u64::MAX };
-        let result = memory.handle_map_gpa_range(&self.vm, nr, args);
-        match &result {
-            Ok(c) => self.converted(c),
-            Err(e) => log::debug!("vCPU {}: MapGPA refused: {e}", self.index),
-        }
-        launch::private_memory::hypercall_ret(&result)
+        self.converter().hypercall(self.launch.memory().map(Arc::as_ref), nr, args)
     }
 
     /// KVM_EXIT_MEMORY_FAULT: converts the range, or ends the VM.
     pub fn memory_fault(&self, flags: u64, gpa: u64, size: u64) -> Result<(), VmEvent> {
-        let fail = |message: String| VmEvent::VcpuFailed { vcpu: self.index, message };
-        let memory = self.launch.memory().ok_or_else(|| fail("memory fault before the TD has memory".into()))?;
-        let c = memory
-            .handle_memory_fault(&self.vm, flags, gpa, size)
-            .map_err(|e| fail(format!("memory fault at {gpa:#x} (+{size:#x}) cannot be resolved: {e}")))?;
-        self.converted(&c);
-        Ok(())
+        self.converter().memory_fault(self.launch.memory().map(Arc::as_ref), flags, gpa, size)
     }
 
     /// KVM_EXIT_TDX: the TDVMCALLs KVM forwards; their status goes back in kvm_run.

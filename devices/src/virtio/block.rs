@@ -6,9 +6,15 @@
 //! whole sectors, get VIRTIO_BLK_S_IOERR; unknown request types get
 //! VIRTIO_BLK_S_UNSUPP; a chain too short to hold a header, or with no status byte, is
 //! completed with used length 0 without touching memory; data in private (or no)
-//! memory fails the request. Data moves with one `preadv`/`pwritev` per request between
-//! the image and iovecs that point straight into the shared-memory view (never a
-//! private page); the VMM allocates only per descriptor, never per byte the guest asks for.
+//! memory fails the request.
+//!
+//! Data path: sector data moves straight between the image and slices of the
+//! shared-memory view (never a private page), with nothing allocated per request.
+//! Consecutive reads (or writes) of contiguous sectors in one queue batch form a run
+//! that moves at once: by memcpy through a shared mapping of the image
+//! ([`super::mapped_image`], where I/O errors arrive as SIGBUS and become
+//! VIRTIO_BLK_S_IOERR) or, if the image cannot be mapped, by one `preadv`/`pwritev`.
+//! A run that fails is retried request by request, so only the failing ones fail.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -19,12 +25,11 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use thiserror::Error;
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::volatile_memory::{PtrGuard, PtrGuardMut};
-use vm_memory::{
-    GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryError, GuestRegionCollection, VolatileSlice,
-};
+use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryError, GuestRegionCollection, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::fallocate::{fallocate, FallocateMode};
 
+use super::mapped_image::MappedImage;
 use super::shared_memory::SharedRegion;
 use super::{device_id, ActivateContext, ActivateError, GuestMem, VirtioDevice, VirtioInterrupt};
 
@@ -34,8 +39,8 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const SECTOR_SIZE: u64 = 512;
 /// Length of the GET_ID answer (the serial number).
 pub const ID_BYTES: usize = 20;
-/// A large-request size the tests step over. Data no longer moves through a buffer of
-/// this size: each request is one `preadv`/`pwritev` straight into guest memory.
+/// A large-request size the tests step over. Data never moves through a buffer of this
+/// size: it goes straight between the image and guest memory.
 pub const CHUNK: usize = 64 << 10;
 /// Data segments per request advertised in `seg_max` (the queue minus header and status).
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
@@ -152,6 +157,9 @@ impl DiscardSegment {
 /// The backing image and what the device may do with it.
 struct Disk {
     file: File,
+    /// The image mapped into the VMM, when it could be: sector data then moves by memcpy
+    /// rather than `preadv`/`pwritev`.
+    map: Option<MappedImage>,
     read_only: bool,
     /// Size in bytes: a whole number of sectors.
     size: u64,
@@ -173,16 +181,70 @@ impl Disk {
         (end <= self.size).then_some(offset)
     }
 
-    /// Carries out one request whose header was already fetched: `body` is what the
-    /// driver wrote after the header, `data` the writable buffers before the status
-    /// byte. Returns the status and how many bytes of `data` were written.
-    fn execute(&self, header: RequestHeader, discard: bool, body: &GuestBufs<'_>, data: &GuestBufs<'_>) -> (u8, usize) {
+    /// The byte offset of a read (`write == false`) or write of `len` bytes at `sector`,
+    /// or the status refusing it: empty, not whole sectors, off the disk, or a write to a
+    /// read-only disk.
+    fn check_io(&self, write: bool, sector: u64, len: usize) -> Result<u64, u8> {
+        if write && self.read_only {
+            return Err(status::IOERR);
+        }
+        match self.range(sector, len).filter(|_| len > 0) {
+            Some(offset) => Ok(offset),
+            None => {
+                log::debug!(
+                    "virtio-blk: {} of {len} bytes at sector {sector} refused",
+                    if write { "write" } else { "read" }
+                );
+                Err(status::IOERR)
+            }
+        }
+    }
+
+    /// Moves the bytes of `slices` (guest memory, in order) between the image from byte
+    /// `offset` and guest memory: into the image when `write`, else out of it. With the
+    /// image mapped that is one memcpy per slice; otherwise one `preadv`/`pwritev` for
+    /// the whole list (built in `iov`) in any ordinary case.
+    ///
+    /// The caller guarantees that the range is on the disk and that every slice is a
+    /// slice of the shared-memory view (only shared guest pages) whose mapping the caller
+    /// keeps alive for the call.
+    fn transfer(&self, write: bool, offset: u64, slices: &[VolatileSlice<'_>], iov: &mut IoVecs) -> io::Result<()> {
+        if let Some(map) = self.map.as_ref().filter(|m| m.usable()) {
+            return map.copy(write, offset, slices);
+        }
+        let fd = self.file.as_raw_fd();
+        transfer_all(iov.fill(slices, write), offset, |iov, at| {
+            let count = iov.len() as libc::c_int;
+            #[allow(unsafe_code)]
+            // SAFETY: by this function's contract every iovec points into live, shared
+            // guest memory and its length is within its slice; `iov` is at most IOV_MAX
+            // entries. preadv writes at most those bytes, pwritev only reads them; no
+            // Rust reference to them exists, so the guest changing them concurrently is
+            // harmless for raw byte I/O (it only changes what lands on the disk or in
+            // its own buffers, which the guest controls anyway).
+            let n = unsafe {
+                if write {
+                    libc::pwritev(fd, iov.as_ptr(), count, at)
+                } else {
+                    libc::preadv(fd, iov.as_ptr(), count, at)
+                }
+            };
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        })
+    }
+
+    /// Carries out a request that moves no sector data (flush, GET_ID, discard, unknown
+    /// types) whose header was already fetched: `body` is what the driver wrote after the
+    /// header, `data` the writable buffers before the status byte. Returns the status and
+    /// how many bytes of `data` were written.
+    fn execute_other(
+        &self,
+        header: RequestHeader,
+        discard: bool,
+        body: &GuestBufs<'_>,
+        data: &GuestBufs<'_>,
+    ) -> (u8, usize) {
         match header.request_type {
-            request_type::IN => match self.read(header.sector, data) {
-                status::OK => (status::OK, data.len()),
-                st => (st, 0),
-            },
-            request_type::OUT => (self.write(header.sector, body), 0),
             request_type::FLUSH => (self.flush(), 0),
             request_type::GET_ID => {
                 let n = data.len().min(ID_BYTES);
@@ -195,67 +257,6 @@ impl Disk {
             request_type::DISCARD if discard => (self.discard(body), 0),
             _ => (status::UNSUPP, 0),
         }
-    }
-
-    /// Reads the sectors at `sector` straight into `data` (one `preadv`).
-    fn read(&self, sector: u64, data: &GuestBufs<'_>) -> u8 {
-        let len = data.len();
-        let Some(offset) = self.range(sector, len).filter(|_| len > 0) else {
-            log::debug!("virtio-blk: read of {len} bytes at sector {sector} refused");
-            return status::IOERR;
-        };
-        let guards: Vec<PtrGuardMut> = data.slices.iter().map(VolatileSlice::ptr_guard_mut).collect();
-        let iov: Vec<libc::iovec> =
-            guards.iter().map(|g| libc::iovec { iov_base: g.as_ptr().cast(), iov_len: g.len() }).collect();
-        let fd = self.file.as_raw_fd();
-        let step = transfer_all(iov, offset, |iov, at| {
-            #[allow(unsafe_code)]
-            // SAFETY: every iovec points into a VolatileSlice of the shared-memory view
-            // (only shared guest pages) whose mapping is kept alive by the view snapshot
-            // the caller holds and by `guards`, both outliving this call, and each
-            // iovec's length is within its slice. The kernel writes at most those
-            // bytes; no Rust reference to them exists, so the guest changing them
-            // concurrently is harmless for raw byte I/O.
-            let n = unsafe { libc::preadv(fd, iov.as_ptr(), iov.len() as libc::c_int, at) };
-            usize::try_from(n).map_err(|_| io::Error::last_os_error())
-        });
-        if let Err(e) = step {
-            log::warn!("virtio-blk: read of {len} bytes at byte {offset}: {e}");
-            return status::IOERR;
-        }
-        status::OK
-    }
-
-    /// Writes `data` (what follows the header) to the sectors at `sector` (one `pwritev`).
-    fn write(&self, sector: u64, data: &GuestBufs<'_>) -> u8 {
-        let len = data.len();
-        if self.read_only {
-            return status::IOERR;
-        }
-        let Some(offset) = self.range(sector, len).filter(|_| len > 0) else {
-            log::debug!("virtio-blk: write of {len} bytes at sector {sector} refused");
-            return status::IOERR;
-        };
-        let guards: Vec<PtrGuard> = data.slices.iter().map(VolatileSlice::ptr_guard).collect();
-        let iov: Vec<libc::iovec> =
-            guards.iter().map(|g| libc::iovec { iov_base: g.as_ptr().cast_mut().cast(), iov_len: g.len() }).collect();
-        let fd = self.file.as_raw_fd();
-        let step = transfer_all(iov, offset, |iov, at| {
-            #[allow(unsafe_code)]
-            // SAFETY: every iovec points into a VolatileSlice of the shared-memory view
-            // (only shared guest pages) whose mapping is kept alive by the view snapshot
-            // the caller holds and by `guards`, both outliving this call, and each
-            // iovec's length is within its slice. pwritev only reads those bytes; the
-            // guest changing them concurrently only changes what lands on the disk,
-            // which the guest controls anyway.
-            let n = unsafe { libc::pwritev(fd, iov.as_ptr(), iov.len() as libc::c_int, at) };
-            usize::try_from(n).map_err(|_| io::Error::last_os_error())
-        });
-        if let Err(e) = step {
-            log::warn!("virtio-blk: write of {len} bytes at byte {offset}: {e}");
-            return status::IOERR;
-        }
-        status::OK
     }
 
     fn flush(&self) -> u8 {
@@ -402,7 +403,14 @@ impl Block {
         config[44..48].copy_from_slice(&DISCARD_SECTOR_ALIGNMENT.to_le_bytes());
 
         Ok(Self {
-            disk: Disk { file, read_only: options.read_only, size, id, can_discard },
+            disk: Disk {
+                map: MappedImage::new(&file, size, !options.read_only),
+                file,
+                read_only: options.read_only,
+                size,
+                id,
+                can_discard,
+            },
             features,
             config,
             queue_event,
@@ -410,6 +418,18 @@ impl Block {
             completed: 0,
             failed: 0,
         })
+    }
+
+    /// Whether sector data moves through a mapping of the image (else `preadv`/`pwritev`).
+    pub fn is_mapped(&self) -> bool {
+        self.disk.map.as_ref().is_some_and(MappedImage::usable)
+    }
+
+    /// The same device moving sector data with `preadv`/`pwritev` only.
+    #[cfg(test)]
+    fn unmapped(mut self) -> Self {
+        self.disk.map = None;
+        self
     }
 
     /// The capacity in 512-byte sectors.
@@ -428,38 +448,54 @@ impl Block {
     }
 
     /// Serves every available request; returns how many were completed.
+    ///
+    /// Reads and writes are not carried out one by one: consecutive requests of one
+    /// direction over contiguous sectors form a run ([`IoRun`]) that moves with one
+    /// `preadv` or `pwritev`, and the run's requests are completed together when it ends.
+    /// Any other request ends the run before it is carried out, and requests complete in
+    /// queue order, so the guest sees the effects it would see one request at a time.
+    /// Nothing is allocated per request: the buffers below live for one call.
     pub fn process_queue(&mut self) -> usize {
-        let Some(active) = self.active.as_mut() else { return 0 };
-        let discard = self.disk.can_discard && active.acked_features & features::DISCARD != 0;
+        let Self { disk, active, completed, failed, .. } = self;
+        let Some(active) = active.as_mut() else { return 0 };
+        let discard = disk.can_discard && active.acked_features & features::DISCARD != 0;
         let mem = active.mem.memory();
-        let mut done = 0;
-        while let Some(chain) = active.queue.pop_descriptor_chain(&*mem) {
+        let mut done = Completer { queue: &mut active.queue, mem: &mem, count: 0, completed, failed, broken: false };
+        let mut bufs = ChainBufs::default();
+        let mut run = IoRun::default();
+        let mut iov = IoVecs::default();
+        while !done.broken {
+            let Some(chain) = done.queue.pop_descriptor_chain(&*mem) else { break };
             let head = chain.head_index();
-            let used = match serve(&self.disk, discard, &mem, chain) {
-                Outcome::Done { status: status::OK, used } => {
-                    self.completed += 1;
-                    used
+            match classify(disk, &mem, chain, &mut bufs) {
+                Request::Io { write, offset, len, status } => {
+                    if !run.accepts(write, offset, bufs.data.len()) {
+                        run.finish(disk, &mut iov, &mut done);
+                    }
+                    run.push(PendingIo { head, offset, len, slices: 0..0, status }, write, &bufs.data);
                 }
-                Outcome::Done { used, .. } => {
-                    self.failed += 1;
-                    used
+                Request::Other { header, data_len, body_len, status } => {
+                    run.finish(disk, &mut iov, &mut done);
+                    let body = GuestBufs::of(&bufs.readable, 16, body_len);
+                    let data = GuestBufs::of(&bufs.writable, 0, data_len);
+                    let (st, written) = match (body, data) {
+                        (Some(body), Some(data)) => disk.execute_other(header, discard, &body, &data),
+                        _ => (status::IOERR, 0), // cannot happen: the lengths were measured on them
+                    };
+                    done.complete(head, answer(&status, st, written));
                 }
-                Outcome::Dropped => {
-                    self.failed += 1;
-                    0
+                Request::Done(outcome) => {
+                    run.finish(disk, &mut iov, &mut done);
+                    done.complete(head, outcome);
                 }
-            };
-            if let Err(e) = active.queue.add_used(&*mem, head, used) {
-                log::warn!("virtio-blk: cannot complete request {head}: {e:?}");
-                self.failed += 1;
-                break;
             }
-            done += 1;
         }
-        if done > 0 && active.queue.needs_notification(&*mem).unwrap_or(true) {
+        run.finish(disk, &mut iov, &mut done);
+        let count = done.count;
+        if count > 0 && active.queue.needs_notification(&*mem).unwrap_or(true) {
             active.interrupt.signal_used_queue();
         }
-        done
+        count
     }
 }
 
@@ -470,99 +506,292 @@ fn punch_hole_supported(file: &File, len: u64) -> bool {
     fallocate(file, FallocateMode::PunchHole, true, past_end, 4096).is_ok()
 }
 
-/// Answers one descriptor chain.
-fn serve<'a>(disk: &Disk, discard: bool, mem: &'a Mem, chain: DescriptorChain<&'a Mem>) -> Outcome {
-    let head = chain.head_index();
-    let (readable, writable) = map_chain(mem, chain);
-    let writable = match writable {
-        Ok(w) => w,
-        Err(e) => {
-            log::warn!("virtio-blk: request {head}: writable buffers refused: {e:?}");
-            return Outcome::Dropped;
-        }
-    };
-    let Some(data_len) = writable.len().checked_sub(1) else {
-        log::warn!("virtio-blk: request {head} has no status byte");
-        return Outcome::Dropped;
-    };
-    let (Some(data), Some(status_buf)) = (writable.range(0, data_len), writable.range(data_len, 1)) else {
-        return Outcome::Dropped;
-    };
-    let (status, data_written) = match readable {
-        Ok(readable) => {
-            // The header is fetched once; everything after works on this copy.
-            let mut raw = [0u8; 16];
-            let body = readable.range(16, readable.len().saturating_sub(16));
-            let (true, Some(body)) = (readable.copy_to(&mut raw), body) else {
-                log::warn!("virtio-blk: request {head} has a short header");
-                return Outcome::Dropped;
-            };
-            disk.execute(RequestHeader::parse(raw), discard, &body, &data)
-        }
-        Err(e) => {
-            log::warn!("virtio-blk: request {head}: readable buffers refused: {e:?}");
-            (status::IOERR, 0)
-        }
-    };
-    if !status_buf.copy_from(&[status]) {
-        return Outcome::Dropped;
-    }
-    let used = u32::try_from(data_written + 1).unwrap_or(u32::MAX);
-    Outcome::Done { status, used }
+/// Completes requests in queue order: adds each used entry and counts the outcome.
+struct Completer<'q, 'm> {
+    queue: &'q mut Queue,
+    mem: &'m Mem,
+    /// Requests completed in this call.
+    count: usize,
+    completed: &'q mut u64,
+    failed: &'q mut u64,
+    /// The used ring could not be written: stop serving.
+    broken: bool,
 }
 
-/// Guest buffers as host slices into the shared-memory view (so only shared pages).
+impl Completer<'_, '_> {
+    fn complete(&mut self, head: u16, outcome: Outcome) {
+        if self.broken {
+            // An earlier used entry could not be written; nothing after it is completed.
+            *self.failed += 1;
+            return;
+        }
+        let used = match outcome {
+            Outcome::Done { status: status::OK, used } => {
+                *self.completed += 1;
+                used
+            }
+            Outcome::Done { used, .. } => {
+                *self.failed += 1;
+                used
+            }
+            Outcome::Dropped => {
+                *self.failed += 1;
+                0
+            }
+        };
+        if let Err(e) = self.queue.add_used(self.mem, head, used) {
+            log::warn!("virtio-blk: cannot complete request {head}: {e:?}");
+            *self.failed += 1;
+            self.broken = true;
+            return;
+        }
+        self.count += 1;
+    }
+}
+
+/// Writes `st` into the status byte and says how the request ended: `written` data
+/// bytes plus the status byte were used.
+fn answer(status_byte: &VolatileSlice<'_>, st: u8, written: usize) -> Outcome {
+    status_byte.copy_from(&[st]);
+    Outcome::Done { status: st, used: u32::try_from(written + 1).unwrap_or(u32::MAX) }
+}
+
+/// What a descriptor chain asks for, after its header was fetched (once) and checked.
+enum Request<'a> {
+    /// A read (`write == false`) or write of `len` bytes at byte `offset` of the image,
+    /// within the disk; its data buffers are [`ChainBufs::data`].
+    Io { write: bool, offset: u64, len: usize, status: VolatileSlice<'a> },
+    /// Any other request type: `body_len` bytes follow the header in the readable
+    /// buffers, `data_len` writable bytes precede the status byte.
+    Other { header: RequestHeader, data_len: usize, body_len: usize, status: VolatileSlice<'a> },
+    /// Already answered (refused).
+    Done(Outcome),
+}
+
+/// The buffers of the chain being looked at, as slices of the view (reused from chain
+/// to chain, so nothing is allocated per request).
 #[derive(Default)]
+struct ChainBufs<'a> {
+    readable: Vec<VolatileSlice<'a>>,
+    writable: Vec<VolatileSlice<'a>>,
+    /// The data of a read or write (a part of `readable` or `writable`).
+    data: Vec<VolatileSlice<'a>>,
+}
+
+/// Maps one descriptor chain, fetches and checks its header: carries out nothing.
+fn classify<'a>(disk: &Disk, mem: &'a Mem, chain: DescriptorChain<&'a Mem>, bufs: &mut ChainBufs<'a>) -> Request<'a> {
+    let head = chain.head_index();
+    let (readable, writable) = map_chain(mem, chain, bufs);
+    let writable_len = match writable {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("virtio-blk: request {head}: writable buffers refused: {e:?}");
+            return Request::Done(Outcome::Dropped);
+        }
+    };
+    let (Some(data_len), Some(status)) = (writable_len.checked_sub(1), last_byte(&bufs.writable)) else {
+        log::warn!("virtio-blk: request {head} has no status byte");
+        return Request::Done(Outcome::Dropped);
+    };
+    let readable_len = match readable {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("virtio-blk: request {head}: readable buffers refused: {e:?}");
+            return Request::Done(answer(&status, status::IOERR, 0));
+        }
+    };
+    // The header is fetched once; everything after works on this copy.
+    let mut raw = [0u8; 16];
+    if !copy_prefix(&bufs.readable, &mut raw) {
+        log::warn!("virtio-blk: request {head} has a short header");
+        return Request::Done(Outcome::Dropped);
+    }
+    let header = RequestHeader::parse(raw);
+    let body_len = readable_len.saturating_sub(raw.len());
+    let (write, len, side, start) = match header.request_type {
+        request_type::IN => (false, data_len, &bufs.writable, 0),
+        request_type::OUT => (true, body_len, &bufs.readable, raw.len()),
+        _ => return Request::Other { header, data_len, body_len, status },
+    };
+    match disk.check_io(write, header.sector, len) {
+        Ok(offset) if sub_slices(side, start, len, &mut bufs.data) => Request::Io { write, offset, len, status },
+        Ok(_) => Request::Done(Outcome::Dropped), // cannot happen: `len` was measured on `side`
+        Err(st) => Request::Done(answer(&status, st, 0)),
+    }
+}
+
+/// A read or write that passed its checks, waiting in an [`IoRun`].
+struct PendingIo<'a> {
+    head: u16,
+    /// Byte offset in the image.
+    offset: u64,
+    len: usize,
+    /// Its data: `IoRun::slices[slices]`.
+    slices: std::ops::Range<usize>,
+    status: VolatileSlice<'a>,
+}
+
+/// Consecutive reads (or writes) whose sectors follow each other: carried out with one
+/// `preadv`/`pwritev` over all their buffers, then completed in order.
+#[derive(Default)]
+struct IoRun<'a> {
+    write: bool,
+    /// Byte offset in the image past the last request.
+    end: u64,
+    slices: Vec<VolatileSlice<'a>>,
+    reqs: Vec<PendingIo<'a>>,
+}
+
+impl<'a> IoRun<'a> {
+    /// Whether a request (its direction, offset and number of slices) continues the run:
+    /// same direction, the next sectors, and the whole run still one system call.
+    fn accepts(&self, write: bool, offset: u64, slices: usize) -> bool {
+        self.reqs.is_empty() || (self.write == write && self.end == offset && self.slices.len() + slices <= IOV_MAX)
+    }
+
+    fn push(&mut self, mut req: PendingIo<'a>, write: bool, data: &[VolatileSlice<'a>]) {
+        if self.reqs.is_empty() {
+            self.write = write;
+        }
+        // `len` is at most a queue of u32 lengths: this cannot overflow on 64-bit hosts.
+        self.end = req.offset + req.len as u64;
+        req.slices = self.slices.len()..self.slices.len() + data.len();
+        self.slices.extend_from_slice(data);
+        self.reqs.push(req);
+    }
+
+    /// Carries out the run and completes its requests, leaving it empty. If the one
+    /// system call fails, each request is retried on its own, so that only the requests
+    /// that fail by themselves get VIRTIO_BLK_S_IOERR.
+    fn finish(&mut self, disk: &Disk, iov: &mut IoVecs, done: &mut Completer<'_, '_>) {
+        let Some(first) = self.reqs.first() else { return };
+        let (write, start) = (self.write, first.offset);
+        let whole = disk.transfer(write, start, &self.slices, iov);
+        if let Err(e) = &whole {
+            let what = if write { "write" } else { "read" };
+            log::warn!("virtio-blk: {what} of {} bytes at byte {start}: {e}", self.end - start);
+        }
+        let alone = self.reqs.len() == 1;
+        for req in self.reqs.drain(..) {
+            let result = match &whole {
+                Ok(()) => Ok(()),
+                Err(_) if alone => Err(()),
+                Err(_) => {
+                    let one = disk.transfer(write, req.offset, &self.slices[req.slices.clone()], iov);
+                    one.map_err(|e| log::warn!("virtio-blk: request {} at byte {}: {e}", req.head, req.offset))
+                }
+            };
+            let outcome = match result {
+                Ok(()) => answer(&req.status, status::OK, if write { 0 } else { req.len }),
+                Err(()) => answer(&req.status, status::IOERR, 0),
+            };
+            done.complete(req.head, outcome);
+        }
+        self.slices.clear();
+    }
+}
+
+/// iovecs for one system call, rebuilt from slices of the view for each call (the
+/// vectors are reused, so nothing is allocated per request).
+#[derive(Default)]
+struct IoVecs {
+    iov: Vec<libc::iovec>,
+    /// One guard per slice, alive while the iovecs are used.
+    guards: Vec<PtrGuard>,
+    guards_mut: Vec<PtrGuardMut>,
+}
+
+impl IoVecs {
+    /// The iovecs of `slices` (guest buffers the system call reads when `write`, else
+    /// writes), with neighbours that touch in host memory merged into one.
+    fn fill(&mut self, slices: &[VolatileSlice<'_>], write: bool) -> &mut [libc::iovec] {
+        self.iov.clear();
+        self.guards.clear();
+        self.guards_mut.clear();
+        for s in slices {
+            let (base, len) = if write {
+                let g = s.ptr_guard();
+                let at = (g.as_ptr().cast_mut(), g.len());
+                self.guards.push(g);
+                at
+            } else {
+                let g = s.ptr_guard_mut();
+                let at = (g.as_ptr(), g.len());
+                self.guards_mut.push(g);
+                at
+            };
+            match self.iov.last_mut() {
+                Some(prev) if prev.iov_base.cast::<u8>().wrapping_add(prev.iov_len) == base => prev.iov_len += len,
+                _ => self.iov.push(libc::iovec { iov_base: base.cast(), iov_len: len }),
+            }
+        }
+        &mut self.iov
+    }
+}
+
+/// The last byte of `slices` (the status byte of a request).
+fn last_byte<'a>(slices: &[VolatileSlice<'a>]) -> Option<VolatileSlice<'a>> {
+    let last = slices.iter().rev().find(|s| !s.is_empty())?;
+    last.subslice(last.len() - 1, 1).ok()
+}
+
+/// Fills `buf` from the start of `slices`; false (`buf` partly filled) if too short.
+fn copy_prefix(slices: &[VolatileSlice<'_>], buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    for s in slices {
+        if done == buf.len() {
+            break;
+        }
+        done += s.copy_to(&mut buf[done..]);
+    }
+    done == buf.len()
+}
+
+/// Appends to `out` (cleared first) the `len` bytes of `slices` from byte `start`;
+/// false if they are not all there.
+fn sub_slices<'a>(slices: &[VolatileSlice<'a>], start: usize, len: usize, out: &mut Vec<VolatileSlice<'a>>) -> bool {
+    out.clear();
+    let (mut skip, mut want) = (start, len);
+    for s in slices {
+        if want == 0 {
+            break;
+        }
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        let n = (s.len() - skip).min(want);
+        match s.subslice(skip, n) {
+            Ok(part) => out.push(part),
+            Err(_) => return false,
+        }
+        want -= n;
+        skip = 0;
+    }
+    want == 0
+}
+
+/// Guest buffers as host slices into the shared-memory view (so only shared pages),
+/// for the requests that move no sector data.
 struct GuestBufs<'a> {
     slices: Vec<VolatileSlice<'a>>,
     len: usize,
 }
 
 impl<'a> GuestBufs<'a> {
-    /// Appends the `len` bytes at `addr`; fails when any of them is outside the view.
-    fn push(&mut self, mem: &'a Mem, addr: GuestAddress, len: u32) -> Result<(), GuestMemoryError> {
-        // Chains are at most a queue of u32 lengths: this cannot overflow on 64-bit hosts.
-        self.len = self.len.checked_add(len as usize).ok_or(GuestMemoryError::InvalidGuestAddress(addr))?;
-        for slice in GuestMemoryBackend::get_slices(mem, addr, len as usize) {
-            self.slices.push(slice?);
-        }
-        Ok(())
+    /// The `len` bytes of `slices` from byte `start`, or `None` if they are not all there.
+    fn of(slices: &[VolatileSlice<'a>], start: usize, len: usize) -> Option<Self> {
+        let mut out = Vec::new();
+        sub_slices(slices, start, len, &mut out).then_some(Self { slices: out, len })
     }
 
     fn len(&self) -> usize {
         self.len
     }
 
-    /// The `len` bytes from `start`, or `None` if they are not all here.
-    fn range(&self, start: usize, len: usize) -> Option<Self> {
-        let (mut skip, mut want) = (start, len);
-        let mut out = Self { slices: Vec::new(), len };
-        for s in &self.slices {
-            if want == 0 {
-                break;
-            }
-            if skip >= s.len() {
-                skip -= s.len();
-                continue;
-            }
-            let n = (s.len() - skip).min(want);
-            out.slices.push(s.subslice(skip, n).ok()?);
-            want -= n;
-            skip = 0;
-        }
-        (want == 0).then_some(out)
-    }
-
     /// Fills `buf` from the start of the buffers; false (`buf` partly filled) if too short.
     fn copy_to(&self, buf: &mut [u8]) -> bool {
-        let mut done = 0;
-        for s in &self.slices {
-            if done == buf.len() {
-                break;
-            }
-            done += s.copy_to(&mut buf[done..]);
-        }
-        done == buf.len()
+        copy_prefix(&self.slices, buf)
     }
 
     /// Writes `buf` at the start of the buffers; false (nothing written) if too short.
@@ -583,21 +812,35 @@ impl<'a> GuestBufs<'a> {
     }
 }
 
-/// A chain's device-readable and device-writable buffers, each or its refusal.
-type MappedChain<'a> = (Result<GuestBufs<'a>, GuestMemoryError>, Result<GuestBufs<'a>, GuestMemoryError>);
-
-/// Walks `chain` once and maps its device-readable and device-writable buffers; each
-/// side fails (as virtio-queue's `Reader`/`Writer` do) when one of its descriptors is
-/// not entirely in the view. One walk, so the lengths checked are the lengths used.
-fn map_chain<'a>(mem: &'a Mem, chain: DescriptorChain<&'a Mem>) -> MappedChain<'a> {
-    let (mut readable, mut writable) = (Ok(GuestBufs::default()), Ok(GuestBufs::default()));
+/// Walks `chain` once and maps its device-readable and device-writable buffers into
+/// `bufs` (cleared first); each side's total length, or its refusal: a side fails (as
+/// virtio-queue's `Reader`/`Writer` do) when one of its descriptors is not entirely in
+/// the view. One walk, so the lengths checked are the lengths used.
+fn map_chain<'a>(
+    mem: &'a Mem,
+    chain: DescriptorChain<&'a Mem>,
+    bufs: &mut ChainBufs<'a>,
+) -> (Result<usize, GuestMemoryError>, Result<usize, GuestMemoryError>) {
+    bufs.readable.clear();
+    bufs.writable.clear();
+    let (mut readable, mut writable) = (Ok(0usize), Ok(0usize));
     for desc in chain {
-        let side = if desc.is_write_only() { &mut writable } else { &mut readable };
-        if let Ok(bufs) = side {
-            if let Err(e) = bufs.push(mem, desc.addr(), desc.len()) {
-                *side = Err(e);
-            }
-        }
+        let (side, slices) = if desc.is_write_only() {
+            (&mut writable, &mut bufs.writable)
+        } else {
+            (&mut readable, &mut bufs.readable)
+        };
+        let Ok(total) = side else { continue };
+        // A chain is at most a queue of u32 lengths: this cannot overflow on 64-bit hosts.
+        let len = desc.len() as usize;
+        let pushed =
+            total.checked_add(len).ok_or(GuestMemoryError::InvalidGuestAddress(desc.addr())).and_then(|total| {
+                for slice in GuestMemoryBackend::get_slices(mem, desc.addr(), len) {
+                    slices.push(slice?);
+                }
+                Ok(total)
+            });
+        *side = pushed;
     }
     (readable, writable)
 }
@@ -606,10 +849,10 @@ fn map_chain<'a>(mem: &'a Mem, chain: DescriptorChain<&'a Mem>) -> MappedChain<'
 const IOV_MAX: usize = 1024;
 
 /// Runs `op` (a positioned vectored read or write) until every byte of `iov` has
-/// moved: once for any ordinary request, again only after a short transfer. `op` gets
-/// the iovecs still to do (at most [`IOV_MAX`]) and the file offset to do them at.
+/// moved: once for any ordinary run, again only after a short transfer. `op` gets the
+/// iovecs still to do (at most [`IOV_MAX`]) and the file offset to do them at.
 fn transfer_all(
-    mut iov: Vec<libc::iovec>,
+    iov: &mut [libc::iovec],
     offset: u64,
     mut op: impl FnMut(&[libc::iovec], libc::off_t) -> io::Result<usize>,
 ) -> io::Result<()> {
@@ -790,6 +1033,229 @@ mod tests {
         assert_eq!(blk.process_queue(), 1);
         assert_eq!(interrupt.status() & INT_USED_RING, INT_USED_RING);
         (status_byte(&r.m), used_len(&mock, 0))
+    }
+
+    /// A batch of requests, request `i` with its header at `HDR + 32 i`, its status byte
+    /// at `STATUS + i` (set to 0xff) and `len` data bytes at `DATA + at`.
+    fn batch(r: &Rig, mock: &MockSplitQueue<'_, GuestMemoryMmap>, reqs: &[(u32, u64, u64, u32)]) {
+        let mut chains: Vec<Vec<(u64, u32, u16)>> = Vec::new();
+        for (i, &(request_type, sector, at, len)) in reqs.iter().enumerate() {
+            let hdr = HDR + 32 * i as u64;
+            r.m.write_obj(request_type, GuestAddress(hdr)).unwrap();
+            r.m.write_obj(0u32, GuestAddress(hdr + 4)).unwrap();
+            r.m.write_obj(sector, GuestAddress(hdr + 8)).unwrap();
+            r.m.write_obj(0xffu8, GuestAddress(STATUS + i as u64)).unwrap();
+            let dir = if request_type == request_type::IN { WRITE } else { 0 };
+            chains.push(vec![(hdr, 16, 0), (DATA + at, len, dir), (STATUS + i as u64, 1, WRITE)]);
+        }
+        let chains: Vec<&[(u64, u32, u16)]> = chains.iter().map(Vec::as_slice).collect();
+        add_chains(mock, &chains);
+    }
+
+    fn statuses(r: &Rig, n: usize) -> Vec<u8> {
+        let mut st = vec![0u8; n];
+        r.m.read_slice(&mut st, GuestAddress(STATUS)).unwrap();
+        st
+    }
+
+    fn both_paths(r: &Rig) -> [Block; 2] {
+        let mapped = device(r, BlockOptions::default());
+        assert!(mapped.is_mapped(), "a writable image in a temp file can be mapped");
+        let plain = device(r, BlockOptions::default()).unmapped();
+        assert!(!plain.is_mapped());
+        [mapped, plain]
+    }
+
+    #[test]
+    fn contiguous_reads_in_one_batch_each_get_their_sectors() {
+        let r = rig(true);
+        for mut blk in both_paths(&r) {
+            r.m.write_slice(&[0u8; 8 * 512], GuestAddress(DATA)).unwrap();
+            let mock = MockSplitQueue::new(&r.m, 16);
+            // Sectors 4..8 then 8..10 (one run, buffers not in order), then 0..2 (a new run).
+            let reqs = [
+                (request_type::IN, 4, 0x1000, 2048),
+                (request_type::IN, 8, 0, 1024),
+                (request_type::IN, 0, 0x2000, 1024),
+            ];
+            batch(&r, &mock, &reqs);
+            activate(&mut blk, &r, &mock, u64::MAX);
+            assert_eq!(blk.process_queue(), 3);
+            assert_eq!(statuses(&r, 3), vec![status::OK; 3]);
+            assert_eq!((used_len(&mock, 0), used_len(&mock, 1), used_len(&mock, 2)), (2049, 1025, 1025));
+            for (sector, at) in [(4u64, 0x1000u64), (7, 0x1000 + 3 * 512), (8, 0), (9, 512), (0, 0x2000), (1, 0x2200)] {
+                let mut got = vec![0u8; 512];
+                r.m.read_slice(&mut got, GuestAddress(DATA + at)).unwrap();
+                assert_eq!(got, sector_pattern(sector), "sector {sector}");
+            }
+            assert_eq!(blk.completed(), 3);
+        }
+    }
+
+    #[test]
+    fn a_write_then_a_read_of_the_same_sectors_in_one_batch_reads_the_new_data() {
+        let r = rig(true);
+        for mut blk in both_paths(&r) {
+            let mock = MockSplitQueue::new(&r.m, 16);
+            r.m.write_slice(&[0x77; 1024], GuestAddress(DATA)).unwrap();
+            r.m.write_slice(&[0u8; 1024], GuestAddress(DATA + 0x1000)).unwrap();
+            batch(&r, &mock, &[(request_type::OUT, 20, 0, 1024), (request_type::IN, 20, 0x1000, 1024)]);
+            activate(&mut blk, &r, &mock, u64::MAX);
+            assert_eq!(blk.process_queue(), 2);
+            assert_eq!(statuses(&r, 2), vec![status::OK; 2]);
+            let mut got = vec![0u8; 1024];
+            r.m.read_slice(&mut got, GuestAddress(DATA + 0x1000)).unwrap();
+            assert_eq!(got, vec![0x77; 1024]);
+            let mut on_disk = vec![0u8; 1024];
+            r.image.as_file().read_exact_at(&mut on_disk, 20 * 512).unwrap();
+            assert_eq!(on_disk, vec![0x77; 1024]);
+        }
+    }
+
+    #[test]
+    fn a_bad_request_inside_a_run_fails_alone() {
+        let r = rig(true);
+        for mut blk in both_paths(&r) {
+            let mock = MockSplitQueue::new(&r.m, 16);
+            r.m.write_slice(&[0x11; 3 * 512], GuestAddress(DATA)).unwrap();
+            batch(
+                &r,
+                &mock,
+                &[
+                    (request_type::OUT, 30, 0, 512),
+                    (request_type::OUT, 31, 512, 100), // not whole sectors
+                    (request_type::OUT, 31, 1024, 512),
+                    (request_type::OUT, SECTORS, 1024, 512), // past the end
+                ],
+            );
+            activate(&mut blk, &r, &mock, u64::MAX);
+            assert_eq!(blk.process_queue(), 4);
+            assert_eq!(statuses(&r, 4), vec![status::OK, status::IOERR, status::OK, status::IOERR]);
+            let mut on_disk = vec![0u8; 3 * 512];
+            r.image.as_file().read_exact_at(&mut on_disk, 30 * 512).unwrap();
+            assert_eq!(&on_disk[..1024], &[0x11; 1024][..]);
+            assert_eq!(&on_disk[1024..], &sector_pattern(32)[..], "sector 32 untouched");
+            assert_eq!((blk.completed(), blk.failed()), (2, 2));
+        }
+    }
+
+    #[test]
+    fn an_image_shrunk_under_the_device_fails_only_the_requests_past_its_end() {
+        let r = rig(true);
+        for mut blk in both_paths(&r) {
+            r.image.as_file().set_len(SECTORS * SECTOR_SIZE / 2).unwrap(); // 256 sectors remain
+            let mock = MockSplitQueue::new(&r.m, 16);
+            let reqs: Vec<(u32, u64, u64, u32)> =
+                (0..4).map(|i| (request_type::IN, 192 + 32 * i, 0x4000 * i, 0x4000)).collect();
+            batch(&r, &mock, &reqs); // sectors 192..320 in one run: half of it is gone
+            activate(&mut blk, &r, &mock, u64::MAX);
+
+            assert_eq!(blk.process_queue(), 4);
+
+            assert_eq!(statuses(&r, 4), vec![status::OK, status::OK, status::IOERR, status::IOERR]);
+            let mut got = vec![0u8; 512];
+            r.m.read_slice(&mut got, GuestAddress(DATA + 0x8000 - 512)).unwrap();
+            assert_eq!(got, sector_pattern(255));
+            // The device still serves what is left, and still refuses what is gone.
+            let (st, _) = one_request(&r, &mut blk, request_type::IN, 10, (512, WRITE));
+            assert_eq!(st, status::OK);
+            let mut got = vec![0u8; 512];
+            r.m.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+            assert_eq!(got, sector_pattern(10));
+            let (st, _) = one_request(&r, &mut blk, request_type::IN, 300, (512, WRITE));
+            assert_eq!(st, status::IOERR);
+            r.image
+                .as_file()
+                .write_all_at(&(256..SECTORS).flat_map(sector_pattern).collect::<Vec<u8>>(), 256 * 512)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_mapped_write_past_a_shrunk_image_is_an_io_error_and_does_not_grow_it() {
+        let r = rig(true);
+        let mut blk = device(&r, BlockOptions::default());
+        assert!(blk.is_mapped());
+        r.image.as_file().set_len(64 * 512).unwrap();
+        r.m.write_slice(&[0x42; 4096], GuestAddress(DATA)).unwrap();
+        let (st, used) = one_request(&r, &mut blk, request_type::OUT, 100, (4096, 0));
+        assert_eq!((st, used), (status::IOERR, 1));
+        assert_eq!(r.image.as_file().metadata().unwrap().len(), 64 * 512);
+        let (st, _) = one_request(&r, &mut blk, request_type::OUT, 8, (4096, 0));
+        assert_eq!(st, status::OK, "pages before the end are still the image");
+        let mut on_disk = vec![0u8; 4096];
+        r.image.as_file().read_exact_at(&mut on_disk, 8 * 512).unwrap();
+        assert_eq!(on_disk, vec![0x42; 4096]);
+    }
+
+    #[test]
+    fn a_read_only_image_is_mapped_read_only_and_still_refuses_writes() {
+        let r = rig(true);
+        let opts = BlockOptions { read_only: true, id: String::new() };
+        let mut blk = Block::open(r.image.as_path(), opts, EventFd::new(EFD_NONBLOCK).unwrap()).unwrap();
+        assert!(blk.is_mapped());
+        let (st, _) = one_request(&r, &mut blk, request_type::IN, 2, (1024, WRITE));
+        assert_eq!(st, status::OK);
+        let (st, _) = one_request(&r, &mut blk, request_type::OUT, 2, (1024, 0));
+        assert_eq!(st, status::IOERR);
+        let mut on_disk = vec![0u8; 512];
+        r.image.as_file().read_exact_at(&mut on_disk, 2 * 512).unwrap();
+        assert_eq!(on_disk, sector_pattern(2));
+    }
+
+    #[test]
+    fn a_sigbus_outside_any_image_still_ends_the_process() {
+        // The handler is installed by mapping an image; then a child process faults on a
+        // mapping of its own that no device registered.
+        let r = rig(true);
+        let blk = device(&r, BlockOptions::default());
+        assert!(blk.is_mapped());
+        let other = TempFile::new().unwrap();
+        other.as_file().set_len(4096).unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: a fresh private read-only mapping of a 4 KiB file; the file is then
+        // emptied, so touching the page raises SIGBUS. The child only reads that byte and
+        // exits (async-signal-safe operations only, as required after fork in a
+        // multi-threaded process); the parent only waits for it.
+        let (pid, status) = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                other.as_file().as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            other.as_file().set_len(0).unwrap();
+            let pid = libc::fork();
+            if pid == 0 {
+                std::ptr::read_volatile(p.cast::<u8>());
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            libc::munmap(p, 4096);
+            (pid, status)
+        };
+        assert!(pid > 0);
+        assert!(libc::WIFSIGNALED(status), "the child survived a fault no device owns: {status:#x}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGBUS);
+    }
+
+    #[test]
+    fn a_sparse_image_on_tmpfs_is_not_mapped_and_a_filled_one_is() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return; // no tmpfs to try
+        }
+        let image = TempFile::new_in(shm).unwrap();
+        image.as_file().set_len(64 * 512).unwrap();
+        let sparse = Block::open(image.as_path(), BlockOptions::default(), EventFd::new(0).unwrap()).unwrap();
+        image.as_file().write_all_at(&[1u8; 64 * 512], 0).unwrap();
+        let filled = Block::open(image.as_path(), BlockOptions::default(), EventFd::new(0).unwrap()).unwrap();
+        assert!(!sparse.is_mapped(), "reading its holes through a mapping would allocate tmpfs pages");
+        assert!(filled.is_mapped());
     }
 
     #[test]

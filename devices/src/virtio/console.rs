@@ -169,7 +169,12 @@ impl Console {
                         Ok(()) => match self.output.write_all(&buf) {
                             Ok(()) => self.stats.transmitted += n as u64,
                             Err(e) => {
-                                log::warn!("virtio-console: output: {e}");
+                                // Once is enough: a closed output (EPIPE) fails every line.
+                                if self.stats.output_dropped == 0 {
+                                    log::warn!(
+                                        "virtio-console: output: {e}; the guest's output is dropped from now on"
+                                    );
+                                }
                                 self.stats.output_dropped += n as u64;
                             }
                         },
@@ -198,7 +203,9 @@ impl Console {
         }
         if done > 0 {
             if let Err(e) = self.output.flush() {
-                log::warn!("virtio-console: output: {e}");
+                if self.stats.output_dropped == 0 {
+                    log::warn!("virtio-console: output: {e}");
+                }
             }
             if active.tx.needs_notification(&*mem).unwrap_or(true) {
                 active.interrupt.signal_used_queue();

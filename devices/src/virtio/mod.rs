@@ -15,6 +15,7 @@
 
 pub mod block;
 pub mod console;
+mod mapped_image;
 pub mod mmio;
 pub mod net;
 pub mod rng;

@@ -5,9 +5,12 @@
 //! gets the 12-byte `virtio_net_hdr_v1` (all zero but `num_buffers = 1`) followed by one
 //! whole frame; every tx chain is a header (ignored, so never read: nothing was
 //! negotiated that could give it meaning) followed by one frame of at most
-//! [`MAX_FRAME_LEN`] bytes, handed to the backend as slices of the shared-memory view
-//! ([`NetBackend::send_slices`]; both backends gather them and send one buffer, which
-//! measured faster than a `writev` straight from guest memory over a Unix socket).
+//! [`MAX_FRAME_LEN`] bytes. Tx frames go to the backend as slices of the shared-memory
+//! view, in bursts of up to [`TX_BURST`] chains ([`NetBackend::send_frames`]), and a
+//! burst's chains complete together, with at most one interrupt per call. On a Unix
+//! socket, frames up to [`DIRECT_MAX`] bytes leave straight from guest memory, a burst
+//! per `sendmmsg`; larger ones are copied once into a host buffer first (see
+//! [`UnixDatagramBackend`]'s `send_frames` for why). On a tap, one `writev` per frame.
 //!
 //! Hostile input: a tx chain that is too short, too long, points outside shared memory,
 //! or is write-only is completed with nothing sent and counted; an rx frame that finds
@@ -24,6 +27,7 @@ use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::volatile_memory::PtrGuard;
 use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryError, GuestRegionCollection, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -46,6 +50,16 @@ pub const MAX_FRAME_LEN: usize = 65_550;
 const LINK_UP: u16 = 1;
 /// Most frames taken from the backend per wake-up, so tx is not starved.
 const RX_BURST: usize = 64;
+/// Most tx chains sent and completed together.
+pub const TX_BURST: usize = 64;
+/// Linux's limit on messages per `sendmmsg` (UIO_MAXIOV).
+const UIO_MAXIOV: usize = 1024;
+/// Largest frame the Unix datagram backend sends straight from guest memory; larger
+/// ones (which the kernel copies into page fragments) go through its bounce buffer.
+pub const DIRECT_MAX: usize = 16 << 10;
+/// Page offset of a frame in the bounce buffer.
+const BOUNCE_OFFSET: usize = 64;
+const BOUNCE_PAGE: usize = 4096;
 
 /// Errors from opening a backend.
 #[derive(Debug, thiserror::Error)]
@@ -83,12 +97,30 @@ pub trait NetBackend: Send {
         self.send(&gather(parts))
     }
 
+    /// Sends `frames` in order, each made of parts of guest memory, until one fails:
+    /// returns how many were sent and, when not all were, why the next one was not (the
+    /// caller counts that one dropped and carries on after it). The default sends them
+    /// one by one with [`NetBackend::send_slices`].
+    fn send_frames(&mut self, frames: &[&[VolatileSlice<'_>]]) -> (usize, Option<io::Error>) {
+        for (i, parts) in frames.iter().enumerate() {
+            if let Err(e) = self.send_slices(parts) {
+                return (i, Some(e));
+            }
+        }
+        (frames.len(), None)
+    }
+
     /// Receives one frame into `buf`: `Ok(None)` when none is pending. A frame longer
     /// than `buf` may be truncated; the returned length is then `buf.len()`.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
 
     /// The descriptor that becomes readable when a frame is pending (for the event loop).
     fn raw_fd(&self) -> RawFd;
+}
+
+/// The length of a frame made of `parts`.
+fn frame_len(parts: &[VolatileSlice<'_>]) -> usize {
+    parts.iter().map(VolatileSlice::len).sum()
 }
 
 /// Copies `parts` into one host buffer.
@@ -113,13 +145,71 @@ fn would_block(r: io::Result<usize>) -> io::Result<Option<usize>> {
 #[derive(Debug)]
 pub struct UnixDatagramBackend {
     sock: UnixDatagram,
+    /// Where frames larger than [`DIRECT_MAX`] are copied before they are sent
+    /// (allocated on first use).
+    bounce: Vec<u8>,
 }
 
 impl UnixDatagramBackend {
     /// Uses a connected socket (e.g. one end of `UnixDatagram::pair()`), made non-blocking.
     pub fn new(sock: UnixDatagram) -> Result<Self, NetError> {
         sock.set_nonblocking(true).map_err(NetError::Socket)?;
-        Ok(Self { sock })
+        Ok(Self { sock, bounce: Vec::new() })
+    }
+
+    /// Sends `frames` (at least one) with one `sendmmsg`, straight from guest memory:
+    /// how many were sent (at least one), or why the first was not.
+    fn send_direct(&mut self, frames: &[&[VolatileSlice<'_>]]) -> io::Result<usize> {
+        let guards: Vec<PtrGuard> =
+            frames.iter().flat_map(|parts| parts.iter().map(VolatileSlice::ptr_guard)).collect();
+        let mut iov: Vec<libc::iovec> =
+            guards.iter().map(|g| libc::iovec { iov_base: g.as_ptr().cast_mut().cast(), iov_len: g.len() }).collect();
+        let mut msgs = Vec::with_capacity(frames.len());
+        let mut first = 0;
+        for parts in frames {
+            #[allow(unsafe_code)]
+            // SAFETY: an all-zero msghdr is a valid one (no name, no iovecs, no control
+            // data); the fields that matter are set below.
+            let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            msg.msg_hdr.msg_iov = iov[first..].as_mut_ptr();
+            msg.msg_hdr.msg_iovlen = parts.len() as _;
+            msgs.push(msg);
+            first += parts.len();
+        }
+        loop {
+            #[allow(unsafe_code)]
+            // SAFETY: every mmsghdr points at its frame's iovecs inside `iov`, which is
+            // neither moved nor resized while `msgs` is used; each iovec points into a
+            // slice of the shared-memory view, kept mapped by the caller's view snapshot
+            // and `guards`, and sendmmsg only reads those bytes. The count is `msgs.len()`.
+            let n = unsafe { libc::sendmmsg(self.sock.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as _, 0) };
+            match usize::try_from(n) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => return Ok(n),
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies one frame into the bounce buffer (at page offset [`BOUNCE_OFFSET`]) and
+    /// sends it from there.
+    fn send_bounced(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
+        let len = frame_len(parts);
+        if self.bounce.len() < len + BOUNCE_PAGE + BOUNCE_OFFSET {
+            self.bounce = vec![0; len.max(MAX_FRAME_LEN) + BOUNCE_PAGE + BOUNCE_OFFSET];
+        }
+        let base = self.bounce.as_ptr() as usize % BOUNCE_PAGE;
+        let start = (BOUNCE_OFFSET + BOUNCE_PAGE - base) % BOUNCE_PAGE;
+        let mut at = start;
+        for p in parts {
+            at += p.copy_to(&mut self.bounce[at..at + p.len()]);
+        }
+        self.sock.send(&self.bounce[start..start + len]).map(|_| ())
     }
 
     /// Binds an unnamed socket and connects it to the datagram socket at `peer`.
@@ -133,6 +223,37 @@ impl UnixDatagramBackend {
 impl NetBackend for UnixDatagramBackend {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         self.sock.send(frame).map(|_| ())
+    }
+
+    fn send_slices(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
+        match self.send_frames(&[parts]) {
+            (_, Some(e)) => Err(e),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// Frames up to [`DIRECT_MAX`] bytes go out straight from guest memory, as many as
+    /// follow each other in one `sendmmsg` (a datagram per frame, gathered by the
+    /// kernel). A larger frame is first copied into a host buffer, at page offset
+    /// [`BOUNCE_OFFSET`], and sent from there: the kernel copies such a frame into page
+    /// fragments, and its copy is up to 3x slower when the source sits a few bytes before
+    /// a fragment's page offset (4 KiB aliasing, measured on AMD EPYC; page-aligned guest
+    /// frames hit it), while a user-space memcpy into the buffer does not care.
+    fn send_frames(&mut self, frames: &[&[VolatileSlice<'_>]]) -> (usize, Option<io::Error>) {
+        let mut sent = 0;
+        while sent < frames.len() {
+            let step = if frame_len(frames[sent]) > DIRECT_MAX {
+                self.send_bounced(frames[sent]).map(|()| 1)
+            } else {
+                let run = frames[sent..].iter().take_while(|f| frame_len(f) <= DIRECT_MAX).count();
+                self.send_direct(&frames[sent..sent + run.min(UIO_MAXIOV)])
+            };
+            match step {
+                Ok(n) => sent += n,
+                Err(e) => return (sent, Some(e)),
+            }
+        }
+        (sent, None)
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
@@ -215,6 +336,22 @@ impl NetBackend for TapBackend {
         self.file.write(frame).map(|_| ())
     }
 
+    /// One `writev` per frame, gathered by the kernel straight from guest memory.
+    fn send_slices(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
+        let guards: Vec<PtrGuard> = parts.iter().map(VolatileSlice::ptr_guard).collect();
+        let iov: Vec<libc::iovec> =
+            guards.iter().map(|g| libc::iovec { iov_base: g.as_ptr().cast_mut().cast(), iov_len: g.len() }).collect();
+        let count = libc::c_int::try_from(iov.len()).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
+        #[allow(unsafe_code)]
+        // SAFETY: each iovec points into a slice of the shared-memory view, kept mapped by
+        // the caller's view snapshot and `guards`; writev only reads those bytes.
+        let n = unsafe { libc::writev(self.file.as_raw_fd(), iov.as_ptr(), count) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         would_block(self.file.read(buf))
     }
@@ -290,35 +427,71 @@ impl Net {
     }
 
     /// Sends every frame the guest queued; returns how many chains were completed.
+    ///
+    /// Chains are taken in bursts of up to [`TX_BURST`]: every chain of a burst is checked
+    /// and mapped first, the good frames go to the backend together (in order), then the
+    /// whole burst completes in order. Nothing is allocated per frame.
     pub fn process_tx(&mut self) -> usize {
         let Some(active) = self.active.as_mut() else { return 0 };
         let mem = active.mem.memory();
         let mut done = 0;
-        while let Some(chain) = active.tx.pop_descriptor_chain(&*mem) {
-            let head = chain.head_index();
-            match readable_after(&mem, chain, NET_HDR_LEN) {
-                Ok((total, frame)) => {
-                    let frame_len = total.saturating_sub(NET_HDR_LEN);
-                    if total < NET_HDR_LEN || frame_len > MAX_FRAME_LEN {
-                        log::debug!("virtio-net: tx chain {head} of {total} bytes dropped");
-                        bump(&self.counters.tx_dropped);
-                    } else if let Err(e) = self.backend.send_slices(&frame) {
-                        log::debug!("virtio-net: backend send: {e}");
-                        bump(&self.counters.tx_dropped);
-                    } else {
-                        bump(&self.counters.tx_frames);
+        let mut parts = Vec::new();
+        // Each chain of the burst: its head and, if it is to be sent, its parts.
+        let mut burst: Vec<(u16, Option<std::ops::Range<usize>>)> = Vec::with_capacity(TX_BURST);
+        let mut broken = false;
+        while !broken {
+            parts.clear();
+            burst.clear();
+            while burst.len() < TX_BURST {
+                let Some(chain) = active.tx.pop_descriptor_chain(&*mem) else { break };
+                let head = chain.head_index();
+                let first = parts.len();
+                let frame = match readable_after(&mem, chain, NET_HDR_LEN, &mut parts) {
+                    Ok(total) if total >= NET_HDR_LEN && total - NET_HDR_LEN <= MAX_FRAME_LEN => {
+                        Some(first..parts.len())
                     }
-                }
-                Err(e) => {
-                    log::warn!("virtio-net: tx chain {head} refused: {e:?}");
+                    Ok(total) => {
+                        log::debug!("virtio-net: tx chain {head} of {total} bytes dropped");
+                        None
+                    }
+                    Err(e) => {
+                        log::warn!("virtio-net: tx chain {head} refused: {e:?}");
+                        None
+                    }
+                };
+                if frame.is_none() {
+                    parts.truncate(first);
                     bump(&self.counters.tx_dropped);
                 }
+                burst.push((head, frame));
             }
-            if let Err(e) = active.tx.add_used(&*mem, head, 0) {
-                log::warn!("virtio-net: cannot complete tx chain {head}: {e:?}");
+            if burst.is_empty() {
                 break;
             }
-            done += 1;
+            let frames: Vec<&[VolatileSlice<'_>]> =
+                burst.iter().filter_map(|(_, f)| f.clone()).map(|f| &parts[f]).collect();
+            let mut next = 0;
+            while next < frames.len() {
+                let (sent, err) = self.backend.send_frames(&frames[next..]);
+                self.counters.tx_frames.fetch_add(sent as u64, Ordering::Relaxed);
+                next += sent;
+                match err {
+                    Some(e) => log::debug!("virtio-net: backend send: {e}"),
+                    None if next < frames.len() => log::debug!("virtio-net: backend sent nothing"),
+                    None => break,
+                }
+                // The frame at `next` was not sent: dropped; the rest are tried again.
+                bump(&self.counters.tx_dropped);
+                next += 1;
+            }
+            for &(head, _) in &burst {
+                if let Err(e) = active.tx.add_used(&*mem, head, 0) {
+                    log::warn!("virtio-net: cannot complete tx chain {head}: {e:?}");
+                    broken = true;
+                    break;
+                }
+                done += 1;
+            }
         }
         if done > 0 && active.tx.needs_notification(&*mem).unwrap_or(true) {
             active.interrupt.signal_used_queue();
@@ -395,16 +568,17 @@ impl Net {
     }
 }
 
-/// Walks `chain` once: the total length of its device-readable buffers and, as slices of
-/// the view, those buffers from byte `skip` on. Fails when any readable descriptor is not
-/// entirely in the view (as virtio-queue's `Reader` does).
+/// Walks `chain` once: returns the total length of its device-readable buffers and
+/// appends to `parts`, as slices of the view, those buffers from byte `skip` on. Fails
+/// when any readable descriptor is not entirely in the view (as virtio-queue's `Reader`
+/// does); `parts` may then hold some of the chain's slices.
 fn readable_after<'a>(
     mem: &'a Mem,
     chain: DescriptorChain<&'a Mem>,
     mut skip: usize,
-) -> Result<(usize, Vec<VolatileSlice<'a>>), GuestMemoryError> {
+    parts: &mut Vec<VolatileSlice<'a>>,
+) -> Result<usize, GuestMemoryError> {
     let mut total = 0usize;
-    let mut parts = Vec::new();
     for desc in chain.filter(|d| !d.is_write_only()) {
         let len = desc.len() as usize;
         // A chain is at most a queue of u32 lengths: this cannot overflow on 64-bit hosts.
@@ -419,7 +593,7 @@ fn readable_after<'a>(
             }
         }
     }
-    Ok((total, parts))
+    Ok(total)
 }
 
 impl VirtioDevice for Net {
@@ -553,6 +727,125 @@ mod tests {
 
     fn used_len(q: &MockSplitQueue<'_, GuestMemoryMmap>, i: usize) -> u32 {
         q.used().ring().ref_at(i).unwrap().load().len()
+    }
+
+    /// Queues tx chains, each a header descriptor then one frame descriptor of
+    /// `lens[i]` bytes filled with `i`, at 0x10_0000 + i * 0x1_0000; frame `bad` (if
+    /// any) points outside guest memory instead.
+    fn queue_frames(m: &GuestMemoryMmap, tx: &MockSplitQueue<'_, GuestMemoryMmap>, lens: &[u32], bad: usize) {
+        for (i, &len) in lens.iter().enumerate() {
+            let at = 0x10_0000 + i as u64 * 0x1_0000;
+            m.write_slice(&vec![i as u8; len as usize], GuestAddress(at + 0x1000)).unwrap();
+            let first = (2 * i) as u16;
+            let frame_at = if i == bad { 0x4000_0000 } else { at + 0x1000 };
+            let chain = [desc(at, NET_HDR_LEN as u32, F_NEXT, first + 1), desc(frame_at, len, 0, 0)];
+            tx.add_desc_chains(&chain, first).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_burst_sends_the_good_frames_in_order_and_completes_every_chain() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        // Chain 1's frame is outside memory: it is dropped, the others still go, in order.
+        queue_frames(&m, &r.tx, &[100, 200, 300, 400], 1);
+
+        assert_eq!(r.net.process_tx(), 4);
+
+        let mut got = vec![0u8; 1024];
+        for (i, len) in [(0u8, 100), (2, 300), (3, 400)] {
+            assert_eq!(r.peer.recv(&mut got).unwrap(), len, "frame {i}");
+            assert!(got[..len].iter().all(|&b| b == i), "frame {i}");
+        }
+        assert!(r.peer.recv(&mut got).is_err(), "nothing more");
+        assert_eq!(r.tx.used().idx().load(), 4);
+        let c = r.net.counters();
+        assert_eq!((c.tx_frames.load(Ordering::Relaxed), c.tx_dropped.load(Ordering::Relaxed)), (3, 1));
+    }
+
+    #[test]
+    fn frames_the_socket_has_no_room_for_are_dropped_and_counted_and_the_rest_arrive_whole() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        // The smallest send buffer: a few of these frames fit, the rest find it full.
+        let fd = r.net.backend.raw_fd();
+        let one: libc::c_int = 1;
+        #[allow(unsafe_code)]
+        // SAFETY: `fd` is the backend's open socket; `one` outlives the call.
+        let ret =
+            unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, (&one as *const libc::c_int).cast(), 4) };
+        assert_eq!(ret, 0);
+        queue_frames(&m, &r.tx, &[3000; 8], usize::MAX);
+
+        assert_eq!(r.net.process_tx(), 8);
+
+        let c = r.net.counters();
+        let (sent, dropped) = (c.tx_frames.load(Ordering::Relaxed), c.tx_dropped.load(Ordering::Relaxed));
+        assert_eq!(sent + dropped, 8);
+        assert!((1..8).contains(&sent), "{sent} frames sent");
+        let mut got = vec![0u8; 4096];
+        for i in 0..sent {
+            assert_eq!(r.peer.recv(&mut got).unwrap(), 3000);
+            assert!(got[..3000].iter().all(|&b| b == i as u8), "the first frames, whole and in order");
+        }
+        assert!(r.peer.recv(&mut got).is_err());
+        assert_eq!(r.tx.used().idx().load(), 8);
+    }
+
+    #[test]
+    fn small_and_large_frames_in_one_burst_arrive_whole_and_in_order() {
+        let (m, s) = setup(true);
+        let mut r = rig(&m, &s);
+        r.peer.set_nonblocking(false).unwrap();
+        // Frame 1 is larger than DIRECT_MAX (copied before it is sent) and split over two
+        // descriptors; frames 0 and 2 leave straight from guest memory.
+        let big = DIRECT_MAX + 5000;
+        m.write_slice(&[0xa0; 100], GuestAddress(0x10_1000)).unwrap();
+        m.write_slice(&vec![0xa1; 7000], GuestAddress(0x20_0000)).unwrap();
+        m.write_slice(&vec![0xa2; big - 7000], GuestAddress(0x28_0000)).unwrap();
+        m.write_slice(&[0xa3; 300], GuestAddress(0x30_1000)).unwrap();
+        let hdr = NET_HDR_LEN as u32;
+        let chains = [
+            desc(0x10_0000, hdr, F_NEXT, 1),
+            desc(0x10_1000, 100, 0, 0),
+            desc(0x1f_0000, hdr, F_NEXT, 3),
+            desc(0x20_0000, 7000, F_NEXT, 4),
+            desc(0x28_0000, (big - 7000) as u32, 0, 0),
+            desc(0x30_0000, hdr, F_NEXT, 6),
+            desc(0x30_1000, 300, 0, 0),
+        ];
+        r.tx.add_desc_chains(&chains, 0).unwrap();
+
+        assert_eq!(r.net.process_tx(), 3);
+
+        let mut got = vec![0u8; MAX_FRAME_LEN];
+        assert_eq!(r.peer.recv(&mut got).unwrap(), 100);
+        assert!(got[..100].iter().all(|&b| b == 0xa0));
+        assert_eq!(r.peer.recv(&mut got).unwrap(), big);
+        assert!(got[..7000].iter().all(|&b| b == 0xa1) && got[7000..big].iter().all(|&b| b == 0xa2));
+        assert_eq!(r.peer.recv(&mut got).unwrap(), 300);
+        assert!(got[..300].iter().all(|&b| b == 0xa3));
+        assert_eq!(r.net.counters().tx_frames.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_tap_frame_is_written_whole_with_one_write() {
+        // A datagram socket stands in for the tap descriptor: one write is one datagram.
+        let (m, s) = setup(true);
+        let (mine, peer) = UnixDatagram::pair().unwrap();
+        let mut tap = TapBackend { file: File::from(std::os::fd::OwnedFd::from(mine)), name: "test".into() };
+        m.write_slice(b"split ", GuestAddress(0x10_0000)).unwrap();
+        m.write_slice(b"frame", GuestAddress(0x20_0000)).unwrap();
+        let view = s.view();
+        let mem = view.memory();
+        let parts =
+            [mem.get_slice(GuestAddress(0x10_0000), 6).unwrap(), mem.get_slice(GuestAddress(0x20_0000), 5).unwrap()];
+
+        tap.send_slices(&parts).unwrap();
+
+        let mut got = [0u8; 64];
+        let n = peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], b"split frame");
     }
 
     #[test]

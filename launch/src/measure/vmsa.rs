@@ -1,50 +1,14 @@
 //! The SEV-ES/SNP VMSA page (the encrypted save area, AMD APM vol. 2 table B-4; Linux
 //! `struct sev_es_save_area`) built from an [`SnpVcpu`]: what KVM writes at
 //! SNP_LAUNCH_FINISH for a vCPU with that register state, and what the firmware
-//! measures as the vCPU's VMSA page.
+//! measures as the vCPU's VMSA page. The field offsets are [`arch::ghcb::vmsa`]'s,
+//! which the guest firmware uses too (it builds the VMSAs of the APs it starts).
 
+use crate::bytes::{le_u16, le_u32, le_u64};
 use crate::plan::snp::{SnpSegment, SnpVcpu};
 
 /// Size of a VMSA page.
 pub const VMSA_SIZE: usize = 0x1000;
-
-/// Byte offsets of the fields [`vmsa_page`] writes.
-mod offset {
-    pub const ES: usize = 0x000;
-    pub const CS: usize = 0x010;
-    pub const SS: usize = 0x020;
-    pub const DS: usize = 0x030;
-    pub const FS: usize = 0x040;
-    pub const GS: usize = 0x050;
-    pub const GDTR: usize = 0x060;
-    pub const LDTR: usize = 0x070;
-    pub const IDTR: usize = 0x080;
-    pub const TR: usize = 0x090;
-    pub const EFER: usize = 0x0d0;
-    pub const XSS: usize = 0x140;
-    pub const CR4: usize = 0x148;
-    pub const CR3: usize = 0x150;
-    pub const CR0: usize = 0x158;
-    pub const DR7: usize = 0x160;
-    pub const DR6: usize = 0x168;
-    pub const RFLAGS: usize = 0x170;
-    pub const RIP: usize = 0x178;
-    pub const RSP: usize = 0x1d8;
-    pub const RAX: usize = 0x1f8;
-    pub const CR2: usize = 0x240;
-    pub const G_PAT: usize = 0x268;
-    pub const RCX: usize = 0x308;
-    pub const RDX: usize = 0x310;
-    pub const RBX: usize = 0x318;
-    pub const RBP: usize = 0x328;
-    pub const RSI: usize = 0x330;
-    pub const RDI: usize = 0x338;
-    pub const R8: usize = 0x340;
-    pub const SEV_FEATURES: usize = 0x3b0;
-    pub const XCR0: usize = 0x3e8;
-    pub const MXCSR: usize = 0x408;
-    pub const X87_FCW: usize = 0x410;
-}
 
 fn put(page: &mut [u8; VMSA_SIZE], at: usize, bytes: &[u8]) {
     page[at..at + bytes.len()].copy_from_slice(bytes);
@@ -59,7 +23,7 @@ fn put_segment(page: &mut [u8; VMSA_SIZE], at: usize, s: &SnpSegment) {
 
 /// The VMSA page of a vCPU with state `v`; every field not in [`SnpVcpu`] is zero.
 pub fn vmsa_page(v: &SnpVcpu) -> [u8; VMSA_SIZE] {
-    use offset::*;
+    use arch::ghcb::vmsa::*;
     let mut p = [0u8; VMSA_SIZE];
     let segments = [
         (ES, &v.es),
@@ -110,22 +74,12 @@ pub fn vmsa_page(v: &SnpVcpu) -> [u8; VMSA_SIZE] {
     p
 }
 
-fn get<const N: usize>(page: &[u8; VMSA_SIZE], at: usize) -> [u8; N] {
-    let mut b = [0u8; N];
-    b.copy_from_slice(&page[at..at + N]);
-    b
-}
-
-fn get_u64(page: &[u8; VMSA_SIZE], at: usize) -> u64 {
-    u64::from_le_bytes(get(page, at))
-}
-
 fn get_segment(page: &[u8; VMSA_SIZE], at: usize) -> SnpSegment {
     SnpSegment {
-        selector: u16::from_le_bytes(get(page, at)),
-        attrib: u16::from_le_bytes(get(page, at + 2)),
-        limit: u32::from_le_bytes(get(page, at + 4)),
-        base: get_u64(page, at + 8),
+        selector: le_u16(page, at),
+        attrib: le_u16(page, at + 2),
+        limit: le_u32(page, at + 4),
+        base: le_u64(page, at + 8),
     }
 }
 
@@ -133,10 +87,10 @@ fn get_segment(page: &[u8; VMSA_SIZE], at: usize) -> SnpSegment {
 /// [`SnpVcpu`] has (what the emulated platform starts an AP from when the guest
 /// creates it with a VMSA of its own).
 pub fn parse_vmsa(p: &[u8; VMSA_SIZE]) -> SnpVcpu {
-    use offset::*;
+    use arch::ghcb::vmsa::*;
     let mut r8_to_r15 = [0u64; 8];
     for (i, r) in r8_to_r15.iter_mut().enumerate() {
-        *r = get_u64(p, R8 + 8 * i);
+        *r = le_u64(p, R8 + 8 * i);
     }
     SnpVcpu {
         es: get_segment(p, ES),
@@ -149,30 +103,30 @@ pub fn parse_vmsa(p: &[u8; VMSA_SIZE]) -> SnpVcpu {
         ldtr: get_segment(p, LDTR),
         idtr: get_segment(p, IDTR),
         tr: get_segment(p, TR),
-        efer: get_u64(p, EFER),
-        cr0: get_u64(p, CR0),
-        cr2: get_u64(p, CR2),
-        cr3: get_u64(p, CR3),
-        cr4: get_u64(p, CR4),
-        dr6: get_u64(p, DR6),
-        dr7: get_u64(p, DR7),
-        rflags: get_u64(p, RFLAGS),
-        rip: get_u64(p, RIP),
-        rsp: get_u64(p, RSP),
-        rax: get_u64(p, RAX),
-        rbx: get_u64(p, RBX),
-        rcx: get_u64(p, RCX),
-        rdx: get_u64(p, RDX),
-        rsi: get_u64(p, RSI),
-        rdi: get_u64(p, RDI),
-        rbp: get_u64(p, RBP),
+        efer: le_u64(p, EFER),
+        cr0: le_u64(p, CR0),
+        cr2: le_u64(p, CR2),
+        cr3: le_u64(p, CR3),
+        cr4: le_u64(p, CR4),
+        dr6: le_u64(p, DR6),
+        dr7: le_u64(p, DR7),
+        rflags: le_u64(p, RFLAGS),
+        rip: le_u64(p, RIP),
+        rsp: le_u64(p, RSP),
+        rax: le_u64(p, RAX),
+        rbx: le_u64(p, RBX),
+        rcx: le_u64(p, RCX),
+        rdx: le_u64(p, RDX),
+        rsi: le_u64(p, RSI),
+        rdi: le_u64(p, RDI),
+        rbp: le_u64(p, RBP),
         r8_to_r15,
-        g_pat: get_u64(p, G_PAT),
-        xcr0: get_u64(p, XCR0),
-        xss: get_u64(p, XSS),
-        x87_fcw: u16::from_le_bytes(get(p, X87_FCW)),
-        mxcsr: u32::from_le_bytes(get(p, MXCSR)),
-        sev_features: get_u64(p, SEV_FEATURES),
+        g_pat: le_u64(p, G_PAT),
+        xcr0: le_u64(p, XCR0),
+        xss: le_u64(p, XSS),
+        x87_fcw: le_u16(p, X87_FCW),
+        mxcsr: le_u32(p, MXCSR),
+        sev_features: le_u64(p, SEV_FEATURES),
     }
 }
 
@@ -199,7 +153,7 @@ mod tests {
     fn offsets_match_the_kernel_save_area_layout() {
         // struct sev_es_save_area (arch/x86/include/asm/svm.h), checked against
         // sev-snp-measure's ctypes layout of the same structure.
-        use offset::*;
+        use arch::ghcb::vmsa::*;
         assert_eq!((TR, EFER, XSS, RIP, RSP, RAX, CR2, G_PAT), (0x90, 0xd0, 0x140, 0x178, 0x1d8, 0x1f8, 0x240, 0x268));
         assert_eq!(
             (RCX, RDX, RBX, RBP, R8 + 7 * 8, SEV_FEATURES, XCR0),

@@ -16,16 +16,13 @@
 //!
 //! The cache is one PEM file, [`BUNDLE_FILE`], in the directory [`default_cache_dir`]
 //! names: the three PKCS#8 private keys (ARK, ASK, VCEK) then the three certificates,
-//! mode 0600 in a 0700 directory. It is written to a temporary file and published
-//! without replacing a valid bundle another process published first (that one is
-//! adopted instead), and regenerated when it does not load or its signatures or keys do
-//! not match.
+//! kept as [`crate::cert_cache`] keeps every chain (private, published without
+//! replacing a valid bundle another process published first, which is adopted
+//! instead), and regenerated when it does not load or its signatures or keys do not
+//! match.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use p384::ecdsa::{SigningKey as EcSigningKey, VerifyingKey as EcVerifyingKey};
 use rand_core::{OsRng, RngCore};
@@ -35,24 +32,26 @@ use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::Sha384;
 use thiserror::Error;
-use x509_cert::builder::{Builder, CertificateBuilder, Profile};
-use x509_cert::der::asn1::{Any, Ia5String, OctetString, SetOfVec};
-use x509_cert::der::pem::LineEnding;
+use x509_cert::builder::Builder;
+use x509_cert::der::asn1::{Ia5String, OctetString};
 use x509_cert::der::referenced::OwnedToRef;
-use x509_cert::der::{Decode, Encode, Tag};
+use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
-use x509_cert::ext::{AsExtension, Extension};
-use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned};
-use x509_cert::time::{Time, Validity};
+use x509_cert::spki::ObjectIdentifier;
 use x509_cert::Certificate;
 
 use super::guest_msg::{build_cert_table, cert_guid, CertTableEntry, GuestMsgError};
 use super::report::Tcb;
+use crate::cert_cache::{self, CacheError, CachedChain};
+use crate::x509::{self, attr, build_err, encode_err, ext, pem, pem_blocks, CertSpec, X509Error};
 
 /// The cache file in the chain directory.
 pub const BUNDLE_FILE: &str = "chain-v1.pem";
+/// The chain directory's name under the cvmm cache directory.
+pub const CHAIN_DIR: &str = "snp-chain";
 /// The TCB the emulated platform's VCEK is made for (a Milan TCB of firmware 1.55).
 pub const EMULATED_TCB: Tcb = Tcb { bootloader: 4, tee: 0, snp: 22, microcode: 213 };
 /// The product name in the VCEK (AMD's for EPYC Milan, stepping B0).
@@ -64,11 +63,11 @@ pub const RSA_BITS: usize = 4096;
 const PSS_SALT_LEN: usize = 48;
 const CA_LIFETIME: Duration = Duration::from_secs(25 * 365 * 86_400);
 const VCEK_LIFETIME: Duration = Duration::from_secs(7 * 365 * 86_400);
-/// Certificates start one day in the past so clocks slightly behind accept them.
-const BACKDATE: Duration = Duration::from_secs(86_400);
 
-/// AMD's private arc for the VCEK extensions: 1.3.6.1.4.1.3704.1.
-mod oid {
+/// AMD's private arc for the VCEK and VLEK extensions (AMD 57230, "VCEK Certificate
+/// Extensions"): 1.3.6.1.4.1.3704.1; also what the relying party
+/// ([`crate::verify::snp`]) reads.
+pub(crate) mod oid {
     use x509_cert::spki::ObjectIdentifier as Oid;
     pub const STRUCT_VERSION: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.1");
     pub const PRODUCT_NAME: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.2");
@@ -80,14 +79,9 @@ mod oid {
     pub const SPL_6: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.6");
     pub const SPL_7: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.7");
     pub const UCODE_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
+    /// The FMC SPL (Turin and later).
+    pub const FMC_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
     pub const HW_ID: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.4");
-    // X.520 attribute types of the subject names.
-    pub const OU: Oid = Oid::new_unwrap("2.5.4.11");
-    pub const C: Oid = Oid::new_unwrap("2.5.4.6");
-    pub const L: Oid = Oid::new_unwrap("2.5.4.7");
-    pub const ST: Oid = Oid::new_unwrap("2.5.4.8");
-    pub const O: Oid = Oid::new_unwrap("2.5.4.10");
-    pub const CN: Oid = Oid::new_unwrap("2.5.4.3");
     /// RSASSA-PSS.
     pub const RSASSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");
 }
@@ -95,20 +89,12 @@ mod oid {
 /// Errors from creating, loading or exporting the chain.
 #[derive(Debug, Error)]
 pub enum CertError {
-    /// A file or directory operation failed.
-    #[error("cannot {what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// Neither `$CVMM_CACHE_DIR`, `$XDG_CACHE_HOME` nor `$HOME` is set.
-    #[error("no cache directory: set CVMM_CACHE_DIR, XDG_CACHE_HOME or HOME")]
-    NoCacheDir,
+    /// The cache directory or one of its files.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Encoding or building a certificate, key or name.
+    #[error(transparent)]
+    X509(#[from] X509Error),
     /// The OS random number generator failed.
     #[error("cannot get random bytes: {0}")]
     Rng(#[source] rand_core::Error),
@@ -120,23 +106,6 @@ pub enum CertError {
         /// The rsa crate's error.
         #[source]
         source: rsa::Error,
-    },
-    /// Building or signing a certificate failed.
-    #[error("cannot build the {which} certificate: {source}")]
-    Build {
-        /// ARK, ASK or VCEK.
-        which: &'static str,
-        /// The builder's error.
-        #[source]
-        source: x509_cert::builder::Error,
-    },
-    /// Encoding a certificate or key failed.
-    #[error("cannot encode the {which}: {reason}")]
-    Encode {
-        /// What was being encoded.
-        which: &'static str,
-        /// Why it failed.
-        reason: String,
     },
     /// A cached bundle (or a certificate given to [`vcek_tcb_and_chip_id`]) is not
     /// what this module writes.
@@ -172,23 +141,12 @@ impl std::fmt::Debug for EmulatedAmdChain {
     }
 }
 
-/// The directory the chain is cached in: `$CVMM_CACHE_DIR/snp-chain`, else
-/// `$XDG_CACHE_HOME/cvmm/snp-chain`, else `$HOME/.cache/cvmm/snp-chain` (empty and
-/// relative values are ignored, as the XDG specification asks).
+/// The directory the chain is cached in: [`CHAIN_DIR`] in the cvmm cache directory
+/// (`$CVMM_CACHE_DIR/snp-chain`, else `$XDG_CACHE_HOME/cvmm/snp-chain`, else
+/// `$HOME/.cache/cvmm/snp-chain`; empty and relative values are ignored, as the XDG
+/// specification asks).
 pub fn default_cache_dir() -> Result<PathBuf, CertError> {
-    cache_dir_from(|name| std::env::var_os(name))
-}
-
-/// [`default_cache_dir`] with the environment as a function.
-fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf, CertError> {
-    let var = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
-    if let Some(dir) = var("CVMM_CACHE_DIR") {
-        return Ok(dir.join("snp-chain"));
-    }
-    if let Some(dir) = var("XDG_CACHE_HOME") {
-        return Ok(dir.join("cvmm").join("snp-chain"));
-    }
-    var("HOME").map(|h| h.join(".cache").join("cvmm").join("snp-chain")).ok_or(CertError::NoCacheDir)
+    Ok(cert_cache::cache_dir(CHAIN_DIR)?)
 }
 
 impl EmulatedAmdChain {
@@ -201,17 +159,7 @@ impl EmulatedAmdChain {
 
     /// [`Self::load_or_create`] with RSA keys of `rsa_bits` (tests use small ones).
     fn load_or_create_sized(dir: &Path, rsa_bits: usize) -> Result<Self, CertError> {
-        let path = dir.join(BUNDLE_FILE);
-        let replace = match Self::load_sized(&path, rsa_bits) {
-            Ok(chain) => return Ok(chain),
-            Err(CertError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                log::warn!("regenerating the emulated AMD key chain: {e}");
-                true
-            }
-        };
-        let chain = Self::generate_sized(EMULATED_TCB, rsa_bits)?;
-        chain.publish(dir, replace, rsa_bits)
+        cert_cache::load_or_create(dir, rsa_bits)
     }
 
     /// [`Self::load_or_create`] in [`default_cache_dir`].
@@ -227,22 +175,7 @@ impl EmulatedAmdChain {
 
     /// [`Self::load`], the ARK and ASK keys of `rsa_bits`.
     fn load_sized(path: &Path, rsa_bits: usize) -> Result<Self, CertError> {
-        let text = fs::read(path).map_err(|source| CertError::Io { what: "read", path: path.into(), source })?;
-        let invalid = |reason: String| CertError::Invalid { path: path.into(), reason };
-        let blocks = pem_blocks(&text).map_err(invalid)?;
-        let labels: Vec<&str> = blocks.iter().map(|(l, _)| l.as_str()).collect();
-        if labels != ["PRIVATE KEY", "PRIVATE KEY", "PRIVATE KEY", "CERTIFICATE", "CERTIFICATE", "CERTIFICATE"] {
-            return Err(invalid(format!("expected 3 private keys then 3 certificates, found {labels:?}")));
-        }
-        let rsa_key = |der: &[u8], which: &str| {
-            RsaPrivateKey::from_pkcs8_der(der).map_err(|e| invalid(format!("{which} key: {e}")))
-        };
-        let ark_key = rsa_key(&blocks[0].1, "ARK")?;
-        let ask_key = rsa_key(&blocks[1].1, "ASK")?;
-        let vcek_key = EcSigningKey::from_pkcs8_der(&blocks[2].1).map_err(|e| invalid(format!("VCEK key: {e}")))?;
-        let certs = [blocks[3].1.as_slice(), &blocks[4].1, &blocks[5].1];
-        let chain = Self::from_parts(ark_key, ask_key, vcek_key, certs, rsa_bits).map_err(invalid)?;
-        Ok(chain)
+        cert_cache::load(path, rsa_bits)
     }
 
     /// Assembles and checks a chain from its keys and DER certificates.
@@ -308,9 +241,9 @@ impl EmulatedAmdChain {
 
         let ark_name = amd_name("ARK-Milan")?;
         let ask_name = amd_name("SEV-Milan")?;
-        let ark_spki = spki(&RsaPublicKey::from(&ark_key), "ARK")?;
-        let ask_spki = spki(&RsaPublicKey::from(&ask_key), "ASK")?;
-        let vcek_spki = spki(vcek_key.verifying_key(), "VCEK")?;
+        let ark_spki = x509::spki(&RsaPublicKey::from(&ark_key), "ARK")?;
+        let ask_spki = x509::spki(&RsaPublicKey::from(&ask_key), "ASK")?;
+        let vcek_spki = x509::spki(vcek_key.verifying_key(), "VCEK")?;
         let ark_signer = rsa::pss::BlindedSigningKey::<Sha384>::new_with_salt_len(ark_key.clone(), PSS_SALT_LEN);
         let ask_signer = rsa::pss::BlindedSigningKey::<Sha384>::new_with_salt_len(ask_key.clone(), PSS_SALT_LEN);
 
@@ -319,7 +252,7 @@ impl EmulatedAmdChain {
             "ARK",
             CertSpec {
                 issuer: None,
-                serial: 0x10000,
+                serial: SerialNumber::from(0x10000u32),
                 lifetime: CA_LIFETIME,
                 subject: ark_name.clone(),
                 spki: ark_spki,
@@ -336,7 +269,7 @@ impl EmulatedAmdChain {
             "ASK",
             CertSpec {
                 issuer: Some(ark_name),
-                serial: 0x10001,
+                serial: SerialNumber::from(0x10001u32),
                 lifetime: CA_LIFETIME,
                 subject: ask_name.clone(),
                 spki: ask_spki,
@@ -360,7 +293,7 @@ impl EmulatedAmdChain {
             "VCEK",
             CertSpec {
                 issuer: Some(ask_name),
-                serial: 0,
+                serial: SerialNumber::from(0u32),
                 lifetime: VCEK_LIFETIME,
                 subject: amd_name("SEV-VCEK")?,
                 spki: vcek_spki,
@@ -373,73 +306,15 @@ impl EmulatedAmdChain {
         Ok(Self { ark_key, ask_key, vcek_key, ark_der, ask_der, vcek_der, chip_id, tcb })
     }
 
-    /// The cache bundle's text.
-    fn bundle(&self) -> Result<String, CertError> {
-        let mut out = String::new();
-        let keys = [
-            self.ark_key.to_pkcs8_der().map_err(|e| encode_err("ARK key", e))?,
-            self.ask_key.to_pkcs8_der().map_err(|e| encode_err("ASK key", e))?,
-            self.vcek_key.to_pkcs8_der().map_err(|e| encode_err("VCEK key", e))?,
-        ];
-        for key in &keys {
-            out.push_str(&pem("PRIVATE KEY", key.as_bytes())?);
-        }
-        for der in [&self.ark_der, &self.ask_der, &self.vcek_der] {
-            out.push_str(&pem("CERTIFICATE", der)?);
-        }
-        Ok(out)
-    }
-
-    /// Writes this chain's bundle into `dir` and returns the chain the directory
-    /// holds afterwards: this one, or the valid one another process published first
-    /// (unless `replace`, which overwrites whatever is there).
-    fn publish(self, dir: &Path, replace: bool, rsa_bits: usize) -> Result<Self, CertError> {
-        fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CertError + 'a {
-            move |source| CertError::Io { what, path: path.into(), source }
-        }
-        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err("create directory", dir))?;
-        let path = dir.join(BUNDLE_FILE);
-        let tmp = write_temp(dir, BUNDLE_FILE, self.bundle()?.as_bytes(), 0o600)?;
-        let result = (|| {
-            if !replace {
-                match fs::hard_link(&tmp, &path) {
-                    Ok(()) => return Ok(self),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        // Another process was first: use its chain if it is valid.
-                        if let Ok(theirs) = Self::load_sized(&path, rsa_bits) {
-                            return Ok(theirs);
-                        }
-                    }
-                    // A file system without hard links: fall back to rename.
-                    Err(_) => {}
-                }
-            }
-            fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-            Ok(self)
-        })();
-        // After a link (or a failed rename) the temporary name is left over.
-        let _ = fs::remove_file(&tmp);
-        result
-    }
-
     /// Writes `ark.pem`, `ask.pem`, `vcek.pem` and `cert_chain.pem` (the ASK then the
     /// ARK, as AMD's key distribution server serves them) into `dir`.
     pub fn export(&self, dir: &Path) -> Result<(), CertError> {
-        fs::create_dir_all(dir).map_err(|source| CertError::Io {
-            what: "create directory",
-            path: dir.into(),
-            source,
-        })?;
         let ark = pem("CERTIFICATE", &self.ark_der)?;
         let ask = pem("CERTIFICATE", &self.ask_der)?;
         let vcek = pem("CERTIFICATE", &self.vcek_der)?;
         let chain = format!("{ask}{ark}");
-        for (name, text) in [("ark.pem", &ark), ("ask.pem", &ask), ("vcek.pem", &vcek), ("cert_chain.pem", &chain)] {
-            let tmp = write_temp(dir, name, text.as_bytes(), 0o644)?;
-            let path = dir.join(name);
-            fs::rename(&tmp, &path).map_err(|source| CertError::Io { what: "rename into place", path, source })?;
-        }
-        Ok(())
+        let files = [("ark.pem", ark.as_str()), ("ask.pem", &ask), ("vcek.pem", &vcek), ("cert_chain.pem", &chain)];
+        Ok(cert_cache::export(dir, &files)?)
     }
 
     /// The certificate table of the extended guest request: ARK, ASK and VCEK, DER.
@@ -487,6 +362,52 @@ impl EmulatedAmdChain {
     }
 }
 
+impl CachedChain for EmulatedAmdChain {
+    type Error = CertError;
+    /// The ARK's and ASK's RSA key size.
+    type Params = usize;
+    const BUNDLE_FILE: &'static str = BUNDLE_FILE;
+    const NAME: &'static str = "the emulated AMD key chain";
+
+    fn from_bundle(path: &Path, text: &[u8], rsa_bits: usize) -> Result<Self, CertError> {
+        let invalid = |reason: String| CertError::Invalid { path: path.into(), reason };
+        let blocks = pem_blocks(text).map_err(invalid)?;
+        let labels: Vec<&str> = blocks.iter().map(|(l, _)| l.as_str()).collect();
+        if labels != ["PRIVATE KEY", "PRIVATE KEY", "PRIVATE KEY", "CERTIFICATE", "CERTIFICATE", "CERTIFICATE"] {
+            return Err(invalid(format!("expected 3 private keys then 3 certificates, found {labels:?}")));
+        }
+        let rsa_key = |der: &[u8], which: &str| {
+            RsaPrivateKey::from_pkcs8_der(der).map_err(|e| invalid(format!("{which} key: {e}")))
+        };
+        let ark_key = rsa_key(&blocks[0].1, "ARK")?;
+        let ask_key = rsa_key(&blocks[1].1, "ASK")?;
+        let vcek_key = EcSigningKey::from_pkcs8_der(&blocks[2].1).map_err(|e| invalid(format!("VCEK key: {e}")))?;
+        let certs = [blocks[3].1.as_slice(), &blocks[4].1, &blocks[5].1];
+        let chain = Self::from_parts(ark_key, ask_key, vcek_key, certs, rsa_bits).map_err(invalid)?;
+        Ok(chain)
+    }
+
+    fn generate_with(rsa_bits: usize) -> Result<Self, CertError> {
+        Self::generate_sized(EMULATED_TCB, rsa_bits)
+    }
+
+    fn bundle(&self) -> Result<String, CertError> {
+        let mut out = String::new();
+        let keys = [
+            self.ark_key.to_pkcs8_der().map_err(|e| encode_err("ARK key", e))?,
+            self.ask_key.to_pkcs8_der().map_err(|e| encode_err("ASK key", e))?,
+            self.vcek_key.to_pkcs8_der().map_err(|e| encode_err("VCEK key", e))?,
+        ];
+        for key in &keys {
+            out.push_str(&pem("PRIVATE KEY", key.as_bytes())?);
+        }
+        for der in [&self.ark_der, &self.ask_der, &self.vcek_der] {
+            out.push_str(&pem("CERTIFICATE", der)?);
+        }
+        Ok(out)
+    }
+}
+
 /// Reads the TCB (boot loader, TEE, SNP and microcode SPL extensions) and the chip id
 /// (hwID extension) from an AMD VCEK certificate, real or emulated.
 pub fn vcek_tcb_and_chip_id(vcek: &Certificate) -> Result<(Tcb, [u8; 64]), String> {
@@ -523,158 +444,39 @@ fn check_signed_by(cert: &Certificate, issuer: &RsaPublicKey) -> Result<(), Stri
 
 /// AMD's subject name layout: OU=Engineering, C=US, L=Santa Clara, ST=CA,
 /// O=Advanced Micro Devices, CN=`cn` (C a PrintableString, the rest UTF8Strings).
-fn amd_name(cn: &str) -> Result<Name, CertError> {
-    let attrs = [
-        (oid::OU, "Engineering"),
-        (oid::C, "US"),
-        (oid::L, "Santa Clara"),
-        (oid::ST, "CA"),
-        (oid::O, "Advanced Micro Devices"),
-        (oid::CN, cn),
-    ];
-    let mut rdns = Vec::new();
-    for (id, value) in attrs {
-        let tag = if id == oid::C { Tag::PrintableString } else { Tag::Utf8String };
-        let value = Any::new(tag, value.as_bytes()).map_err(|e| encode_err("subject name", e))?;
-        let atv = x509_cert::attr::AttributeTypeAndValue { oid: id, value };
-        let set = SetOfVec::try_from(vec![atv]).map_err(|e| encode_err("subject name", e))?;
-        rdns.push(RelativeDistinguishedName(set));
-    }
-    Ok(RdnSequence(rdns))
+fn amd_name(cn: &str) -> Result<Name, X509Error> {
+    x509::name(&[
+        (attr::OU, "Engineering"),
+        (attr::C, "US"),
+        (attr::L, "Santa Clara"),
+        (attr::ST, "CA"),
+        (attr::O, "Advanced Micro Devices"),
+        (attr::CN, cn),
+    ])
 }
 
-fn spki<K: rsa::pkcs8::EncodePublicKey>(key: &K, which: &'static str) -> Result<SubjectPublicKeyInfoOwned, CertError> {
-    let der = key.to_public_key_der().map_err(|e| encode_err(which, e))?;
-    SubjectPublicKeyInfoOwned::from_der(der.as_bytes()).map_err(|e| encode_err(which, e))
-}
-
-fn encode_err(which: &'static str, e: impl std::fmt::Display) -> CertError {
-    CertError::Encode { which, reason: e.to_string() }
-}
-
-/// PEM text of one DER block.
-fn pem(label: &'static str, der: &[u8]) -> Result<String, CertError> {
-    x509_cert::der::pem::encode_string(label, LineEnding::LF, der).map_err(|e| encode_err(label, e))
-}
-
-/// Splits PEM text into (label, DER) blocks.
-fn pem_blocks(text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    const BEGIN: &[u8] = b"-----BEGIN ";
-    const END: &[u8] = b"-----END ";
-    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
-    let mut blocks = Vec::new();
-    let mut rest = text;
-    while let Some(start) = find(rest, BEGIN) {
-        let after = &rest[start..];
-        let end = find(after, END).ok_or("a PEM block has no END line")?;
-        let close = find(&after[end + END.len()..], b"-----").ok_or("a PEM END line is not closed")?;
-        let len = end + END.len() + close + 5;
-        let (label, der) = x509_cert::der::pem::decode_vec(&after[..len]).map_err(|e| format!("PEM block: {e}"))?;
-        blocks.push((label.to_string(), der));
-        rest = &after[len..];
-    }
-    Ok(blocks)
-}
-
-/// Writes `data` to a new temporary file in `dir` (named after `name`) with `mode`,
-/// synced to disk, and returns its path.
-fn write_temp(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<PathBuf, CertError> {
-    let mut nonce = [0u8; 8];
-    OsRng.try_fill_bytes(&mut nonce).map_err(CertError::Rng)?;
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), hex::encode(nonce)));
-    let io_err = |what| {
-        let path = tmp.clone();
-        move |source| CertError::Io { what, path, source }
-    };
-    let mut f: File =
-        OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io_err("create"))?;
-    // The umask may have cleared bits of `mode`; set them exactly.
-    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("set permissions of"))?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(io_err("write"))?;
-    Ok(tmp)
-}
-
-/// What differs between the three certificates.
-struct CertSpec {
-    issuer: Option<Name>,
-    serial: u32,
-    lifetime: Duration,
-    subject: Name,
-    spki: SubjectPublicKeyInfoOwned,
-    extensions: Vec<Extension>,
-}
-
+/// Builds certificate `which` signed with RSASSA-PSS (SHA-384, a 48-byte salt).
 fn build_cert(
     which: &'static str,
     spec: CertSpec,
     signer: &rsa::pss::BlindedSigningKey<Sha384>,
-) -> Result<Certificate, CertError> {
-    let now = SystemTime::now();
-    let time = |t: SystemTime| Time::try_from(t).map_err(|e| encode_err(which, e));
-    let validity = Validity { not_before: time(now - BACKDATE)?, not_after: time(now + spec.lifetime)? };
-    let build_err = |source| CertError::Build { which, source };
-    let mut builder = CertificateBuilder::new(
-        Profile::Manual { issuer: spec.issuer },
-        SerialNumber::from(spec.serial),
-        validity,
-        spec.subject,
-        spec.spki,
-        signer,
-    )
-    .map_err(build_err)?;
-    for e in spec.extensions {
-        builder.add_extension(&RawExtension(e)).map_err(build_err)?;
-    }
-    builder.build_with_rng::<rsa::pss::Signature>(&mut OsRng).map_err(build_err)
-}
-
-/// An extension given as-is, for the builder's `add_extension` (AMD's extensions
-/// have no type of their own in x509-cert).
-struct RawExtension(Extension);
-
-impl x509_cert::der::oid::AssociatedOid for RawExtension {
-    /// Unused: [`AsExtension::to_extension`] returns the extension's own OID.
-    const OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1");
-}
-
-impl Encode for RawExtension {
-    fn encoded_len(&self) -> x509_cert::der::Result<x509_cert::der::Length> {
-        self.0.encoded_len()
-    }
-
-    fn encode(&self, writer: &mut impl x509_cert::der::Writer) -> x509_cert::der::Result<()> {
-        self.0.encode(writer)
-    }
-}
-
-impl AsExtension for RawExtension {
-    fn critical(&self, _: &Name, _: &[Extension]) -> bool {
-        self.0.critical
-    }
-
-    fn to_extension(&self, _: &Name, _: &[Extension]) -> x509_cert::der::Result<Extension> {
-        Ok(self.0.clone())
-    }
-}
-
-/// A standard extension as an [`Extension`].
-fn ext<E: AsExtension>(e: &E, which: &'static str) -> Result<Extension, CertError> {
-    e.to_extension(&Name::default(), &[]).map_err(|err| encode_err(which, err))
+) -> Result<Certificate, X509Error> {
+    x509::builder(which, spec, signer)?.build_with_rng::<rsa::pss::Signature>(&mut OsRng).map_err(build_err(which))
 }
 
 /// A non-critical extension whose value is the DER of `value`.
-fn amd_ext(id: ObjectIdentifier, value: &impl Encode) -> Result<Extension, CertError> {
+fn amd_ext(id: ObjectIdentifier, value: &impl Encode) -> Result<Extension, X509Error> {
     let der = value.to_der().map_err(|e| encode_err("VCEK extension", e))?;
     raw_ext(id, der)
 }
 
-fn raw_ext(id: ObjectIdentifier, bytes: Vec<u8>) -> Result<Extension, CertError> {
+fn raw_ext(id: ObjectIdentifier, bytes: Vec<u8>) -> Result<Extension, X509Error> {
     let extn_value = OctetString::new(bytes).map_err(|e| encode_err("VCEK extension", e))?;
     Ok(Extension { extn_id: id, critical: false, extn_value })
 }
 
 /// AMD's VCEK extensions, in the order AMD's certificates list them.
-fn vcek_extensions(tcb: Tcb, chip_id: &[u8; 64]) -> Result<Vec<Extension>, CertError> {
+fn vcek_extensions(tcb: Tcb, chip_id: &[u8; 64]) -> Result<Vec<Extension>, X509Error> {
     let product = Ia5String::new(PRODUCT_NAME).map_err(|e| encode_err("VCEK product name", e))?;
     Ok(vec![
         amd_ext(oid::STRUCT_VERSION, &0u8)?,
@@ -697,7 +499,7 @@ fn vcek_extensions(tcb: Tcb, chip_id: &[u8; 64]) -> Result<Vec<Extension>, CertE
 #[cfg(test)]
 pub(crate) fn tests_chain() -> EmulatedAmdChain {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").join("cvmm-test-cache").join("snp-chain");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").join("cvmm-test-cache").join(CHAIN_DIR);
     EmulatedAmdChain::load_or_create(&dir).expect("the test chain")
 }
 
@@ -705,6 +507,8 @@ pub(crate) fn tests_chain() -> EmulatedAmdChain {
 mod tests {
     use super::*;
     use crate::snp::report::{AttestationReport, CpuidFms};
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::OnceLock;
 
     /// The directory of this test binary's chain: under target/<profile>/ (the binary
@@ -712,7 +516,7 @@ mod tests {
     /// are generated once per checkout.
     fn test_cache_dir() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
-        exe.parent().and_then(Path::parent).unwrap().join("cvmm-test-cache").join("snp-chain")
+        exe.parent().and_then(Path::parent).unwrap().join("cvmm-test-cache").join(CHAIN_DIR)
     }
 
     /// RSA key size of the chains tests generate anew each run (RSA-4096 generation
@@ -908,9 +712,9 @@ mod tests {
         let ours = shared_chain().clone();
         let theirs = regenerated_chain().1.clone();
         let dir = scratch_dir("race");
-        let first = theirs.clone().publish(&dir, false, SMALL_RSA_BITS).unwrap();
+        let first = cert_cache::publish(theirs.clone(), &dir, false, SMALL_RSA_BITS).unwrap();
         assert_eq!(first.ark_der(), theirs.ark_der());
-        let second = ours.publish(&dir, false, SMALL_RSA_BITS).unwrap();
+        let second = cert_cache::publish(ours, &dir, false, SMALL_RSA_BITS).unwrap();
         assert_eq!(second.ark_der(), theirs.ark_der(), "the loser must adopt the published chain");
         let on_disk = EmulatedAmdChain::load_sized(&dir.join(BUNDLE_FILE), SMALL_RSA_BITS).unwrap();
         assert_eq!(on_disk.vcek_der(), theirs.vcek_der());
@@ -1000,20 +804,5 @@ mod tests {
         assert_eq!(ask.tbs_certificate.subject, amd_ask.tbs_certificate.subject);
         assert_eq!(ask.tbs_certificate.issuer, amd_ask.tbs_certificate.issuer);
         assert_eq!(ask.tbs_certificate.serial_number, amd_ask.tbs_certificate.serial_number);
-    }
-
-    #[test]
-    fn cache_dir_prefers_cvmm_cache_dir_then_xdg_then_home() {
-        use std::ffi::OsString;
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| OsString::from(v))
-        };
-        let all = env(&[("CVMM_CACHE_DIR", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(all).unwrap(), Path::new("/c/snp-chain"));
-        let xdg = env(&[("CVMM_CACHE_DIR", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(xdg).unwrap(), Path::new("/x/cvmm/snp-chain"));
-        let home = env(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(home).unwrap(), Path::new("/h/.cache/cvmm/snp-chain"));
-        assert!(matches!(cache_dir_from(env(&[])), Err(CertError::NoCacheDir)));
     }
 }

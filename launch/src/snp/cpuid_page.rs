@@ -48,6 +48,8 @@ use std::fmt;
 use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 use thiserror::Error;
 
+use crate::bytes::{le_u32, le_u64};
+
 /// Size of the CPUID page.
 pub const CPUID_PAGE_SIZE: usize = 4096;
 /// Most entries a CPUID page holds.
@@ -163,18 +165,16 @@ impl CpuidFunction {
     }
 
     fn from_bytes(b: &[u8]) -> Self {
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
         Self {
-            eax_in: u32_at(0),
-            ecx_in: u32_at(4),
-            xcr0_in: u64_at(8),
-            xss_in: u64_at(16),
-            eax: u32_at(24),
-            ebx: u32_at(28),
-            ecx: u32_at(32),
-            edx: u32_at(36),
-            reserved: u64_at(40),
+            eax_in: le_u32(b, 0),
+            ecx_in: le_u32(b, 4),
+            xcr0_in: le_u64(b, 8),
+            xss_in: le_u64(b, 16),
+            eax: le_u32(b, 24),
+            ebx: le_u32(b, 28),
+            ecx: le_u32(b, 32),
+            edx: le_u32(b, 36),
+            reserved: le_u64(b, 40),
         }
     }
 }

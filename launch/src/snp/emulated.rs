@@ -23,15 +23,17 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvm_bindings::{
-    kvm_enable_cap, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, KVM_CAP_EXIT_ON_EMULATION_FAILURE,
-    KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
+    kvm_enable_cap, kvm_regs, kvm_sregs, KVM_CAP_X86_USER_SPACE_MSR, KVM_MAX_CPUID_ENTRIES, KVM_MSR_EXIT_REASON_FILTER,
 };
 use kvm_ioctls::{Kvm, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
+use super::kvm::vcpu::{regs_of, unpack_segment};
 use super::psp::{EmulatedPsp, PspError, PspLaunch};
-use crate::plan::snp::{SnpSegment, SnpVcpu};
+use crate::emulation::{self, emu_err};
+use crate::memslots::add_memory_slots;
+use crate::plan::snp::SnpVcpu;
 use crate::plan::{LaunchPlan, PageType, VcpuState, PAGE_SIZE};
 use crate::{LaunchBackend, LaunchError, VcpuInit};
 
@@ -439,22 +441,19 @@ impl EmulatedSnp {
     }
 }
 
-fn emu_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> LaunchError {
-    move |source| LaunchError::Emulation { what, source }
-}
-
 impl LaunchBackend for EmulatedSnp {
     fn name(&self) -> &'static str {
         "SEV-SNP (emulated)"
     }
 
     fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, LaunchError> {
-        let vm = kvm.create_vm().map_err(LaunchError::CreateVm)?;
-        let cap = |cap, arg| kvm_enable_cap { cap, args: [arg, 0, 0, 0], ..Default::default() };
-        vm.enable_cap(&cap(KVM_CAP_X86_USER_SPACE_MSR, u64::from(KVM_MSR_EXIT_REASON_FILTER)))
-            .map_err(emu_err("KVM_CAP_X86_USER_SPACE_MSR"))?;
-        vm.enable_cap(&cap(KVM_CAP_EXIT_ON_EMULATION_FAILURE, 1))
-            .map_err(emu_err("KVM_CAP_EXIT_ON_EMULATION_FAILURE"))?;
+        let vm = emulation::create_vm(kvm)?;
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_X86_USER_SPACE_MSR,
+            args: [u64::from(KVM_MSR_EXIT_REASON_FILTER), 0, 0, 0],
+            ..Default::default()
+        };
+        vm.enable_cap(&cap).map_err(emu_err("KVM_CAP_X86_USER_SPACE_MSR"))?;
         // A zero bit denies: reads and writes of both MSRs exit to user space.
         let deny = [0u8; 1];
         let range = MsrFilterRange {
@@ -468,26 +467,8 @@ impl LaunchBackend for EmulatedSnp {
     }
 
     fn add_memory(&mut self, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
-        let count = mem.num_regions();
-        for (i, region) in mem.iter().enumerate() {
-            for (slot, gpa) in [(i, region.start_addr().0), (i + count, region.start_addr().0 | C_BIT_MASK)] {
-                let desc = kvm_userspace_memory_region {
-                    slot: slot as u32,
-                    flags: 0,
-                    guest_phys_addr: gpa,
-                    memory_size: region.len(),
-                    userspace_addr: region.as_ptr() as u64,
-                };
-                // SAFETY: the mapping belongs to `mem`, which outlives the VM (the builder
-                // keeps both), and covers `memory_size` bytes; two slots may alias it.
-                unsafe { vm.set_user_memory_region(desc) }.map_err(|source| LaunchError::SetMemoryRegion {
-                    slot: slot as u32,
-                    gpa,
-                    len: region.len(),
-                    source,
-                })?;
-            }
-        }
+        // The shared view at the GPA, the private view at GPA | C-bit: the same pages.
+        add_memory_slots(vm, mem, &[0, C_BIT_MASK])?;
         self.platform = Some(Arc::new(EmulatedSnpPlatform::new(mem, self.launch.clone())?));
         Ok(())
     }
@@ -531,37 +512,16 @@ pub fn set_sev_cpuid(entries: &mut [kvm_bindings::kvm_cpuid_entry2]) {
     }
 }
 
-/// A VMCB-format segment as KVM's.
-fn kvm_seg(s: &SnpSegment) -> kvm_segment {
-    let a = s.attrib;
-    let present = ((a >> 7) & 1) as u8;
-    kvm_segment {
-        base: s.base,
-        limit: s.limit,
-        selector: s.selector,
-        type_: (a & 0xf) as u8,
-        s: ((a >> 4) & 1) as u8,
-        dpl: ((a >> 5) & 3) as u8,
-        present,
-        avl: ((a >> 8) & 1) as u8,
-        l: ((a >> 9) & 1) as u8,
-        db: ((a >> 10) & 1) as u8,
-        g: ((a >> 11) & 1) as u8,
-        unusable: u8::from(present == 0),
-        padding: 0,
-    }
-}
-
 /// The KVM register state that starts a vCPU as the VMSA `v` describes it.
 pub fn vcpu_registers(v: &SnpVcpu, mut sregs: kvm_sregs) -> (kvm_regs, kvm_sregs) {
-    sregs.cs = kvm_seg(&v.cs);
-    sregs.ds = kvm_seg(&v.ds);
-    sregs.es = kvm_seg(&v.es);
-    sregs.fs = kvm_seg(&v.fs);
-    sregs.gs = kvm_seg(&v.gs);
-    sregs.ss = kvm_seg(&v.ss);
-    sregs.tr = kvm_seg(&v.tr);
-    sregs.ldt = kvm_seg(&v.ldtr);
+    sregs.cs = unpack_segment(&v.cs);
+    sregs.ds = unpack_segment(&v.ds);
+    sregs.es = unpack_segment(&v.es);
+    sregs.fs = unpack_segment(&v.fs);
+    sregs.gs = unpack_segment(&v.gs);
+    sregs.ss = unpack_segment(&v.ss);
+    sregs.tr = unpack_segment(&v.tr);
+    sregs.ldt = unpack_segment(&v.ldtr);
     sregs.gdt.base = v.gdtr.base;
     sregs.gdt.limit = v.gdtr.limit as u16;
     sregs.idt.base = v.idtr.base;
@@ -572,27 +532,7 @@ pub fn vcpu_registers(v: &SnpVcpu, mut sregs: kvm_sregs) -> (kvm_regs, kvm_sregs
     sregs.cr4 = v.cr4;
     // EFER.SVME belongs to the VMSA, not to the guest-visible EFER KVM takes.
     sregs.efer = v.efer & !0x1000;
-    let regs = kvm_regs {
-        rax: v.rax,
-        rbx: v.rbx,
-        rcx: v.rcx,
-        rdx: v.rdx,
-        rsi: v.rsi,
-        rdi: v.rdi,
-        rsp: v.rsp,
-        rbp: v.rbp,
-        r8: v.r8_to_r15[0],
-        r9: v.r8_to_r15[1],
-        r10: v.r8_to_r15[2],
-        r11: v.r8_to_r15[3],
-        r12: v.r8_to_r15[4],
-        r13: v.r8_to_r15[5],
-        r14: v.r8_to_r15[6],
-        r15: v.r8_to_r15[7],
-        rip: v.rip,
-        rflags: v.rflags,
-    };
-    (regs, sregs)
+    (regs_of(v), sregs)
 }
 
 #[cfg(test)]

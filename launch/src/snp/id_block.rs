@@ -29,6 +29,7 @@ use p384::{EncodedPoint, FieldBytes};
 use sha2::{Digest, Sha384};
 use thiserror::Error;
 
+use crate::bytes::{array, le_u32, le_u64};
 use crate::measure::snp::{LaunchDigest, LD_SIZE};
 
 /// Size of the ID block.
@@ -269,9 +270,9 @@ impl IdBlock {
             ld: array(b, 0),
             family_id: array(b, IDB_FAMILY_ID),
             image_id: array(b, IDB_IMAGE_ID),
-            version: u32::from_le_bytes(array(b, IDB_VERSION)),
-            guest_svn: u32::from_le_bytes(array(b, IDB_GUEST_SVN)),
-            policy: u64::from_le_bytes(array(b, IDB_POLICY)),
+            version: le_u32(b, IDB_VERSION),
+            guest_svn: le_u32(b, IDB_GUEST_SVN),
+            policy: le_u64(b, IDB_POLICY),
         })
     }
 
@@ -402,7 +403,7 @@ impl PublicKey {
 
     /// CURVE.
     pub fn curve(&self) -> u32 {
-        u32::from_le_bytes(array(&self.0, KEY_CURVE))
+        le_u32(&self.0, KEY_CURVE)
     }
 
     /// QX, 72 bytes little-endian.
@@ -482,8 +483,8 @@ impl IdAuth {
             expected: ID_AUTH_SIZE,
         })?;
         Ok(Self {
-            id_key_algo: u32::from_le_bytes(array(b, AUTH_ID_KEY_ALGO)),
-            author_key_algo: u32::from_le_bytes(array(b, AUTH_AUTHOR_KEY_ALGO)),
+            id_key_algo: le_u32(b, AUTH_ID_KEY_ALGO),
+            author_key_algo: le_u32(b, AUTH_AUTHOR_KEY_ALGO),
             id_block_sig: EcdsaSignature(array(b, AUTH_ID_BLOCK_SIG)),
             id_key: PublicKey(array(b, AUTH_ID_KEY)),
             id_key_sig: EcdsaSignature(array(b, AUTH_ID_KEY_SIG)),
@@ -641,11 +642,6 @@ fn be_field(le: &[u8; SCALAR_SIZE]) -> Option<FieldBytes> {
         *dst = *src;
     }
     Some(be)
-}
-
-/// `N` bytes of `b` at `off`, copied.
-fn array<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
-    *array_ref(b, off)
 }
 
 /// `N` bytes of `b` at `off`. Callers pass constant offsets inside fixed-size arrays.

@@ -56,6 +56,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
+use crate::bytes::{le_u32, le_u64};
 use crate::plan::snp::SnpVcpu;
 use crate::plan::{Contents, LaunchPlan, PageType, SnpPageType, VcpuState, PAGE_SIZE};
 use ioctl::{FwError, SnpIoctlError};
@@ -524,18 +525,16 @@ pub struct CpuidEntry {
 
 /// The count and the entries of a CPUID page (the count clamped to 64).
 pub fn cpuid_entries(page: &[u8; 4096]) -> (u32, Vec<CpuidEntry>) {
-    let u32_at = |at: usize| u32::from_le_bytes([page[at], page[at + 1], page[at + 2], page[at + 3]]);
-    let u64_at = |at: usize| u64::from(u32_at(at)) | u64::from(u32_at(at + 4)) << 32;
-    let count = u32_at(0);
+    let count = le_u32(page, 0);
     let entries = (0..(count as usize).min(cpuid_page::COUNT_MAX))
         .map(|i| {
             let e = cpuid_page::HEADER + i * cpuid_page::ENTRY;
             CpuidEntry {
-                eax_in: u32_at(e),
-                ecx_in: u32_at(e + 4),
-                xcr0_in: u64_at(e + 8),
-                xss_in: u64_at(e + 16),
-                regs: [u32_at(e + 24), u32_at(e + 28), u32_at(e + 32), u32_at(e + 36)],
+                eax_in: le_u32(page, e),
+                ecx_in: le_u32(page, e + 4),
+                xcr0_in: le_u64(page, e + 8),
+                xss_in: le_u64(page, e + 16),
+                regs: [le_u32(page, e + 24), le_u32(page, e + 28), le_u32(page, e + 32), le_u32(page, e + 36)],
             }
         })
         .collect();

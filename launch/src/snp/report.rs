@@ -27,6 +27,8 @@ use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha384};
 use thiserror::Error;
 
+use crate::bytes::{array, le_u32, le_u64};
+
 /// Size of an ATTESTATION_REPORT.
 pub const REPORT_SIZE: usize = 0x4A0;
 /// The signature covers bytes `0..SIGNED_LEN`.
@@ -273,21 +275,6 @@ impl Default for AttestationReport {
     }
 }
 
-/// Copies `N` bytes at `off`.
-fn arr<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(&b[off..off + N]);
-    a
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(arr(b, off))
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(arr(b, off))
-}
-
 /// Fails on the first non-zero byte of `b[range]`.
 fn reserved(b: &[u8], range: core::ops::Range<usize>) -> Result<(), ReportError> {
     match b[range.clone()].iter().position(|&x| x != 0) {
@@ -298,7 +285,7 @@ fn reserved(b: &[u8], range: core::ops::Range<usize>) -> Result<(), ReportError>
 
 /// Parses the TCB at `off`, naming the report offset of a bad reserved byte.
 fn tcb_at(b: &[u8], off: usize) -> Result<Tcb, ReportError> {
-    Tcb::from_bytes(arr(b, off)).map_err(|e| match e {
+    Tcb::from_bytes(array(b, off)).map_err(|e| match e {
         ReportError::ReservedNotZero { offset } => ReportError::ReservedNotZero { offset: off + offset },
         e => e,
     })
@@ -314,7 +301,7 @@ impl AttestationReport {
         if b.len() != REPORT_SIZE {
             return Err(ReportError::WrongSize { len: b.len() });
         }
-        let version = u32_at(b, 0);
+        let version = le_u32(b, 0);
         let cpuid = match version {
             2 => {
                 reserved(b, OFF_CPUID..OFF_CHIP_ID)?;
@@ -326,7 +313,7 @@ impl AttestationReport {
             }
             v => return Err(ReportError::UnsupportedVersion(v)),
         };
-        let key_info = u32_at(b, OFF_KEY_INFO);
+        let key_info = le_u32(b, OFF_KEY_INFO);
         if key_info & !KEY_INFO_DEFINED != 0 {
             return Err(ReportError::ReservedNotZero { offset: OFF_KEY_INFO });
         }
@@ -337,33 +324,33 @@ impl AttestationReport {
         reserved(b, OFF_SIG_S + SIG_COMPONENT_LEN..REPORT_SIZE)?;
         Ok(Self {
             version,
-            guest_svn: u32_at(b, 0x04),
-            policy: u64_at(b, 0x08),
-            family_id: arr(b, 0x10),
-            image_id: arr(b, 0x20),
-            vmpl: u32_at(b, 0x30),
-            signature_algo: u32_at(b, 0x34),
+            guest_svn: le_u32(b, 0x04),
+            policy: le_u64(b, 0x08),
+            family_id: array(b, 0x10),
+            image_id: array(b, 0x20),
+            vmpl: le_u32(b, 0x30),
+            signature_algo: le_u32(b, 0x34),
             current_tcb: tcb_at(b, OFF_TCB_CURRENT)?,
-            platform_info: u64_at(b, 0x40),
+            platform_info: le_u64(b, 0x40),
             author_key_en: key_info & 1 != 0,
             mask_chip_key: key_info & 2 != 0,
             signing_key: ((key_info >> 2) & 7) as u8,
-            report_data: arr(b, 0x50),
-            measurement: arr(b, 0x90),
-            host_data: arr(b, 0xC0),
-            id_key_digest: arr(b, 0xE0),
-            author_key_digest: arr(b, 0x110),
-            report_id: arr(b, 0x140),
-            report_id_ma: arr(b, 0x160),
+            report_data: array(b, 0x50),
+            measurement: array(b, 0x90),
+            host_data: array(b, 0xC0),
+            id_key_digest: array(b, 0xE0),
+            author_key_digest: array(b, 0x110),
+            report_id: array(b, 0x140),
+            report_id_ma: array(b, 0x160),
             reported_tcb: tcb_at(b, OFF_REPORTED_TCB)?,
             cpuid,
-            chip_id: arr(b, OFF_CHIP_ID),
+            chip_id: array(b, OFF_CHIP_ID),
             committed_tcb: tcb_at(b, OFF_COMMITTED_TCB)?,
             current_version: version_at(b, 0x1E8),
             committed_version: version_at(b, 0x1EC),
             launch_tcb: tcb_at(b, OFF_LAUNCH_TCB)?,
-            signature_r: arr(b, OFF_SIG_R),
-            signature_s: arr(b, OFF_SIG_S),
+            signature_r: array(b, OFF_SIG_R),
+            signature_s: array(b, OFF_SIG_S),
         })
     }
 

@@ -20,6 +20,7 @@ use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 
 use super::guest_msg::{PspMsgChannel, VMPCK_COUNT, VMPCK_LEN};
+use crate::bytes::le_u32;
 
 /// Size of the secrets page.
 pub const SECRETS_PAGE_SIZE: usize = 4096;
@@ -148,17 +149,16 @@ impl SecretsPage {
         if b[4] & !1 != 0 {
             return Err(SecretsError::ReservedNotZero { offset: 4 });
         }
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let mut page = Self {
-            version: u32_at(0),
+            version: le_u32(b, 0),
             imi_en: b[4] & 1 != 0,
-            fms: u32_at(8),
+            fms: le_u32(b, 8),
             gosvw: [0; 16],
             vmpcks: [[0; VMPCK_LEN]; VMPCK_COUNT],
             os_area: [0; OS_AREA_LEN],
             vmsa_tweak_bitmap: [0; TWEAK_LEN],
             svsm_area: [0; SVSM_LEN],
-            tsc_factor: u32_at(OFF_TSC_FACTOR),
+            tsc_factor: le_u32(b, OFF_TSC_FACTOR),
         };
         page.gosvw.copy_from_slice(&b[0x10..0x20]);
         for (i, key) in page.vmpcks.iter_mut().enumerate() {

@@ -22,37 +22,35 @@
 //! The cache is one PEM file, [`BUNDLE_FILE`], in the directory [`default_cache_dir`]
 //! names: five PKCS#8 private keys (root, PCK Platform CA, PCK, TCB signing,
 //! attestation key) then four certificates (root, PCK Platform CA, PCK, TCB signing),
-//! mode 0600 in a 0700 directory, published like the SNP chain's (a temporary file
-//! linked into place; a valid bundle another process published first is adopted).
+//! kept as [`crate::cert_cache`] keeps every chain (private, published without
+//! replacing a valid bundle another process published first, which is adopted
+//! instead).
 //! The report MAC key the emulated TDX module and quoting enclave share
 //! ([`EmulatedIntelChain::report_mac_key`]) and the QE id are derived from the PCK
 //! key, so they need no file of their own.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::{OsRng, RngCore};
 use thiserror::Error;
-use x509_cert::builder::{Builder, CertificateBuilder, Profile};
-use x509_cert::der::asn1::{Any, OctetString, SetOfVec};
-use x509_cert::der::pem::LineEnding;
+use x509_cert::builder::Builder;
+use x509_cert::der::asn1::{Any, OctetString};
 use x509_cert::der::referenced::OwnedToRef;
 use x509_cert::der::{Decode, Encode, Reader, SliceReader, Tag, Tagged};
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
-use x509_cert::ext::{AsExtension, Extension};
-use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
-use x509_cert::spki::{ObjectIdentifier, SubjectPublicKeyInfoOwned};
-use x509_cert::time::{Time, Validity};
+use x509_cert::spki::ObjectIdentifier;
 use x509_cert::Certificate;
 
 use super::report::{hmac_sha256, ReportMacKey};
+use crate::cert_cache::{self, CacheError, CachedChain};
+use crate::x509::{self, attr, build_err, encode_err, ext, pem, pem_blocks, CertSpec, X509Error};
 
 /// The cache file in the chain directory.
 pub const BUNDLE_FILE: &str = "chain-v1.pem";
@@ -75,8 +73,6 @@ pub const SGX_TYPE_SCALABLE: u8 = 1;
 
 const CA_LIFETIME: Duration = Duration::from_secs(25 * 365 * 86_400);
 const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 365 * 86_400);
-/// Certificates start one day in the past so clocks slightly behind accept them.
-const BACKDATE: Duration = Duration::from_secs(86_400);
 /// Labels of the values derived from the PCK key.
 const REPORT_KEY_LABEL: &[u8] = b"cvmm emulated TDX REPORT_KEY2";
 const QE_ID_LABEL: &[u8] = b"cvmm emulated TDX QE ID";
@@ -98,12 +94,6 @@ mod oid {
     pub const DYNAMIC_PLATFORM: Oid = Oid::new_unwrap("1.2.840.113741.1.13.1.7.1");
     pub const CACHED_KEYS: Oid = Oid::new_unwrap("1.2.840.113741.1.13.1.7.2");
     pub const SMT_ENABLED: Oid = Oid::new_unwrap("1.2.840.113741.1.13.1.7.3");
-    // X.520 attribute types of the subject names.
-    pub const CN: Oid = Oid::new_unwrap("2.5.4.3");
-    pub const O: Oid = Oid::new_unwrap("2.5.4.10");
-    pub const L: Oid = Oid::new_unwrap("2.5.4.7");
-    pub const ST: Oid = Oid::new_unwrap("2.5.4.8");
-    pub const C: Oid = Oid::new_unwrap("2.5.4.6");
     /// ecdsa-with-SHA256.
     pub const ECDSA_WITH_SHA256: Oid = Oid::new_unwrap("1.2.840.10045.4.3.2");
     pub const BASIC_CONSTRAINTS: Oid = Oid::new_unwrap("2.5.29.19");
@@ -117,40 +107,15 @@ fn tcb_comp_oid(i: usize) -> Result<ObjectIdentifier, String> {
 /// Errors from creating, loading, exporting or verifying a chain.
 #[derive(Debug, Error)]
 pub enum CertError {
-    /// A file or directory operation failed.
-    #[error("cannot {what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// Neither `$CVMM_CACHE_DIR`, `$XDG_CACHE_HOME` nor `$HOME` is set.
-    #[error("no cache directory: set CVMM_CACHE_DIR, XDG_CACHE_HOME or HOME")]
-    NoCacheDir,
+    /// The cache directory or one of its files.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Encoding or building a certificate, key, name or extension.
+    #[error(transparent)]
+    X509(#[from] X509Error),
     /// The OS random number generator failed.
     #[error("cannot get random bytes: {0}")]
     Rng(#[source] rand_core::Error),
-    /// Building or signing a certificate failed.
-    #[error("cannot build the {which} certificate: {source}")]
-    Build {
-        /// Which certificate.
-        which: &'static str,
-        /// The builder's error.
-        #[source]
-        source: x509_cert::builder::Error,
-    },
-    /// Encoding a certificate, key or extension failed.
-    #[error("cannot encode the {which}: {reason}")]
-    Encode {
-        /// What was being encoded.
-        which: &'static str,
-        /// Why it failed.
-        reason: String,
-    },
     /// A cached bundle is not what this module writes.
     #[error("invalid emulated Intel chain {path}: {reason}")]
     Invalid {
@@ -264,7 +229,7 @@ fn octets<const N: usize>(any: &Any, what: &str) -> Result<[u8; N], String> {
 impl SgxExtensions {
     /// The DER of the extension's value, in the order Intel's certificates list it.
     pub fn to_der(&self) -> Result<Vec<u8>, CertError> {
-        self.encode().map_err(|reason| CertError::Encode { which: "SGX extensions", reason })
+        Ok(self.encode().map_err(|reason| X509Error::Encode { which: "SGX extensions", reason })?)
     }
 
     fn encode(&self) -> Result<Vec<u8>, String> {
@@ -384,39 +349,19 @@ impl std::fmt::Debug for EmulatedIntelChain {
     }
 }
 
-/// The directory the chain is cached in: `$CVMM_CACHE_DIR/tdx-chain`, else
-/// `$XDG_CACHE_HOME/cvmm/tdx-chain`, else `$HOME/.cache/cvmm/tdx-chain` (empty and
-/// relative values are ignored, as the XDG specification asks).
+/// The directory the chain is cached in: [`CHAIN_DIR`] in the cvmm cache directory
+/// (`$CVMM_CACHE_DIR/tdx-chain`, else `$XDG_CACHE_HOME/cvmm/tdx-chain`, else
+/// `$HOME/.cache/cvmm/tdx-chain`; empty and relative values are ignored, as the XDG
+/// specification asks).
 pub fn default_cache_dir() -> Result<PathBuf, CertError> {
-    cache_dir_from(|name| std::env::var_os(name))
-}
-
-/// [`default_cache_dir`] with the environment as a function.
-fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf, CertError> {
-    let var = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
-    if let Some(dir) = var("CVMM_CACHE_DIR") {
-        return Ok(dir.join(CHAIN_DIR));
-    }
-    if let Some(dir) = var("XDG_CACHE_HOME") {
-        return Ok(dir.join("cvmm").join(CHAIN_DIR));
-    }
-    var("HOME").map(|h| h.join(".cache").join("cvmm").join(CHAIN_DIR)).ok_or(CertError::NoCacheDir)
+    Ok(cert_cache::cache_dir(CHAIN_DIR)?)
 }
 
 impl EmulatedIntelChain {
     /// Loads the chain cached in `dir`, or generates one ([`Self::generate`]) and
     /// caches it there. A bundle that does not load is regenerated and replaced.
     pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
-        let path = dir.join(BUNDLE_FILE);
-        let replace = match Self::load(&path) {
-            Ok(chain) => return Ok(chain),
-            Err(CertError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => {
-                log::warn!("regenerating the emulated Intel key chain: {e}");
-                true
-            }
-        };
-        Self::generate()?.publish(dir, replace)
+        cert_cache::load_or_create(dir, ())
     }
 
     /// [`Self::load_or_create`] in [`default_cache_dir`].
@@ -428,18 +373,7 @@ impl EmulatedIntelChain {
     /// root signs itself, the PCK Platform CA and the TCB signing certificate, the
     /// Platform CA signs the PCK certificate, and the SGX extensions parse.
     pub fn load(path: &Path) -> Result<Self, CertError> {
-        let text = fs::read(path).map_err(|source| CertError::Io { what: "read", path: path.into(), source })?;
-        let invalid = |reason: String| CertError::Invalid { path: path.into(), reason };
-        let blocks = pem_blocks(&text).map_err(invalid)?;
-        let labels: Vec<&str> = blocks.iter().map(|(l, _)| l.as_str()).collect();
-        let expected = [["PRIVATE KEY"; 5].as_slice(), &["CERTIFICATE"; 4]].concat();
-        if labels != expected {
-            return Err(invalid(format!("expected 5 private keys then 4 certificates, found {labels:?}")));
-        }
-        let key = |i: usize| SigningKey::from_pkcs8_der(&blocks[i].1).map_err(|e| invalid(format!("key {i}: {e}")));
-        let keys = [key(0)?, key(1)?, key(2)?, key(3)?, key(4)?];
-        let certs = [blocks[5].1.clone(), blocks[6].1.clone(), blocks[7].1.clone(), blocks[8].1.clone()];
-        Self::from_parts(keys, certs).map_err(invalid)
+        cert_cache::load(path, ())
     }
 
     /// Assembles and checks a chain from its keys (root, PCK Platform CA, PCK, TCB
@@ -506,7 +440,7 @@ impl EmulatedIntelChain {
 
         let root_name = emulated_name("cvmm emulated SGX Root CA")?;
         let pck_ca_name = emulated_name("cvmm emulated SGX PCK Platform CA")?;
-        let root_spki = spki(root_key.verifying_key(), "root")?;
+        let root_spki = x509::spki(root_key.verifying_key(), "root")?;
         let root_ski =
             SubjectKeyIdentifier::try_from(root_spki.owned_to_ref()).map_err(|e| encode_err("root SKI", e))?;
         let root_aki = AuthorityKeyIdentifier {
@@ -519,7 +453,8 @@ impl EmulatedIntelChain {
         let root = build_cert(
             "root",
             CertSpec {
-                issuer: root_name.clone(),
+                issuer: Some(root_name.clone()),
+                serial: random_serial("root")?,
                 lifetime: CA_LIFETIME,
                 subject: root_name.clone(),
                 spki: root_spki,
@@ -532,13 +467,14 @@ impl EmulatedIntelChain {
             },
             &root_key,
         )?;
-        let pck_ca_spki = spki(pck_ca_key.verifying_key(), "PCK Platform CA")?;
+        let pck_ca_spki = x509::spki(pck_ca_key.verifying_key(), "PCK Platform CA")?;
         let pck_ca_ski = SubjectKeyIdentifier::try_from(pck_ca_spki.owned_to_ref())
             .map_err(|e| encode_err("PCK Platform CA SKI", e))?;
         let pck_ca = build_cert(
             "PCK Platform CA",
             CertSpec {
-                issuer: root_name.clone(),
+                issuer: Some(root_name.clone()),
+                serial: random_serial("PCK Platform CA")?,
                 lifetime: CA_LIFETIME,
                 subject: pck_ca_name.clone(),
                 spki: pck_ca_spki,
@@ -552,7 +488,7 @@ impl EmulatedIntelChain {
             &root_key,
         )?;
         let leaf = |which: &'static str, cn: &str, key: &SigningKey, issuer: &Name, aki: &SubjectKeyIdentifier| {
-            let leaf_spki = spki(key.verifying_key(), which)?;
+            let leaf_spki = x509::spki(key.verifying_key(), which)?;
             let ski = SubjectKeyIdentifier::try_from(leaf_spki.owned_to_ref()).map_err(|e| encode_err(which, e))?;
             let aki = AuthorityKeyIdentifier {
                 key_identifier: Some(aki.0.clone()),
@@ -560,7 +496,8 @@ impl EmulatedIntelChain {
                 authority_cert_serial_number: None,
             };
             Ok::<_, CertError>(CertSpec {
-                issuer: issuer.clone(),
+                issuer: Some(issuer.clone()),
+                serial: random_serial(which)?,
                 lifetime: LEAF_LIFETIME,
                 subject: emulated_name(cn)?,
                 spki: leaf_spki,
@@ -594,73 +531,21 @@ impl EmulatedIntelChain {
         })
     }
 
-    /// The cache bundle's text.
-    fn bundle(&self) -> Result<String, CertError> {
-        let mut out = String::new();
-        for key in [&self.root_key, &self.pck_ca_key, &self.pck_key, &self.tcb_signing_key, &self.attestation_key] {
-            let der = key.to_pkcs8_der().map_err(|e| encode_err("private key", e))?;
-            out.push_str(&pem("PRIVATE KEY", der.as_bytes())?);
-        }
-        for der in [&self.root_der, &self.pck_ca_der, &self.pck_der, &self.tcb_signing_der] {
-            out.push_str(&pem("CERTIFICATE", der)?);
-        }
-        Ok(out)
-    }
-
-    /// Writes this chain's bundle into `dir` and returns the chain the directory
-    /// holds afterwards: this one, or the valid one another process published first
-    /// (unless `replace`, which overwrites whatever is there).
-    fn publish(self, dir: &Path, replace: bool) -> Result<Self, CertError> {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|source| CertError::Io {
-            what: "create directory",
-            path: dir.into(),
-            source,
-        })?;
-        let path = dir.join(BUNDLE_FILE);
-        let tmp = write_temp(dir, BUNDLE_FILE, self.bundle()?.as_bytes(), 0o600)?;
-        let result = (|| {
-            if !replace {
-                match fs::hard_link(&tmp, &path) {
-                    Ok(()) => return Ok(self),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        // Another process was first: use its chain if it is valid.
-                        if let Ok(theirs) = Self::load(&path) {
-                            return Ok(theirs);
-                        }
-                    }
-                    // A file system without hard links: fall back to rename.
-                    Err(_) => {}
-                }
-            }
-            fs::rename(&tmp, &path).map_err(|source| CertError::Io { what: "rename into place", path, source })?;
-            Ok(self)
-        })();
-        // After a link (or a failed rename) the temporary name is left over.
-        let _ = fs::remove_file(&tmp);
-        result
-    }
-
     /// Writes `root.pem` (the root to trust), `pck_chain.pem` (PCK, PCK Platform CA,
     /// root: the chain a quote carries), `pck.pem` and `tcb_signing_chain.pem` (TCB
     /// signing then root, as Intel's TCB-Info-Issuer-Chain) into `dir`.
     pub fn export(&self, dir: &Path) -> Result<(), CertError> {
-        fs::create_dir_all(dir).map_err(|source| CertError::Io {
-            what: "create directory",
-            path: dir.into(),
-            source,
-        })?;
         let root = pem("CERTIFICATE", &self.root_der)?;
         let pck = pem("CERTIFICATE", &self.pck_der)?;
         let tcb = format!("{}{root}", pem("CERTIFICATE", &self.tcb_signing_der)?);
         let chain = self.pck_chain_pem()?;
-        for (name, text) in
-            [("root.pem", &root), ("pck_chain.pem", &chain), ("pck.pem", &pck), ("tcb_signing_chain.pem", &tcb)]
-        {
-            let tmp = write_temp(dir, name, text.as_bytes(), 0o644)?;
-            let path = dir.join(name);
-            fs::rename(&tmp, &path).map_err(|source| CertError::Io { what: "rename into place", path, source })?;
-        }
-        Ok(())
+        let files = [
+            ("root.pem", root.as_str()),
+            ("pck_chain.pem", &chain),
+            ("pck.pem", &pck),
+            ("tcb_signing_chain.pem", &tcb),
+        ];
+        Ok(cert_cache::export(dir, &files)?)
     }
 
     /// The PEM chain a quote carries (certification data type 5): the PCK
@@ -740,6 +625,43 @@ impl EmulatedIntelChain {
         let mut id = [0u8; 16];
         id.copy_from_slice(&mac[..16]);
         id
+    }
+}
+
+impl CachedChain for EmulatedIntelChain {
+    type Error = CertError;
+    type Params = ();
+    const BUNDLE_FILE: &'static str = BUNDLE_FILE;
+    const NAME: &'static str = "the emulated Intel key chain";
+
+    fn from_bundle(path: &Path, text: &[u8], (): ()) -> Result<Self, CertError> {
+        let invalid = |reason: String| CertError::Invalid { path: path.into(), reason };
+        let blocks = pem_blocks(text).map_err(invalid)?;
+        let labels: Vec<&str> = blocks.iter().map(|(l, _)| l.as_str()).collect();
+        let expected = [["PRIVATE KEY"; 5].as_slice(), &["CERTIFICATE"; 4]].concat();
+        if labels != expected {
+            return Err(invalid(format!("expected 5 private keys then 4 certificates, found {labels:?}")));
+        }
+        let key = |i: usize| SigningKey::from_pkcs8_der(&blocks[i].1).map_err(|e| invalid(format!("key {i}: {e}")));
+        let keys = [key(0)?, key(1)?, key(2)?, key(3)?, key(4)?];
+        let certs = [blocks[5].1.clone(), blocks[6].1.clone(), blocks[7].1.clone(), blocks[8].1.clone()];
+        Self::from_parts(keys, certs).map_err(invalid)
+    }
+
+    fn generate_with((): ()) -> Result<Self, CertError> {
+        Self::generate()
+    }
+
+    fn bundle(&self) -> Result<String, CertError> {
+        let mut out = String::new();
+        for key in [&self.root_key, &self.pck_ca_key, &self.pck_key, &self.tcb_signing_key, &self.attestation_key] {
+            let der = key.to_pkcs8_der().map_err(|e| encode_err("private key", e))?;
+            out.push_str(&pem("PRIVATE KEY", der.as_bytes())?);
+        }
+        for der in [&self.root_der, &self.pck_ca_der, &self.pck_der, &self.tcb_signing_der] {
+            out.push_str(&pem("CERTIFICATE", der)?);
+        }
+        Ok(out)
     }
 }
 
@@ -828,140 +750,27 @@ pub fn verify_chain(chain: &[Certificate], trusted_root: &[u8]) -> Result<Verify
 
 /// Intel's subject name layout (CN, O, L, ST, C; C a PrintableString, the rest
 /// UTF8Strings) with O = "cvmm emulated".
-fn emulated_name(cn: &str) -> Result<Name, CertError> {
-    let attrs = [(oid::CN, cn), (oid::O, "cvmm emulated"), (oid::L, "Santa Clara"), (oid::ST, "CA"), (oid::C, "US")];
-    let mut rdns = Vec::new();
-    for (id, value) in attrs {
-        let tag = if id == oid::C { Tag::PrintableString } else { Tag::Utf8String };
-        let value = Any::new(tag, value.as_bytes()).map_err(|e| encode_err("subject name", e))?;
-        let atv = x509_cert::attr::AttributeTypeAndValue { oid: id, value };
-        let set = SetOfVec::try_from(vec![atv]).map_err(|e| encode_err("subject name", e))?;
-        rdns.push(RelativeDistinguishedName(set));
-    }
-    Ok(RdnSequence(rdns))
+fn emulated_name(cn: &str) -> Result<Name, X509Error> {
+    x509::name(&[
+        (attr::CN, cn),
+        (attr::O, "cvmm emulated"),
+        (attr::L, "Santa Clara"),
+        (attr::ST, "CA"),
+        (attr::C, "US"),
+    ])
 }
 
-fn spki(key: &VerifyingKey, which: &'static str) -> Result<SubjectPublicKeyInfoOwned, CertError> {
-    let der = key.to_public_key_der().map_err(|e| encode_err(which, e))?;
-    SubjectPublicKeyInfoOwned::from_der(der.as_bytes()).map_err(|e| encode_err(which, e))
-}
-
-fn encode_err(which: &'static str, e: impl std::fmt::Display) -> CertError {
-    CertError::Encode { which, reason: e.to_string() }
-}
-
-/// PEM text of one DER block.
-fn pem(label: &'static str, der: &[u8]) -> Result<String, CertError> {
-    x509_cert::der::pem::encode_string(label, LineEnding::LF, der).map_err(|e| encode_err(label, e))
-}
-
-/// Splits PEM text into (label, DER) blocks.
-fn pem_blocks(text: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    const BEGIN: &[u8] = b"-----BEGIN ";
-    const END: &[u8] = b"-----END ";
-    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
-    let mut blocks = Vec::new();
-    let mut rest = text;
-    while let Some(start) = find(rest, BEGIN) {
-        let after = &rest[start..];
-        let end = find(after, END).ok_or("a PEM block has no END line")?;
-        let close = find(&after[end + END.len()..], b"-----").ok_or("a PEM END line is not closed")?;
-        let len = end + END.len() + close + 5;
-        let (label, der) = x509_cert::der::pem::decode_vec(&after[..len]).map_err(|e| format!("PEM block: {e}"))?;
-        blocks.push((label.to_string(), der));
-        rest = &after[len..];
-    }
-    Ok(blocks)
-}
-
-/// Writes `data` to a new temporary file in `dir` (named after `name`) with `mode`,
-/// synced to disk, and returns its path.
-fn write_temp(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<PathBuf, CertError> {
-    let mut nonce = [0u8; 8];
-    OsRng.try_fill_bytes(&mut nonce).map_err(CertError::Rng)?;
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), hex::encode(nonce)));
-    let io_err = |what| {
-        let path = tmp.clone();
-        move |source| CertError::Io { what, path, source }
-    };
-    let mut f: File =
-        OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io_err("create"))?;
-    // The umask may have cleared bits of `mode`; set them exactly.
-    f.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("set permissions of"))?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(io_err("write"))?;
-    Ok(tmp)
-}
-
-/// What differs between the certificates.
-struct CertSpec {
-    issuer: Name,
-    lifetime: Duration,
-    subject: Name,
-    spki: SubjectPublicKeyInfoOwned,
-    extensions: Vec<Extension>,
-}
-
-fn build_cert(which: &'static str, spec: CertSpec, signer: &SigningKey) -> Result<Certificate, CertError> {
-    let now = SystemTime::now();
-    let time = |t: SystemTime| Time::try_from(t).map_err(|e| encode_err(which, e));
-    let validity = Validity { not_before: time(now - BACKDATE)?, not_after: time(now + spec.lifetime)? };
-    // A random 20-byte positive serial number, as Intel's certificates have.
+/// A random 20-byte positive serial number, as Intel's certificates have.
+fn random_serial(which: &'static str) -> Result<SerialNumber, CertError> {
     let mut serial = [0u8; 20];
     OsRng.try_fill_bytes(&mut serial).map_err(CertError::Rng)?;
     serial[0] = (serial[0] & 0x7f) | 0x10;
-    let serial = SerialNumber::new(&serial).map_err(|e| encode_err(which, e))?;
-    let build_err = |source| CertError::Build { which, source };
-    let mut builder = CertificateBuilder::new(
-        Profile::Manual { issuer: Some(spec.issuer) },
-        serial,
-        validity,
-        spec.subject,
-        spec.spki,
-        signer,
-    )
-    .map_err(build_err)?;
-    for e in spec.extensions {
-        builder.add_extension(&RawExtension(e)).map_err(build_err)?;
-    }
-    builder.build::<DerSignature>().map_err(build_err)
+    Ok(SerialNumber::new(&serial).map_err(|e| encode_err(which, e))?)
 }
 
-/// An extension given as-is, for the builder's `add_extension`.
-struct RawExtension(Extension);
-
-impl x509_cert::der::oid::AssociatedOid for RawExtension {
-    /// Unused: [`AsExtension::to_extension`] returns the extension's own OID.
-    const OID: ObjectIdentifier = oid::SGX_EXTENSIONS;
-}
-
-impl Encode for RawExtension {
-    fn encoded_len(&self) -> x509_cert::der::Result<x509_cert::der::Length> {
-        self.0.encoded_len()
-    }
-
-    fn encode(&self, writer: &mut impl x509_cert::der::Writer) -> x509_cert::der::Result<()> {
-        self.0.encode(writer)
-    }
-}
-
-impl AsExtension for RawExtension {
-    fn critical(&self, _: &Name, _: &[Extension]) -> bool {
-        self.0.critical
-    }
-
-    fn to_extension(&self, _: &Name, _: &[Extension]) -> x509_cert::der::Result<Extension> {
-        Ok(self.0.clone())
-    }
-}
-
-/// A standard extension as an [`Extension`] (with the criticality Intel's
-/// certificates give it: key usage and basic constraints critical).
-fn ext<E: AsExtension>(e: &E, which: &'static str) -> Result<Extension, CertError> {
-    let mut ext = e.to_extension(&Name::default(), &[]).map_err(|err| encode_err(which, err))?;
-    if ext.extn_id == oid::BASIC_CONSTRAINTS {
-        ext.critical = true;
-    }
-    Ok(ext)
+/// Builds certificate `which` signed with ECDSA P-256 and SHA-256.
+fn build_cert(which: &'static str, spec: CertSpec, signer: &SigningKey) -> Result<Certificate, X509Error> {
+    x509::builder(which, spec, signer)?.build::<DerSignature>().map_err(build_err(which))
 }
 
 /// The chain the crate's unit tests share, cached under target/<profile>/.
@@ -1003,6 +812,8 @@ pub(crate) mod refs {
 mod tests {
     use super::refs::*;
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     /// Under target/<profile>/ (the test binary is target/<profile>/deps/launch-*).
     pub(super) fn test_cache_dir() -> PathBuf {
@@ -1153,9 +964,9 @@ mod tests {
     fn publishing_after_another_process_adopts_its_chain() {
         let dir = scratch_dir("race");
         let theirs = EmulatedIntelChain::generate().unwrap();
-        let first = theirs.clone().publish(&dir, false).unwrap();
+        let first = cert_cache::publish(theirs.clone(), &dir, false, ()).unwrap();
         assert_eq!(first.root_der(), theirs.root_der());
-        let second = tests_chain().clone().publish(&dir, false).unwrap();
+        let second = cert_cache::publish(tests_chain().clone(), &dir, false, ()).unwrap();
         assert_eq!(second.root_der(), theirs.root_der(), "the loser must adopt the published chain");
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [BUNDLE_FILE]);
@@ -1215,20 +1026,5 @@ mod tests {
         let key = tests_chain().bundle().unwrap();
         let err = parse_pem_chain(key.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("PRIVATE KEY"), "{err}");
-    }
-
-    #[test]
-    fn cache_dir_prefers_cvmm_cache_dir_then_xdg_then_home() {
-        use std::ffi::OsString;
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| OsString::from(v))
-        };
-        let all = env(&[("CVMM_CACHE_DIR", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(all).unwrap(), Path::new("/c/tdx-chain"));
-        let xdg = env(&[("CVMM_CACHE_DIR", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(xdg).unwrap(), Path::new("/x/cvmm/tdx-chain"));
-        let home = env(&[("XDG_CACHE_HOME", "relative"), ("HOME", "/h")]);
-        assert_eq!(cache_dir_from(home).unwrap(), Path::new("/h/.cache/cvmm/tdx-chain"));
-        assert!(matches!(cache_dir_from(env(&[])), Err(CertError::NoCacheDir)));
     }
 }

@@ -20,14 +20,13 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kvm_bindings::{
-    kvm_enable_cap, kvm_mp_state, kvm_regs, kvm_segment, kvm_userspace_memory_region,
-    KVM_CAP_EXIT_ON_EMULATION_FAILURE, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
-};
+use kvm_bindings::{kvm_mp_state, kvm_regs, kvm_segment, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::emulation;
 use crate::measure::tdx::{Mrtd, Rtmr, DIGEST_SIZE};
+use crate::memslots::add_memory_slots;
 use crate::plan::{LaunchPlan, PageType, TdxPageType, VcpuState, PAGE_SIZE};
 use crate::snp::emulated::{PvalidateResult, Rmp};
 use crate::{LaunchBackend, LaunchError, VcpuInit};
@@ -268,43 +267,18 @@ impl EmulatedTdx {
     }
 }
 
-fn emu_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> LaunchError {
-    move |source| LaunchError::Emulation { what, source }
-}
-
 impl LaunchBackend for EmulatedTdx {
     fn name(&self) -> &'static str {
         "TDX (emulated)"
     }
 
     fn create_vm(&mut self, kvm: &Kvm) -> Result<VmFd, LaunchError> {
-        let vm = kvm.create_vm().map_err(LaunchError::CreateVm)?;
-        let cap = kvm_enable_cap { cap: KVM_CAP_EXIT_ON_EMULATION_FAILURE, args: [1, 0, 0, 0], ..Default::default() };
-        vm.enable_cap(&cap).map_err(emu_err("KVM_CAP_EXIT_ON_EMULATION_FAILURE"))?;
-        Ok(vm)
+        emulation::create_vm(kvm)
     }
 
     fn add_memory(&mut self, vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), LaunchError> {
-        let count = mem.num_regions();
-        for (i, region) in mem.iter().enumerate() {
-            for (slot, gpa) in [(i, region.start_addr().0), (i + count, region.start_addr().0 | SHARED_BIT)] {
-                let desc = kvm_userspace_memory_region {
-                    slot: slot as u32,
-                    flags: 0,
-                    guest_phys_addr: gpa,
-                    memory_size: region.len(),
-                    userspace_addr: region.as_ptr() as u64,
-                };
-                // SAFETY: the mapping belongs to `mem`, which outlives the VM (the builder
-                // keeps both), and covers `memory_size` bytes; two slots may alias it.
-                unsafe { vm.set_user_memory_region(desc) }.map_err(|source| LaunchError::SetMemoryRegion {
-                    slot: slot as u32,
-                    gpa,
-                    len: region.len(),
-                    source,
-                })?;
-            }
-        }
+        // The private view at the GPA, the shared view at GPA | shared bit: the same pages.
+        add_memory_slots(vm, mem, &[0, SHARED_BIT])?;
         // The vCPU count is known once the plan is loaded; the platform is made then.
         self.platform =
             Some(Arc::new(EmulatedTdxPlatform::new(mem, &self.config, 0, self.chain.clone(), self.qe.clone())));

@@ -33,7 +33,8 @@ use thiserror::Error;
 use x509_cert::Certificate;
 
 use super::certs::{parse_pem_chain, verify_chain, CertError, EmulatedIntelChain};
-use super::report::{array, le_u64, verify_td_report, ReportError, ReportMacKey, TdReport};
+use super::report::{verify_td_report, ReportError, ReportMacKey, TdReport};
+use crate::bytes::{array, le_u16, le_u32, le_u64};
 use crate::measure::tdx::DIGEST_SIZE;
 
 /// Quote version 4.
@@ -355,18 +356,17 @@ impl SgxReportBody {
 
     /// Reads the 384 bytes (reserved bytes are ignored).
     pub fn from_bytes(b: &[u8; QE_REPORT_SIZE]) -> Self {
-        let u16_at = |at: usize| u16::from_le_bytes(array(b, at));
         Self {
             cpu_svn: array(b, 0),
-            misc_select: u32::from_le_bytes(array(b, 16)),
+            misc_select: le_u32(b, 16),
             isv_ext_prod_id: array(b, 32),
             attributes: array(b, 48),
             mr_enclave: array(b, 64),
             mr_signer: array(b, 128),
             config_id: array(b, 192),
-            isv_prod_id: u16_at(256),
-            isv_svn: u16_at(258),
-            config_svn: u16_at(260),
+            isv_prod_id: le_u16(b, 256),
+            isv_svn: le_u16(b, 258),
+            config_svn: le_u16(b, 260),
             isv_family_id: array(b, 304),
             report_data: array(b, 320),
         }
@@ -1164,9 +1164,9 @@ mod tests {
 }
 
 /// Emulated collateral (TCB info, QE identity, CRLs, all signed by the emulated
-/// chain), so that dcap-qvl's complete verification can run on emulated quotes.
-#[cfg(test)]
-pub(crate) mod collateral_tests {
+/// chain), so that a complete DCAP verification (dcap-qvl's, `cvmm verify`'s) can run
+/// on emulated quotes. Valid from a day before it is made for 30 days.
+pub mod collateral {
     use std::time::{Duration, SystemTime};
 
     use p256::ecdsa::DerSignature;
@@ -1178,17 +1178,26 @@ pub(crate) mod collateral_tests {
     use x509_cert::time::Time;
 
     use super::*;
-    use crate::tdx::certs::tests_chain;
-    use crate::tdx::report::{TdInfo, TeeTcbInfo, EMULATED_TEE_TCB_SVN};
+    use crate::tdx::report::EMULATED_TEE_TCB_SVN;
+
+    /// Why collateral could not be made.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot make the emulated TDX collateral: {0}")]
+    pub struct CollateralError(String);
+
+    fn err(e: impl std::fmt::Display) -> CollateralError {
+        CollateralError(e.to_string())
+    }
 
     const DAY: u64 = 86_400;
 
-    fn now() -> u64 {
-        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
+    /// Seconds since the epoch.
+    pub fn now() -> u64 {
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 
     fn rfc3339(secs: u64) -> String {
-        let t = DateTime::from_unix_duration(Duration::from_secs(secs)).unwrap();
+        let Ok(t) = DateTime::from_unix_duration(Duration::from_secs(secs)) else { return String::new() };
         format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
             t.year(),
@@ -1207,57 +1216,59 @@ pub(crate) mod collateral_tests {
 
     /// A version 2 CRL with no revoked certificate, a CRL number and an authority
     /// key identifier, issued by `issuer_der`'s subject with `key`.
-    fn crl(issuer_der: &[u8], key: &SigningKey) -> Vec<u8> {
-        let issuer = Certificate::from_der(issuer_der).unwrap();
+    fn crl(issuer_der: &[u8], key: &SigningKey) -> Result<Vec<u8>, CollateralError> {
+        let issuer = Certificate::from_der(issuer_der).map_err(err)?;
         let alg =
             AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"), parameters: None };
-        let time = |secs: u64| Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+        let time = |secs: u64| Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).map_err(err);
         let ski = issuer
             .tbs_certificate
             .extensions
             .as_ref()
-            .unwrap()
-            .iter()
-            .find(|e| e.extn_id == ObjectIdentifier::new_unwrap("2.5.29.14"))
-            .unwrap()
+            .and_then(|exts| exts.iter().find(|e| e.extn_id == ObjectIdentifier::new_unwrap("2.5.29.14")))
+            .ok_or_else(|| err("the issuer has no subject key identifier"))?
             .extn_value
             .clone();
-        let key_id = OctetString::from_der(ski.as_bytes()).unwrap();
+        let key_id = OctetString::from_der(ski.as_bytes()).map_err(err)?;
         let aki = x509_cert::ext::pkix::AuthorityKeyIdentifier {
             key_identifier: Some(key_id),
             authority_cert_issuer: None,
             authority_cert_serial_number: None,
         };
-        let number = Uint::new(&[1]).unwrap();
-        let ext = |oid: &str, der: Vec<u8>| Extension {
-            extn_id: ObjectIdentifier::new_unwrap(oid),
-            critical: false,
-            extn_value: OctetString::new(der).unwrap(),
+        let number = Uint::new(&[1]).map_err(err)?;
+        let ext = |oid: &str, der: Vec<u8>| -> Result<Extension, CollateralError> {
+            Ok(Extension {
+                extn_id: ObjectIdentifier::new_unwrap(oid),
+                critical: false,
+                extn_value: OctetString::new(der).map_err(err)?,
+            })
         };
         let tbs = TbsCertList {
             version: x509_cert::Version::V2,
             signature: alg.clone(),
             issuer: issuer.tbs_certificate.subject.clone(),
-            this_update: time(now() - DAY),
-            next_update: Some(time(now() + 30 * DAY)),
+            this_update: time(now() - DAY)?,
+            next_update: Some(time(now() + 30 * DAY)?),
             revoked_certificates: None,
             crl_extensions: Some(vec![
-                ext("2.5.29.20", number.to_der().unwrap()),
-                ext("2.5.29.35", aki.to_der().unwrap()),
+                ext("2.5.29.20", number.to_der().map_err(err)?)?,
+                ext("2.5.29.35", aki.to_der().map_err(err)?)?,
             ]),
         };
-        let sig: DerSignature = key.sign(&tbs.to_der().unwrap());
+        let sig: DerSignature = key.sign(&tbs.to_der().map_err(err)?);
         let list = CertificateList {
             tbs_cert_list: tbs,
             signature_algorithm: alg,
-            signature: BitString::from_bytes(sig.as_bytes()).unwrap(),
+            signature: BitString::from_bytes(sig.as_bytes()).map_err(err)?,
         };
-        list.to_der().unwrap()
+        list.to_der().map_err(err)
     }
 
-    fn pem_of(ders: &[&[u8]]) -> String {
+    fn pem_of(ders: &[&[u8]]) -> Result<String, CollateralError> {
         ders.iter()
-            .map(|d| x509_cert::der::pem::encode_string("CERTIFICATE", x509_cert::der::pem::LineEnding::LF, d).unwrap())
+            .map(|d| {
+                x509_cert::der::pem::encode_string("CERTIFICATE", x509_cert::der::pem::LineEnding::LF, d).map_err(err)
+            })
             .collect()
     }
 
@@ -1310,14 +1321,15 @@ pub(crate) mod collateral_tests {
         )
     }
 
-    pub(crate) fn collateral(chain: &EmulatedIntelChain, fmspc: &str) -> dcap_qvl::QuoteCollateralV3 {
-        let tcb_chain = pem_of(&[chain.tcb_signing_der(), chain.root_der()]);
+    /// The collateral of the emulated platform whose PCK carries `fmspc` (upper-case hex).
+    pub fn collateral(chain: &EmulatedIntelChain, fmspc: &str) -> Result<dcap_qvl::QuoteCollateralV3, CollateralError> {
+        let tcb_chain = pem_of(&[chain.tcb_signing_der(), chain.root_der()])?;
         let tcb_info = tcb_info_json(chain, fmspc);
         let qe_identity = qe_identity_json();
-        dcap_qvl::QuoteCollateralV3 {
-            pck_crl_issuer_chain: pem_of(&[chain.pck_ca_der(), chain.root_der()]),
-            root_ca_crl: crl(chain.root_der(), chain.root_signing_key()),
-            pck_crl: crl(chain.pck_ca_der(), chain.pck_ca_signing_key()),
+        Ok(dcap_qvl::QuoteCollateralV3 {
+            pck_crl_issuer_chain: pem_of(&[chain.pck_ca_der(), chain.root_der()])?,
+            root_ca_crl: crl(chain.root_der(), chain.root_signing_key())?,
+            pck_crl: crl(chain.pck_ca_der(), chain.pck_ca_signing_key())?,
             tcb_info_issuer_chain: tcb_chain.clone(),
             tcb_info_signature: raw_sig(chain.tcb_signing_key(), tcb_info.as_bytes()),
             tcb_info,
@@ -1325,7 +1337,26 @@ pub(crate) mod collateral_tests {
             qe_identity_signature: raw_sig(chain.tcb_signing_key(), qe_identity.as_bytes()),
             qe_identity,
             pck_certificate_chain: None,
-        }
+        })
+    }
+
+    /// The FMSPC of the emulated platform's PCK (upper-case hex).
+    pub fn fmspc(chain: &EmulatedIntelChain) -> String {
+        hex::encode_upper(chain.sgx_extensions().fmspc)
+    }
+}
+
+/// Tests of the emulated collateral with dcap-qvl's full verification.
+#[cfg(test)]
+pub(crate) mod collateral_tests {
+    use super::collateral::now;
+    pub(crate) use super::collateral::{collateral as collateral_of, fmspc};
+    use super::*;
+    use crate::tdx::certs::tests_chain;
+    use crate::tdx::report::{TdInfo, TeeTcbInfo};
+
+    pub(crate) fn collateral(chain: &EmulatedIntelChain, fmspc: &str) -> dcap_qvl::QuoteCollateralV3 {
+        collateral_of(chain, fmspc).unwrap()
     }
 
     pub(crate) fn quote_bytes(chain: &EmulatedIntelChain) -> Vec<u8> {
@@ -1338,10 +1369,6 @@ pub(crate) mod collateral_tests {
 
     fn verifier(chain: &EmulatedIntelChain) -> dcap_qvl::verify::QuoteVerifier<dcap_qvl::configs::RustCryptoConfig> {
         dcap_qvl::verify::QuoteVerifier::new_with_config(chain.root_der().to_vec())
-    }
-
-    pub(crate) fn fmspc(chain: &EmulatedIntelChain) -> String {
-        hex::encode_upper(chain.sgx_extensions().fmspc)
     }
 
     #[test]

@@ -26,6 +26,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha384};
 use thiserror::Error;
 
+use crate::bytes::{array, le_u64};
 use crate::measure::tdx::{Rtmr, DIGEST_SIZE};
 
 /// Size of TDREPORT_STRUCT.
@@ -216,18 +217,6 @@ impl Default for TeeTcbInfo {
             tee_tcb_svn2: [0; 16],
         }
     }
-}
-
-/// The `N` bytes of `b` at `at` (callers pass in-bounds ranges of fixed-size buffers).
-pub(crate) fn array<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    out.copy_from_slice(&b[at..at + N]);
-    out
-}
-
-/// The little-endian u64 at `at`.
-pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(array(b, at))
 }
 
 impl TeeTcbInfo {

@@ -23,7 +23,10 @@ use x509_cert::spki::ObjectIdentifier;
 use x509_cert::Certificate;
 
 use super::{expect_eq, Check, Expectations, Verdict};
+use crate::bytes::le_u64;
+use crate::snp::certs::oid;
 use crate::snp::guest_msg::{cert_guid, parse_cert_table};
+use crate::x509::attr;
 
 /// Size of an ATTESTATION_REPORT.
 pub const REPORT_SIZE: usize = 0x4A0;
@@ -47,19 +50,6 @@ const OFF_CHIP_ID: usize = 0x1A0;
 const OFF_SIG_R: usize = SIGNED_LEN;
 const SIG_COMPONENT_LEN: usize = 72;
 const SCALAR_LEN: usize = 48;
-
-/// AMD's VCEK/VLEK extensions (AMD 57230, table "VCEK Certificate Extensions").
-mod oid {
-    use x509_cert::spki::ObjectIdentifier as Oid;
-    pub const PRODUCT_NAME: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.2");
-    pub const BL_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
-    pub const TEE_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
-    pub const SNP_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
-    pub const UCODE_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
-    pub const FMC_SPL: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
-    pub const HW_ID: Oid = Oid::new_unwrap("1.3.6.1.4.1.3704.1.4");
-    pub const CN: Oid = Oid::new_unwrap("2.5.4.3");
-}
 
 /// Errors from parsing a report or reading certificates.
 #[derive(Debug, Error)]
@@ -217,7 +207,7 @@ impl SnpReport {
 
     /// The guest policy.
     pub fn policy(&self) -> u64 {
-        self.u64_at(0x08)
+        le_u64(&self.raw, 0x08)
     }
 
     /// The product the report's CPUID fields name (versions 3 and later).
@@ -229,12 +219,6 @@ impl SnpReport {
     /// Whether the TCB fields are in Turin's layout (with an FMC SPL).
     fn turin_layout(&self) -> bool {
         self.report.reported_tcb.fmc.is_some()
-    }
-
-    fn u64_at(&self, off: usize) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.raw[off..off + 8]);
-        u64::from_le_bytes(b)
     }
 
     /// Checks the report's signature with `key` over its first [`SIGNED_LEN`] bytes:
@@ -268,7 +252,7 @@ impl SnpReport {
         let policy = self.policy();
         let tcb = |t: &TcbVersion, off: usize| {
             let mut v = serde_json::json!({
-                "raw": format!("{:#018x}", self.u64_at(off)),
+                "raw": format!("{:#018x}", le_u64(&self.raw, off)),
                 "bootloader": t.bootloader,
                 "tee": t.tee,
                 "snp": t.snp,
@@ -281,7 +265,7 @@ impl SnpReport {
         };
         let version = |v: &sev::firmware::guest::Version| format!("{}.{}.{}", v.major, v.minor, v.build);
         let bit = |v: u64, n: u32| v >> n & 1 == 1;
-        let plat = self.u64_at(0x40);
+        let plat = le_u64(&self.raw, 0x40);
         let key_info = u32::from(r.key_info);
         let signing_key = match (key_info >> 2) & 7 {
             0 => "vcek",
@@ -400,7 +384,7 @@ pub fn common_name(cert: &Certificate) -> Option<String> {
         .0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
-        .find(|atv| atv.oid == oid::CN)
+        .find(|atv| atv.oid == attr::CN)
         .and_then(|atv| std::str::from_utf8(atv.value.value()).ok().map(str::to_string))
 }
 

@@ -20,6 +20,7 @@ use thiserror::Error;
 use x509_cert::der::{Decode, Encode};
 
 use super::{expect_eq, Check, Expectations, Verdict};
+use crate::bytes::{le_u16, le_u32};
 
 /// Size of the quote header.
 pub const HEADER_LEN: usize = 48;
@@ -160,18 +161,8 @@ pub struct TdxQuote {
 /// zero where a quote has its key type.
 pub fn looks_like_quote(bytes: &[u8]) -> bool {
     let Some(h) = bytes.get(..8) else { return false };
-    let version = u16::from_le_bytes([h[0], h[1]]);
-    let key = u16::from_le_bytes([h[2], h[3]]);
-    let tee = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let (version, key, tee) = (le_u16(h, 0), le_u16(h, 2), le_u32(h, 4));
     matches!(version, 4 | 5) && matches!(key, 2 | 3) && matches!(tee, TEE_TYPE_TDX | 0)
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
 impl TdxQuote {
@@ -180,12 +171,12 @@ impl TdxQuote {
         let len = bytes.len();
         let need = |need: usize, what| if len < need { Err(TdxError::Truncated { len, need, what }) } else { Ok(()) };
         need(HEADER_LEN, "header")?;
-        let version = u16_at(bytes, 0);
+        let version = le_u16(bytes, 0);
         if !matches!(version, 4 | 5) {
             return Err(TdxError::UnsupportedVersion(version));
         }
-        let key_type = u16_at(bytes, 2);
-        let tee_type = u32_at(bytes, 4);
+        let key_type = le_u16(bytes, 2);
+        let tee_type = le_u32(bytes, 4);
         if tee_type != TEE_TYPE_TDX {
             return Err(TdxError::NotTdx(tee_type));
         }
@@ -196,14 +187,14 @@ impl TdxQuote {
             HEADER_LEN + 584
         } else {
             need(HEADER_LEN + 6, "v5 body header")?;
-            let body_type = u16_at(bytes, HEADER_LEN);
+            let body_type = le_u16(bytes, HEADER_LEN);
             if !matches!(body_type, 2..=4) {
                 return Err(TdxError::UnsupportedBodyType(body_type));
             }
-            HEADER_LEN + 6 + u32_at(bytes, HEADER_LEN + 2) as usize
+            HEADER_LEN + 6 + le_u32(bytes, HEADER_LEN + 2) as usize
         };
         need(signed_len.saturating_add(4), "TD report")?;
-        let quote_len = signed_len.saturating_add(4).saturating_add(u32_at(bytes, signed_len) as usize);
+        let quote_len = signed_len.saturating_add(4).saturating_add(le_u32(bytes, signed_len) as usize);
         need(quote_len, "signature data length")?;
         let raw = &bytes[..quote_len];
         let quote = Quote::parse(raw).map_err(|e| TdxError::Parse(format!("{e:#}")))?;
@@ -307,8 +298,8 @@ impl TdxQuote {
         let qr = &v3.qe_report;
         qe["mr_enclave"] = hex::encode(&qr[64..96]).into();
         qe["mr_signer"] = hex::encode(&qr[128..160]).into();
-        qe["isv_prod_id"] = u16_at(qr, 256).into();
-        qe["isv_svn"] = u16_at(qr, 258).into();
+        qe["isv_prod_id"] = le_u16(qr, 256).into();
+        qe["isv_svn"] = le_u16(qr, 258).into();
         qe["report_data"] = hex::encode(&qr[320..384]).into();
         if v3.certification_data.cert_type == 5 {
             let pem = String::from_utf8_lossy(&v3.certification_data.body.data);

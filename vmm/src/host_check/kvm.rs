@@ -13,6 +13,7 @@ use kvm_bindings::{
 use kvm_ioctls::Kvm;
 
 use super::{Check, Status};
+pub use launch::snp::kvm::probe::{vm_type_names, VM_TYPE_NAMES};
 use launch::snp::kvm::uapi::KVM_HC_MAP_GPA_RANGE;
 
 /// The capabilities every cvmm VM needs (what the builder checks before it creates one).
@@ -23,9 +24,6 @@ pub const BASE_CAPS: [(u32, &str); 5] = [
     (KVM_CAP_IMMEDIATE_EXIT, "IMMEDIATE_EXIT"),
     (KVM_CAP_SPLIT_IRQCHIP, "SPLIT_IRQCHIP"),
 ];
-
-/// The names of the VM types (KVM_X86_*_VM) by number.
-pub const VM_TYPE_NAMES: [&str; 6] = ["DEFAULT", "SW_PROTECTED", "SEV", "SEV_ES", "SNP", "TDX"];
 
 /// What /dev/kvm answers to KVM_CHECK_EXTENSION (the raw values).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -76,19 +74,6 @@ impl KvmCaps {
     /// Whether VM type `vm_type` (KVM_X86_*_VM) can be created.
     pub fn has_vm_type(&self, vm_type: u32) -> bool {
         vm_type < 32 && self.vm_types & (1 << vm_type) != 0
-    }
-}
-
-/// The names of the VM types set in a KVM_CAP_VM_TYPES mask: "DEFAULT, SNP".
-pub fn vm_type_names(mask: u32) -> String {
-    let names: Vec<String> = (0..32)
-        .filter(|bit| mask & (1 << bit) != 0)
-        .map(|bit| VM_TYPE_NAMES.get(bit).map_or_else(|| format!("type {bit}"), |n| (*n).to_owned()))
-        .collect();
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names.join(", ")
     }
 }
 
@@ -265,14 +250,6 @@ mod tests {
         for name in CONFIDENTIAL_ROWS.iter().chain(&EMULATED_SNP_ROWS).chain(&EMULATED_TDX_ROWS) {
             assert!(rows.iter().any(|r| r.name == *name), "{name} missing");
         }
-    }
-
-    #[test]
-    fn vm_type_masks_are_named() {
-        assert_eq!(vm_type_names(0x1), "DEFAULT");
-        assert_eq!(vm_type_names(0x21), "DEFAULT, TDX");
-        assert_eq!(vm_type_names(0x40), "type 6");
-        assert_eq!(vm_type_names(0), "none");
     }
 
     #[test]

@@ -303,21 +303,6 @@ fn kernel_row(facts: &HostFacts) -> Check {
     }
 }
 
-/// An error and its causes, each once: "a: b: c".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
-}
-
 /// Hosts as the unit tests see them: an SNP host, a TDX host, and a host with neither.
 #[cfg(test)]
 pub(crate) mod fixtures {

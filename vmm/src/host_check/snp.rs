@@ -14,7 +14,8 @@ use launch::snp::kvm::ioctl::snp_platform_status;
 use launch::snp::kvm::probe::{probe_host_with, SnpFirmwareStatus};
 
 use super::host::{read_msr, CpuInfo, CpuidRegs, ModuleParam};
-use super::{error_chain, Check, HostFacts, Status};
+use super::{Check, HostFacts, Status};
+use crate::error_chain;
 
 /// The SYSCFG MSR (AMD APM vol. 2, "System Configuration Register").
 pub const MSR_SYSCFG: u32 = 0xc001_0010;

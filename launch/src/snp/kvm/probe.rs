@@ -107,12 +107,15 @@ pub enum SnpHostError {
     },
 }
 
-/// The names of the VM types set in a `KVM_CAP_VM_TYPES` mask.
-pub(crate) fn vm_type_names(vm_types: u32) -> String {
-    const NAMES: [&str; 6] = ["DEFAULT", "SW_PROTECTED", "SEV", "SEV_ES", "SNP", "TDX"];
+/// The names of the VM types (KVM_X86_*_VM) by number.
+pub const VM_TYPE_NAMES: [&str; 6] = ["DEFAULT", "SW_PROTECTED", "SEV", "SEV_ES", "SNP", "TDX"];
+
+/// The names of the VM types set in a `KVM_CAP_VM_TYPES` mask: "DEFAULT, SNP"; a type
+/// without a name is "type N", an empty mask "none".
+pub fn vm_type_names(vm_types: u32) -> String {
     let names: Vec<String> = (0..32)
         .filter(|bit| vm_types & (1 << bit) != 0)
-        .map(|bit| NAMES.get(bit).map_or_else(|| format!("type {bit}"), |n| (*n).to_owned()))
+        .map(|bit| VM_TYPE_NAMES.get(bit).map_or_else(|| format!("type {bit}"), |n| (*n).to_owned()))
         .collect();
     if names.is_empty() {
         "none".to_owned()
@@ -353,6 +356,7 @@ mod tests {
     fn vm_type_masks_are_named() {
         assert_eq!(vm_type_names(0x1), "DEFAULT");
         assert_eq!(vm_type_names(0x1d), "DEFAULT, SEV, SEV_ES, SNP");
+        assert_eq!(vm_type_names(0x21), "DEFAULT, TDX");
         assert_eq!(vm_type_names(0x80), "type 7");
         assert_eq!(vm_type_names(0), "none");
     }

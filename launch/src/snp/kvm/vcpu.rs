@@ -198,14 +198,22 @@ pub struct KvmSegments {
     pub ldt: kvm_segment,
 }
 
-/// Unpacks a VMCB-format segment (12-bit attributes) into a `kvm_segment`.
+/// Unpacks a VMCB-format segment (12-bit attributes) into a `kvm_segment`, or names the
+/// attribute bits KVM cannot represent.
 fn kvm_segment_of(name: &'static str, s: &SnpSegment) -> Result<kvm_segment, VcpuStateError> {
-    let a = s.attrib;
-    if a & !0xfff != 0 {
-        return Err(VcpuStateError::SegmentAttrib { name, attrib: a });
+    if s.attrib & !0xfff != 0 {
+        return Err(VcpuStateError::SegmentAttrib { name, attrib: s.attrib });
     }
+    Ok(unpack_segment(s))
+}
+
+/// Unpacks a VMCB-format segment into a `kvm_segment` (attribute bits above 11, which
+/// the VMCB format does not have, are ignored); a segment that is not present is
+/// unusable.
+pub(crate) fn unpack_segment(s: &SnpSegment) -> kvm_segment {
+    let a = s.attrib;
     let bit = |n: u16| ((a >> n) & 1) as u8;
-    Ok(kvm_segment {
+    kvm_segment {
         base: s.base,
         limit: s.limit,
         selector: s.selector,
@@ -219,7 +227,32 @@ fn kvm_segment_of(name: &'static str, s: &SnpSegment) -> Result<kvm_segment, Vcp
         g: bit(11),
         unusable: 1 - bit(7),
         padding: 0,
-    })
+    }
+}
+
+/// The general-purpose registers, RIP and RFLAGS of `v` as KVM takes them.
+pub(crate) fn regs_of(v: &SnpVcpu) -> kvm_regs {
+    let [r8, r9, r10, r11, r12, r13, r14, r15] = v.r8_to_r15;
+    kvm_regs {
+        rax: v.rax,
+        rbx: v.rbx,
+        rcx: v.rcx,
+        rdx: v.rdx,
+        rsi: v.rsi,
+        rdi: v.rdi,
+        rsp: v.rsp,
+        rbp: v.rbp,
+        r8,
+        r9,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+        rip: v.rip,
+        rflags: v.rflags,
+    }
 }
 
 fn kvm_dtable_of(name: &'static str, s: &SnpSegment) -> Result<kvm_dtable, VcpuStateError> {
@@ -282,27 +315,7 @@ impl KvmVcpuState {
         if segments.ss.dpl != 0 {
             return Err(VcpuStateError::SsDpl(segments.ss.dpl));
         }
-        let [r8, r9, r10, r11, r12, r13, r14, r15] = v.r8_to_r15;
-        let regs = kvm_regs {
-            rax: v.rax,
-            rbx: v.rbx,
-            rcx: v.rcx,
-            rdx: v.rdx,
-            rsi: v.rsi,
-            rdi: v.rdi,
-            rsp: v.rsp,
-            rbp: v.rbp,
-            r8,
-            r9,
-            r10,
-            r11,
-            r12,
-            r13,
-            r14,
-            r15,
-            rip: v.rip,
-            rflags: v.rflags,
-        };
+        let regs = regs_of(v);
         let fpu = kvm_fpu { fcw: v.x87_fcw, mxcsr: v.mxcsr, ..Default::default() };
         let debugregs = kvm_debugregs { dr6: v.dr6, dr7: v.dr7, ..Default::default() };
         Ok(Self {
