@@ -9,8 +9,6 @@ apt_need=()
 command -v setpriv >/dev/null || apt_need+=(util-linux)      # permission tests
 command -v cc >/dev/null || apt_need+=(build-essential)      # links the no_std guests
 command -v curl >/dev/null || apt_need+=(curl)               # the API tests' HTTP client
-command -v pkg-config >/dev/null || apt_need+=(pkg-config)   # the openssl crate (an
-[ -f /usr/include/openssl/ssl.h ] || apt_need+=(libssl-dev)  # independent check in tests)
 if [ ${#apt_need[@]} -gt 0 ]; then
     echo "setup.sh: installing ${apt_need[*]}" >&2
     apt-get update -qq

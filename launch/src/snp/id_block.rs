@@ -902,63 +902,15 @@ mod tests {
         assert!(matches!(SevError::from(STATUS_INVALID_PARAM), SevError::InvalidParam));
     }
 
-    mod openssl_cross_check {
-        //! OpenSSL is an independent ECDSA implementation. The conversions below do what
-        //! the sev crate's openssl-based `SevEcdsaSig` / `SevEcdsaPubKey` do (pad R, S,
-        //! QX, QY to 72 bytes big-endian, then reverse).
+    mod ring_cross_check {
+        //! ring (BoringSSL's ECDSA, not RustCrypto's) is an independent implementation.
+        //! AMD's layout stores R, S, QX and QY as 72-byte little-endian fields; ring
+        //! wants 48-byte big-endian values (fixed-width signatures, SEC1 points).
         use super::*;
-        use openssl::bn::{BigNum, BigNumContext};
-        use openssl::ec::{EcGroup, EcKey, EcPoint};
-        use openssl::ecdsa::EcdsaSig;
-        use openssl::nid::Nid;
-        use openssl::pkey::Private;
-
-        fn le72(n: &openssl::bn::BigNumRef) -> [u8; 72] {
-            let mut v = n.to_vec_padded(72).unwrap();
-            v.reverse();
-            v.try_into().unwrap()
-        }
-
-        fn bn_le(le: &[u8; 72]) -> BigNum {
-            let mut be = le.to_vec();
-            be.reverse();
-            BigNum::from_slice(&be).unwrap()
-        }
-
-        fn ossl_key() -> EcKey<Private> {
-            EcKey::generate(&EcGroup::from_curve_name(Nid::SECP384R1).unwrap()).unwrap()
-        }
-
-        fn ossl_pub(k: &EcKey<Private>) -> PublicKey {
-            let group = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
-            let (mut x, mut y) = (BigNum::new().unwrap(), BigNum::new().unwrap());
-            let mut ctx = BigNumContext::new().unwrap();
-            k.public_key().affine_coordinates(&group, &mut x, &mut y, &mut ctx).unwrap();
-            let mut b = [0u8; PUBLIC_KEY_SIZE];
-            b[0..4].copy_from_slice(&2u32.to_le_bytes());
-            b[4..76].copy_from_slice(&le72(&x));
-            b[76..148].copy_from_slice(&le72(&y));
-            PublicKey::from_bytes(b)
-        }
-
-        fn ossl_sign(k: &EcKey<Private>, msg: &[u8]) -> EcdsaSignature {
-            let digest = openssl::sha::sha384(msg);
-            let sig = EcdsaSig::sign(&digest, k).unwrap();
-            let mut b = [0u8; SIGNATURE_SIZE];
-            b[0..72].copy_from_slice(&le72(sig.r()));
-            b[72..144].copy_from_slice(&le72(sig.s()));
-            EcdsaSignature::from_bytes(b)
-        }
-
-        fn ossl_verify(key: &PublicKey, msg: &[u8], sig: &EcdsaSignature) -> bool {
-            let group = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
-            let mut ctx = BigNumContext::new().unwrap();
-            let point =
-                EcPoint::from_bytes(&group, &[&[4u8][..], &be(key.qx()), &be(key.qy())].concat(), &mut ctx).unwrap();
-            let pk = EcKey::from_public_key(&group, &point).unwrap();
-            let sig = EcdsaSig::from_private_components(bn_le(sig.r()), bn_le(sig.s())).unwrap();
-            sig.verify(&openssl::sha::sha384(msg), &pk).unwrap()
-        }
+        use ring::rand::SystemRandom;
+        use ring::signature::{
+            EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING,
+        };
 
         fn be(le: &[u8; 72]) -> Vec<u8> {
             let mut v = le[..48].to_vec();
@@ -966,44 +918,96 @@ mod tests {
             v
         }
 
+        fn le72(be48: &[u8]) -> [u8; 72] {
+            let mut v = [0u8; 72];
+            v[..48].copy_from_slice(be48);
+            v[..48].reverse();
+            v
+        }
+
+        fn sha384(data: &[u8]) -> [u8; 48] {
+            ring::digest::digest(&ring::digest::SHA384, data).as_ref().try_into().unwrap()
+        }
+
+        fn ring_key() -> EcdsaKeyPair {
+            let rng = SystemRandom::new();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).unwrap();
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap()
+        }
+
+        fn ring_pub(k: &EcdsaKeyPair) -> PublicKey {
+            let point = k.public_key().as_ref(); // 0x04 || X || Y
+            assert_eq!(point.len(), 97);
+            let mut b = [0u8; PUBLIC_KEY_SIZE];
+            b[0..4].copy_from_slice(&2u32.to_le_bytes());
+            b[4..76].copy_from_slice(&le72(&point[1..49]));
+            b[76..148].copy_from_slice(&le72(&point[49..97]));
+            PublicKey::from_bytes(b)
+        }
+
+        fn ring_sign(k: &EcdsaKeyPair, msg: &[u8]) -> EcdsaSignature {
+            let sig = k.sign(&SystemRandom::new(), msg).unwrap(); // r || s, big-endian
+            let mut b = [0u8; SIGNATURE_SIZE];
+            b[0..72].copy_from_slice(&le72(&sig.as_ref()[..48]));
+            b[72..144].copy_from_slice(&le72(&sig.as_ref()[48..]));
+            EcdsaSignature::from_bytes(b)
+        }
+
+        fn ring_point(key: &PublicKey) -> Vec<u8> {
+            [&[4u8][..], &be(key.qx()), &be(key.qy())].concat()
+        }
+
+        fn ring_verify(key: &PublicKey, msg: &[u8], sig: &EcdsaSignature) -> bool {
+            let fixed = [be(sig.r()), be(sig.s())].concat();
+            UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, ring_point(key)).verify(msg, &fixed).is_ok()
+        }
+
         #[test]
-        fn id_auth_made_with_openssl_verifies() {
-            let (id, author) = (ossl_key(), ossl_key());
+        fn id_auth_made_with_ring_verifies() {
+            let (id, author) = (ring_key(), ring_key());
             let block = IdBlock::new(LD, POLICY);
-            let id_key = ossl_pub(&id);
+            let id_key = ring_pub(&id);
             let auth = IdAuth {
                 id_key_algo: 1,
                 author_key_algo: 1,
-                id_block_sig: ossl_sign(&id, &block.to_bytes()),
-                id_key_sig: ossl_sign(&author, id_key.as_bytes()),
-                author_key: ossl_pub(&author),
+                id_block_sig: ring_sign(&id, &block.to_bytes()),
+                id_key_sig: ring_sign(&author, id_key.as_bytes()),
+                author_key: ring_pub(&author),
                 id_key,
             };
             let d = verify_id_block(&block, &auth, true, &LD, POLICY).unwrap();
-            assert_eq!(d.id_key_digest, openssl::sha::sha384(auth.id_key.as_bytes()));
-            assert_eq!(d.author_key_digest, openssl::sha::sha384(auth.author_key.as_bytes()));
-            // And a block signed by another OpenSSL key does not.
+            assert_eq!(d.id_key_digest, sha384(auth.id_key.as_bytes()));
+            assert_eq!(d.author_key_digest, sha384(auth.author_key.as_bytes()));
+            // And a block signed by another ring key does not.
             let mut forged = auth.clone();
-            forged.id_block_sig = ossl_sign(&ossl_key(), &block.to_bytes());
+            forged.id_block_sig = ring_sign(&ring_key(), &block.to_bytes());
             assert!(matches!(verify_id_block(&block, &forged, true, &LD, POLICY), Err(IdBlockError::IdBlockSignature)));
         }
 
         #[test]
-        fn our_signatures_verify_with_openssl() {
+        fn our_signatures_verify_with_ring() {
             let (block, auth) = signed(true);
-            assert!(ossl_verify(&auth.id_key, &block.to_bytes(), &auth.id_block_sig));
-            assert!(ossl_verify(&auth.author_key, auth.id_key.as_bytes(), &auth.id_key_sig));
+            assert!(ring_verify(&auth.id_key, &block.to_bytes(), &auth.id_block_sig));
+            assert!(ring_verify(&auth.author_key, auth.id_key.as_bytes(), &auth.id_key_sig));
             let other = IdBlock { guest_svn: 1, ..block };
-            assert!(!ossl_verify(&auth.id_key, &other.to_bytes(), &auth.id_block_sig));
-            // Our key structure matches OpenSSL's view of the same private key.
+            assert!(!ring_verify(&auth.id_key, &other.to_bytes(), &auth.id_block_sig));
+            // Our public key is the one ring derives from the same private scalar: ring
+            // refuses a key pair whose public half does not match the private one.
             let sk = key(0x11);
-            let d = BigNum::from_slice(&sk.to_bytes()).unwrap();
-            let group = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
-            let mut ctx = BigNumContext::new().unwrap();
-            let mut q = EcPoint::new(&group).unwrap();
-            q.mul_generator2(&group, &d, &mut ctx).unwrap();
-            let k = EcKey::from_private_components(&group, &d, &q).unwrap();
-            assert_eq!(ossl_pub(&k), auth.id_key);
+            let consistent = EcdsaKeyPair::from_private_key_and_public_key(
+                &ECDSA_P384_SHA384_FIXED_SIGNING,
+                &sk.to_bytes(),
+                &ring_point(&auth.id_key),
+                &SystemRandom::new(),
+            );
+            assert!(consistent.is_ok(), "ring rejects our public key for the private key: {consistent:?}");
+            let wrong = EcdsaKeyPair::from_private_key_and_public_key(
+                &ECDSA_P384_SHA384_FIXED_SIGNING,
+                &sk.to_bytes(),
+                &ring_point(&auth.author_key),
+                &SystemRandom::new(),
+            );
+            assert!(wrong.is_err());
         }
     }
 }

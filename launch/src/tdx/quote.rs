@@ -860,54 +860,39 @@ mod tests {
         assert_eq!(qe.cpu_svn, tests_chain().sgx_extensions().tcb.cpu_svn);
     }
 
-    /// An ECDSA P-256/SHA-256 check by openssl (independent of the p256 crate).
-    fn openssl_verifies(public_sec1: &[u8], msg: &[u8], raw_sig: &[u8; 64]) -> bool {
-        use openssl::bn::{BigNum, BigNumContext};
-        use openssl::ec::{EcGroup, EcKey, EcPoint};
-        use openssl::ecdsa::EcdsaSig;
-        use openssl::nid::Nid;
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let mut ctx = BigNumContext::new().unwrap();
-        let point = EcPoint::from_bytes(&group, public_sec1, &mut ctx).unwrap();
-        let key = EcKey::from_public_key(&group, &point).unwrap();
-        let sig = EcdsaSig::from_private_components(
-            BigNum::from_slice(&raw_sig[..32]).unwrap(),
-            BigNum::from_slice(&raw_sig[32..]).unwrap(),
-        )
-        .unwrap();
-        let digest = openssl::sha::sha256(msg);
-        sig.verify(&digest, &key).unwrap()
+    /// An ECDSA P-256/SHA-256 check by ring (BoringSSL's ECDSA, independent of the p256 crate).
+    fn ring_verifies(public_sec1: &[u8], msg: &[u8], raw_sig: &[u8; 64]) -> bool {
+        use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_sec1).verify(msg, raw_sig).is_ok()
     }
 
     #[test]
-    fn emulated_quote_signatures_verify_with_openssl_and_the_exported_chain() {
+    fn emulated_quote_signatures_verify_with_ring_and_the_exported_chain() {
         // Arrange: the bytes as dcap-qvl splits them, the PCK key from the exported
-        // chain as openssl reads it.
+        // chain's PEM (x509-cert only parses; ring checks the signatures).
         let bytes = emulated_quote(QuoteFormat::V4);
         let theirs = dcap_qvl::quote::Quote::parse(&bytes).unwrap();
         let dcap_qvl::quote::AuthData::V4(auth) = &theirs.auth_data else { panic!("auth data v3") };
         let pem = tests_chain().pck_chain_pem().unwrap();
-        let pck = openssl::x509::X509::stack_from_pem(pem.as_bytes()).unwrap().remove(0);
-        let pck_ec = pck.public_key().unwrap().ec_key().unwrap();
-        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
-        let pck_sec1 = pck_ec
-            .public_key()
-            .to_bytes(pck_ec.group(), openssl::ec::PointConversionForm::UNCOMPRESSED, &mut ctx)
-            .unwrap();
+        let pck = x509_cert::Certificate::load_pem_chain(pem.as_bytes()).unwrap().remove(0);
+        let pck_sec1 = pck.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes().to_vec();
         let att_sec1 = [&[0x04u8][..], &auth.ecdsa_attestation_key].concat();
         let qe = &auth.qe_report_data;
         // Act / Assert: the attestation key signs header + body.
-        assert!(openssl_verifies(&att_sec1, &bytes[..theirs.signed_length()], &auth.ecdsa_signature));
+        assert!(ring_verifies(&att_sec1, &bytes[..theirs.signed_length()], &auth.ecdsa_signature));
         // The PCK signs the QE report.
-        assert!(openssl_verifies(&pck_sec1, &qe.qe_report, &qe.qe_report_signature));
+        assert!(ring_verifies(&pck_sec1, &qe.qe_report, &qe.qe_report_signature));
         // The QE report binds the attestation key and the QE authentication data.
-        let binding = openssl::sha::sha256(&[&auth.ecdsa_attestation_key[..], &qe.qe_auth_data.data].concat());
-        assert_eq!(qe.qe_report[320..352], binding);
+        let binding = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[&auth.ecdsa_attestation_key[..], &qe.qe_auth_data.data].concat(),
+        );
+        assert_eq!(qe.qe_report[320..352], *binding.as_ref());
         assert_eq!(qe.qe_report[352..384], [0; 32]);
-        // And a flipped byte of the body fails openssl's check too.
+        // And a flipped byte of the body fails ring's check too.
         let mut flipped = bytes[..theirs.signed_length()].to_vec();
         flipped[200] ^= 1;
-        assert!(!openssl_verifies(&att_sec1, &flipped, &auth.ecdsa_signature));
+        assert!(!ring_verifies(&att_sec1, &flipped, &auth.ecdsa_signature));
     }
 
     #[test]
