@@ -88,6 +88,7 @@ use crate::private_memory::{
     enable_exit_hypercall, Conversion, GmemIoctlError, PrivateMemory, PrivateMemoryError, KVM_HC_MAP_GPA_RANGE,
 };
 use exits::{MsiInjector, TdxExitHandler};
+use quote::{QuoteRunner, QuoteService};
 use ioctl::{TdxInitVm, TdxIoctlError};
 use options::TdxKvmOptions;
 use probe::{TdxHost, TdxHostError};
@@ -568,14 +569,11 @@ impl TdxKvmLaunch {
     }
 
     /// Step 11: the `KVM_EXIT_TDX` handler for this TD: GetQuote to the options'
-    /// `quote-generation-socket`, notifications through `injector`.
-    pub fn exit_handler(&self, injector: Arc<dyn MsiInjector>) -> TdxExitHandler {
-        TdxExitHandler::new(
-            self.host.capabilities.clone(),
-            self.gpaw,
-            self.options.quote_generation_socket.clone(),
-            injector,
-        )
+    /// `quote-generation-socket`, each request completed by `runner`, notifications
+    /// through `injector`.
+    pub fn exit_handler(&self, injector: Arc<dyn MsiInjector>, runner: Arc<dyn QuoteRunner>) -> TdxExitHandler {
+        let quotes = QuoteService::new(self.options.quote_generation_socket.clone()).with_runner(runner);
+        TdxExitHandler::with_quote_service(self.host.capabilities.clone(), self.gpaw, quotes, injector)
     }
 }
 

@@ -33,8 +33,7 @@ use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -538,29 +537,79 @@ pub fn complete(mem: &dyn SharedGuestMemory, req: &QuoteRequest, result: Result<
     outcome
 }
 
-/// Forwards GetQuote requests to the quote service, each on a thread of its own, at most
-/// [`MAX_IN_FLIGHT`] at once.
-#[derive(Debug, Clone)]
+/// A GetQuote completion to run off the vCPU thread: asks the service, writes the
+/// answer and notifies the TD.
+pub type QuoteJob = Box<dyn FnOnce() + Send>;
+
+/// Where GetQuote completions run. A vCPU thread must not talk to the quote service
+/// itself (it would stall the TD, and its seccomp filter forbids sockets): it hands
+/// each request's job to a runner.
+pub trait QuoteRunner: Send + Sync {
+    /// Runs `job` on another thread, soon; gives it back if it cannot (the TD is then
+    /// told to retry).
+    fn run(&self, job: QuoteJob) -> Result<(), QuoteJob>;
+}
+
+/// A runner that starts a thread per job: for tools and tests. cvmm's vCPUs use one
+/// long-lived thread that runs under its own seccomp filter (`vmm::quote_thread`),
+/// since a thread a vCPU thread started would inherit the vCPU's filter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadPerJob;
+
+impl QuoteRunner for ThreadPerJob {
+    fn run(&self, job: QuoteJob) -> Result<(), QuoteJob> {
+        // The job is needed back if the thread cannot start: hand it over through a slot.
+        let slot = Arc::new(std::sync::Mutex::new(Some(job)));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new().name("tdx-getquote".into()).spawn(move || {
+            let job = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(job) = job {
+                job();
+            }
+        });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(_) => slot.lock().unwrap_or_else(|e| e.into_inner()).take().map_or(Ok(()), Err),
+        }
+    }
+}
+
+/// Forwards GetQuote requests to the quote service, each as a job on its runner, at
+/// most [`MAX_IN_FLIGHT`] at once.
+#[derive(Clone)]
 pub struct QuoteService {
     addr: Option<QgsAddress>,
     timeout: Duration,
     in_flight: Arc<AtomicUsize>,
+    runner: Arc<dyn QuoteRunner>,
+}
+
+impl std::fmt::Debug for QuoteService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuoteService")
+            .field("addr", &self.addr)
+            .field("timeout", &self.timeout)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`QuoteService::start`] did, for the TD's R10 and the caller's log.
 #[derive(Debug)]
 pub enum Started {
-    /// The request is in flight (the thread completes it, then calls `notify`).
-    InFlight(JoinHandle<QuoteOutcome>),
+    /// The request is in flight: its job completes it, then calls `notify`; the
+    /// receiver gets the outcome.
+    InFlight(mpsc::Receiver<QuoteOutcome>),
     /// No service is configured: the buffer says QGS_UNAVAILABLE already (no
     /// notification, as in QEMU).
     Unavailable,
 }
 
 impl QuoteService {
-    /// A service at `addr` (`None`: every request is answered QGS_UNAVAILABLE).
+    /// A service at `addr` (`None`: every request is answered QGS_UNAVAILABLE), its
+    /// requests each on a thread of their own ([`ThreadPerJob`]).
     pub fn new(addr: Option<QgsAddress>) -> Self {
-        Self { addr, timeout: QGS_TIMEOUT, in_flight: Arc::new(AtomicUsize::new(0)) }
+        Self { addr, timeout: QGS_TIMEOUT, in_flight: Arc::new(AtomicUsize::new(0)), runner: Arc::new(ThreadPerJob) }
     }
 
     /// The same with another timeout (tests).
@@ -569,15 +618,22 @@ impl QuoteService {
         self
     }
 
+    /// The same with its requests run by `runner`.
+    pub fn with_runner(mut self, runner: Arc<dyn QuoteRunner>) -> Self {
+        self.runner = runner;
+        self
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Starts a checked request: marks the buffer in flight and hands it to a thread
+    /// Starts a checked request: marks the buffer in flight and hands the runner a job
     /// that asks the service, writes the answer ([`complete`]) and calls `notify`.
     /// Errors are the GHCI status for the TD: RETRY when [`MAX_IN_FLIGHT`] requests are
-    /// pending, INVALID_OPERAND when the buffer cannot be written.
+    /// pending or the runner refuses the job, INVALID_OPERAND when the buffer cannot
+    /// be written.
     pub fn start(
         &self,
         mem: Arc<dyn SharedGuestMemory>,
@@ -603,17 +659,18 @@ impl QuoteService {
         let (restore, restore_gpa, restore_header) = (mem.clone(), req.gpa, req.header);
         let in_flight = self.in_flight.clone();
         let timeout = self.timeout;
-        let spawned = std::thread::Builder::new().name("tdx-getquote".into()).spawn(move || {
+        let (done, outcome) = mpsc::channel();
+        let job: QuoteJob = Box::new(move || {
             let result = get_quote(&addr, &req.report, req.payload_capacity(), timeout);
             let outcome = complete(&*mem, &req, result);
             in_flight.fetch_sub(1, Ordering::AcqRel);
             if outcome != QuoteOutcome::BufferGone {
                 notify();
             }
-            outcome
+            let _ = done.send(outcome);
         });
-        match spawned {
-            Ok(handle) => Ok(Started::InFlight(handle)),
+        match self.runner.run(job) {
+            Ok(()) => Ok(Started::InFlight(outcome)),
             Err(_) => {
                 // No thread will complete it: put the TD's header back and let it retry.
                 let _ = restore.write_shared(restore_gpa, &restore_header.to_bytes());
@@ -627,7 +684,7 @@ impl QuoteService {
 #[cfg(test)]
 mod tests {
     use std::os::unix::net::UnixListener;
-    use std::sync::mpsc;
+    use std::thread::JoinHandle;
     use std::sync::Mutex;
 
     use super::*;
@@ -841,8 +898,8 @@ mod tests {
         assert_eq!(mem.header(BUF).error_code, GET_QUOTE_IN_FLIGHT, "in flight until the service answers");
         assert_eq!(service.in_flight(), 1);
         go.send(()).unwrap();
-        let Started::InFlight(handle) = started else { panic!("a service is configured") };
-        assert_eq!(handle.join().unwrap(), QuoteOutcome::Quote(600));
+        let Started::InFlight(outcome) = started else { panic!("a service is configured") };
+        assert_eq!(outcome.recv_timeout(Duration::from_secs(10)).unwrap(), QuoteOutcome::Quote(600));
         notice.recv_timeout(Duration::from_secs(5)).unwrap();
         let sent = server.join().unwrap();
         assert_eq!(&sent[24..], &[0x5a; 16], "the TD report went to the service after the request header");
@@ -864,8 +921,8 @@ mod tests {
         let started = service.start(mem.clone(), req, Box::new(|| {})).unwrap();
         go.send(()).unwrap();
 
-        let Started::InFlight(handle) = started else { panic!("a service is configured") };
-        assert!(matches!(handle.join().unwrap(), QuoteOutcome::Failed(m) if m.contains("error code 0x12")));
+        let Started::InFlight(outcome) = started else { panic!("a service is configured") };
+        assert!(matches!(outcome.recv_timeout(Duration::from_secs(10)).unwrap(), QuoteOutcome::Failed(m) if m.contains("error code 0x12")));
         server.join().unwrap();
         assert_eq!((mem.header(BUF).error_code, mem.header(BUF).out_len), (GET_QUOTE_ERROR, 0));
     }
@@ -890,8 +947,8 @@ mod tests {
 
         let started = service.start(mem.clone(), req, Box::new(move || notified.send(()).unwrap())).unwrap();
 
-        let Started::InFlight(handle) = started else { panic!("a service is configured") };
-        let outcome = handle.join().unwrap();
+        let Started::InFlight(outcome) = started else { panic!("a service is configured") };
+        let outcome = outcome.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(
             matches!(&outcome, QuoteOutcome::Unavailable(m) if m.contains("unix:/nonexistent/qgs.socket")),
             "{outcome:?}"
@@ -909,8 +966,8 @@ mod tests {
         let started = QuoteService::new(Some(addr)).start(mem.clone(), req, Box::new(|| {})).unwrap();
         go.send(()).unwrap();
 
-        let Started::InFlight(handle) = started else { panic!("a service is configured") };
-        let outcome = handle.join().unwrap();
+        let Started::InFlight(outcome) = started else { panic!("a service is configured") };
+        let outcome = outcome.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(matches!(&outcome, QuoteOutcome::Failed(m) if m.contains("at most 4068")), "{outcome:?}");
         assert_eq!(mem.header(BUF).error_code, GET_QUOTE_ERROR);
         // The service may see the connection closed before it writes: either is fine.
@@ -943,6 +1000,63 @@ mod tests {
         assert_eq!(err, tdvmcall_status::RETRY);
         assert_eq!(service.in_flight(), MAX_IN_FLIGHT);
         assert_eq!(mem.header(BUF).error_code, 0, "the buffer is untouched");
+    }
+
+    /// A runner that refuses every job (its thread is gone).
+    struct Refusing;
+
+    impl QuoteRunner for Refusing {
+        fn run(&self, job: QuoteJob) -> Result<(), QuoteJob> {
+            Err(job)
+        }
+    }
+
+    /// A runner that keeps its jobs until the test runs them.
+    #[derive(Default)]
+    struct Held(Mutex<Vec<QuoteJob>>);
+
+    impl QuoteRunner for Held {
+        fn run(&self, job: QuoteJob) -> Result<(), QuoteJob> {
+            self.0.lock().unwrap().push(job);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_runner_that_refuses_the_job_gets_the_td_to_retry_with_its_buffer_restored() {
+        let mem = memory_with_request();
+        let service = QuoteService::new(Some(QgsAddress::Vsock { cid: 2, port: 4050 })).with_runner(Arc::new(Refusing));
+        let req = QuoteRequest::parse(BUF, 0x1000, SHARED_BIT, &*mem).unwrap();
+
+        let err = service.start(mem.clone(), req, Box::new(|| panic!("no notification"))).unwrap_err();
+
+        assert_eq!(err, tdvmcall_status::RETRY);
+        assert_eq!(service.in_flight(), 0);
+        assert_eq!(mem.header(BUF).error_code, 0, "the TD's header is back");
+    }
+
+    #[test]
+    fn the_request_stays_in_flight_until_the_runner_runs_its_job() {
+        let mem = memory_with_request();
+        let quote = [3u8; 40];
+        let (addr, go, server) = fake_qgs(move |_| response((1, 1), 1, 0, 0, &quote));
+        let runner = Arc::new(Held::default());
+        let service = QuoteService::new(Some(addr)).with_runner(runner.clone());
+        let req = QuoteRequest::parse(BUF, 0x1000, SHARED_BIT, &*mem).unwrap();
+        let (notified, notice) = mpsc::channel();
+
+        let started = service.start(mem.clone(), req, Box::new(move || notified.send(()).unwrap())).unwrap();
+
+        assert_eq!(mem.header(BUF).error_code, GET_QUOTE_IN_FLIGHT);
+        assert!(notice.try_recv().is_err(), "nothing is notified before the job runs");
+        go.send(()).unwrap();
+        let job = runner.0.lock().unwrap().pop().expect("one job handed to the runner");
+        job();
+        let Started::InFlight(outcome) = started else { panic!("a service is configured") };
+        assert_eq!(outcome.recv().unwrap(), QuoteOutcome::Quote(40));
+        notice.try_recv().expect("notified after completion");
+        assert_eq!((mem.header(BUF).error_code, service.in_flight()), (GET_QUOTE_SUCCESS, 0));
+        server.join().unwrap();
     }
 
     #[test]
