@@ -322,11 +322,12 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         Backend::Tdx(b) => (None, b.into_runtime()),
         _ => (None, None),
     };
+    let quotes = Arc::new(crate::quote_thread::QuoteThread::new());
     let tdx_real = tdx_real.map(|launch| {
         let msi_vm = vm.clone();
         let injector: Arc<dyn launch::tdx::kvm::exits::MsiInjector> =
             Arc::new(move |msi| msi_vm.signal_msi(msi).map(|_| ()));
-        let handler = Arc::new(launch.exit_handler(injector));
+        let handler = Arc::new(launch.exit_handler(injector, quotes.clone()));
         (launch, handler)
     });
 
@@ -352,6 +353,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         launch: launch_info,
         i8042: devs.i8042,
         snp: snp_runtime,
+        quotes,
         vm,
         mem,
     })

@@ -38,6 +38,7 @@ pub mod launch_log;
 pub mod measure;
 pub mod msr;
 pub mod pause;
+pub mod quote_thread;
 pub mod seccomp;
 pub mod snp;
 pub mod snp_launch;

@@ -25,11 +25,14 @@ pub enum ThreadKind {
     /// The thread that waits for the VM's end, kicks and joins the vCPUs and stops the
     /// device loop.
     Main,
+    /// A TD's GetQuote thread (`crate::quote_thread`): the emulated quoting enclave, or
+    /// a connection to the quote generation service, and the notification MSI.
+    Quote,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 3] = [ThreadKind::Vcpu, ThreadKind::Devices, ThreadKind::Main];
+    pub const ALL: [ThreadKind; 4] = [ThreadKind::Vcpu, ThreadKind::Devices, ThreadKind::Main, ThreadKind::Quote];
 
     /// The kind's name in messages.
     pub fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl ThreadKind {
             ThreadKind::Vcpu => "vCPU",
             ThreadKind::Devices => "device loop",
             ThreadKind::Main => "main",
+            ThreadKind::Quote => "GetQuote",
         }
     }
 }
@@ -130,6 +134,8 @@ const KVM_SET_MP_STATE: u64 = 0x4004_ae99;
 /// `_IOW(KVMIO, 0xd2, struct kvm_memory_attributes)`: a real SNP guest's page-state
 /// changes (KVM_HC_MAP_GPA_RANGE, memory faults) convert pages from the vCPU's thread.
 const KVM_SET_MEMORY_ATTRIBUTES: u64 = 0x4020_aed2;
+/// `_IOW(KVMIO, 0xa5, struct kvm_msi)`: a GetQuote completion's notification.
+const KVM_SIGNAL_MSI: u64 = 0x4020_aea5;
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
@@ -188,6 +194,34 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             // Kicking vCPU threads out of KVM_RUN: pthread_kill is getpid + tgkill with
             // the kick signal (SIGABRT stays allowed by `common`).
             allow_if_any(&mut r, libc::SYS_tgkill, 2, &[kick_signal(), libc::SIGABRT as u64])?;
+        }
+        ThreadKind::Quote => {
+            // The jobs' queue is a channel (futex, in `common`). Forwarding a TD report
+            // to the quote generation service: a stream socket to its Unix or vsock
+            // address, with send and receive timeouts, written and read (write is
+            // common; std reads a stream with recvfrom), closed. No bind, listen or
+            // accept, no other address family.
+            let stream_of = |family: i32| -> Result<SeccompRule, seccompiler::BackendError> {
+                SeccompRule::new(vec![
+                    cond(0, SeccompCmpOp::Eq, family as u64)?,
+                    cond(1, SeccompCmpOp::MaskedEq(0xf), libc::SOCK_STREAM as u64)?,
+                ])
+            };
+            r.insert(libc::SYS_socket, vec![stream_of(libc::AF_UNIX)?, stream_of(libc::AF_VSOCK)?]);
+            allow(&mut r, &[libc::SYS_connect, libc::SYS_read, libc::SYS_recvfrom, libc::SYS_sendto]);
+            allow(&mut r, &[libc::SYS_sendmsg, libc::SYS_recvmsg]);
+            let timeouts = [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO]
+                .iter()
+                .map(|opt| {
+                    SeccompRule::new(vec![
+                        cond(1, SeccompCmpOp::Eq, libc::SOL_SOCKET as u64)?,
+                        cond(2, SeccompCmpOp::Eq, *opt as u64)?,
+                    ])
+                })
+                .collect::<Result<_, _>>()?;
+            r.insert(libc::SYS_setsockopt, timeouts);
+            // The completion's notification: KVM_SIGNAL_MSI on the VM, nothing else.
+            allow_if_any(&mut r, libc::SYS_ioctl, 1, &[KVM_SIGNAL_MSI])?;
         }
     }
     Ok(r)
@@ -284,6 +318,7 @@ mod tests {
         assert_eq!(KVM_SET_SREGS, ioc(1, 0x84, size_of::<kvm_bindings::kvm_sregs>()));
         assert_eq!(KVM_SET_MP_STATE, ioc(1, 0x99, size_of::<kvm_bindings::kvm_mp_state>()));
         assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, ioc(1, 0xd2, size_of::<kvm_bindings::kvm_memory_attributes>()));
+        assert_eq!(KVM_SIGNAL_MSI, ioc(1, 0xa5, size_of::<kvm_bindings::kvm_msi>()));
     }
 
     #[test]
@@ -293,17 +328,24 @@ mod tests {
         assert!(allows_kick(ThreadKind::Main));
         assert!(!allows_kick(ThreadKind::Vcpu));
         assert!(!allows_kick(ThreadKind::Devices));
+        assert!(!allows_kick(ThreadKind::Quote));
     }
 
     #[test]
-    fn only_vcpu_threads_may_issue_kvm_ioctls_and_only_devices_may_open_sockets() {
+    fn only_vcpu_threads_may_issue_kvm_ioctls_and_only_devices_and_quotes_may_open_sockets() {
         let vcpu = rules(ThreadKind::Vcpu).unwrap();
         let devices = rules(ThreadKind::Devices).unwrap();
         let main = rules(ThreadKind::Main).unwrap();
+        let quote = rules(ThreadKind::Quote).unwrap();
         assert_eq!(vcpu[&libc::SYS_ioctl].len(), 11);
         assert_eq!(devices[&libc::SYS_ioctl].len(), 1, "FIONBIO only");
+        assert_eq!(quote[&libc::SYS_ioctl].len(), 1, "KVM_SIGNAL_MSI only");
         assert!(!main.contains_key(&libc::SYS_ioctl));
         assert!(devices.contains_key(&libc::SYS_socket));
+        assert_eq!(quote[&libc::SYS_socket].len(), 2, "Unix and vsock streams");
+        for s in [libc::SYS_bind, libc::SYS_listen, libc::SYS_accept4, libc::SYS_openat, libc::SYS_execve] {
+            assert!(!quote.contains_key(&s), "syscall {s}");
+        }
         for r in [&vcpu, &main] {
             for s in [libc::SYS_socket, libc::SYS_connect, libc::SYS_openat, libc::SYS_execve, libc::SYS_clone3] {
                 assert!(!r.contains_key(&s), "syscall {s}");

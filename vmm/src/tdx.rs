@@ -14,6 +14,15 @@
 //! retry) or the TDX module's (operand invalid), never a VMM failure. Guest memory the
 //! module reads or writes (RTMR data, REPORTDATA, the TD report) must be private; the
 //! GetQuote buffer must be shared.
+//!
+//! GetQuote completes asynchronously, as with a real quote service: the vCPU marks the
+//! buffer IN_FLIGHT and returns to the guest; the emulated quoting enclave's quote is
+//! made by a job on the VM's GetQuote thread (`crate::quote_thread`), which writes it
+//! (quote first, header with SUCCESS last) and sends the vector registered with
+//! SetupEventNotifyInterrupt to the registering vCPU's APIC as an MSI (KVM_SIGNAL_MSI;
+//! the local APICs are KVM's, the IOAPIC is not involved). The emulated enclave serves
+//! one request at a time: a GetQuote while another is in flight is answered
+//! TDVMCALL_RETRY with its buffer untouched (QEMU's answer when its queue is full).
 
 use std::sync::Arc;
 
@@ -23,6 +32,8 @@ use devices::virtio::SharedMemory;
 use kvm_bindings::{kvm_cpuid_entry2, kvm_regs};
 use kvm_ioctls::VcpuFd;
 use launch::tdx::emulated::{AcceptResult, EmulatedTdxPlatform, SHARED_BIT};
+use launch::tdx::kvm::exits::{notify_msi, MsiInjector};
+use launch::tdx::kvm::quote::{QuoteJob, QuoteRunner};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::msr::MsrAccess;
@@ -50,6 +61,21 @@ pub struct TdxVcpuExits {
     cpuid: Arc<[kvm_cpuid_entry2]>,
     /// All of guest memory: only the module's own accesses (private memory) use it.
     mem: GuestMemoryMmap,
+    /// Where GetQuote completions run.
+    quotes: Arc<dyn QuoteRunner>,
+    /// How completions are announced (none: the vector is never raised).
+    injector: Option<Arc<dyn MsiInjector>>,
+}
+
+/// Runs each GetQuote job at once, on the vCPU's thread (the handler's default: tests
+/// and fuzzing, where there is no VM to notify).
+struct Inline;
+
+impl QuoteRunner for Inline {
+    fn run(&self, job: QuoteJob) -> Result<(), QuoteJob> {
+        job();
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for TdxVcpuExits {
@@ -67,7 +93,15 @@ impl TdxVcpuExits {
         cpuid: Arc<[kvm_cpuid_entry2]>,
         mem: GuestMemoryMmap,
     ) -> Self {
-        Self { index, platform, shared, cpuid, mem }
+        Self { index, platform, shared, cpuid, mem, quotes: Arc::new(Inline), injector: None }
+    }
+
+    /// The same with GetQuote completions run by `quotes` and announced through
+    /// `injector` (without, they complete on the vCPU's thread, unannounced).
+    pub fn with_quotes(mut self, quotes: Arc<dyn QuoteRunner>, injector: Arc<dyn MsiInjector>) -> Self {
+        self.quotes = quotes;
+        self.injector = Some(injector);
+        self
     }
 
     fn end(&self, message: String) -> TdcallOutcome {
@@ -225,7 +259,7 @@ impl TdxVcpuExits {
             }
             TDVMCALL_SETUP_EVENT_NOTIFY => match u8::try_from(regs.r12) {
                 Ok(v) if v >= 32 => {
-                    self.platform.module().notify_vector = Some(v);
+                    self.platform.module().notify = Some((v, self.index));
                     (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
                 }
                 _ => (TDVMCALL_INVALID_OPERAND, TdcallOutcome::Continue),
@@ -328,10 +362,12 @@ impl TdxVcpuExits {
         TDVMCALL_SUCCESS
     }
 
-    /// GetQuote: the buffer (R12, shared GPA; R13 bytes) holds a header and the TD report;
-    /// the emulated quoting enclave's quote replaces it. The request completes before the
-    /// TDVMCALL returns (the status is never left IN_FLIGHT); the notify vector, if set,
-    /// is not raised for it.
+    /// GetQuote: the buffer (R12, shared GPA; R13 bytes) holds a header and the TD report.
+    /// A valid request is marked IN_FLIGHT and handed to the GetQuote runner, which
+    /// replaces the report with the emulated quoting enclave's quote, sets the status
+    /// and raises the notify vector, if one is registered. A malformed header is
+    /// answered in the buffer at once (status ERROR). RETRY while another request is
+    /// in flight or when the runner is gone.
     fn get_quote(&self, gpa: u64, len: u64) -> u64 {
         if gpa & SHARED_BIT == 0 {
             return TDVMCALL_INVALID_OPERAND;
@@ -344,37 +380,121 @@ impl TdxVcpuExits {
         if len < min || len > 64 * PAGE || !self.shared.is_shared(buf, len) {
             return TDVMCALL_INVALID_OPERAND;
         }
-        use vm_memory::GuestAddressSpace;
-        let view = self.shared.view();
-        let mem = view.memory();
         let mut request = vec![0u8; QUOTE_HEADER_SIZE + TDREPORT_SIZE];
-        if mem.read_slice(&mut request, GuestAddress(buf)).is_err() {
+        if read_shared(&self.shared, buf, &mut request).is_err() {
             return TDVMCALL_INVALID_OPERAND;
         }
         let version = u64::from_le_bytes(request[0..8].try_into().unwrap_or_default());
         let in_len = u32::from_le_bytes(request[16..20].try_into().unwrap_or_default());
-        let (status, quote) = if version != 1 || in_len as usize != TDREPORT_SIZE {
-            (GET_QUOTE_ERROR, Vec::new())
-        } else {
-            match self.platform.quote(&request[QUOTE_HEADER_SIZE..]) {
-                Ok(q) if (QUOTE_HEADER_SIZE + q.len()) as u64 <= len => (GET_QUOTE_SUCCESS, q),
-                Ok(_) => (GET_QUOTE_ERROR, Vec::new()),
-                Err(e) => {
-                    log::warn!("vCPU {}: GetQuote: {e}", self.index);
-                    (GET_QUOTE_SERVICE_UNAVAILABLE, Vec::new())
-                }
+        if version != 1 || in_len as usize != TDREPORT_SIZE {
+            let header = quote_header(GET_QUOTE_ERROR, in_len, 0);
+            return match write_shared(&self.shared, buf, &header) {
+                Ok(()) => TDVMCALL_SUCCESS,
+                Err(()) => TDVMCALL_INVALID_OPERAND,
+            };
+        }
+        {
+            let mut module = self.platform.module();
+            if module.quote_in_flight.is_some() {
+                return TDVMCALL_RETRY;
             }
-        };
-        let mut out = Vec::with_capacity(QUOTE_HEADER_SIZE + quote.len());
-        out.extend_from_slice(&1u64.to_le_bytes());
-        out.extend_from_slice(&status.to_le_bytes());
-        out.extend_from_slice(&in_len.to_le_bytes());
-        out.extend_from_slice(&(quote.len() as u32).to_le_bytes());
-        out.extend_from_slice(&quote);
-        if mem.write_slice(&out, GuestAddress(buf)).is_err() {
+            module.quote_in_flight = Some(buf);
+        }
+        let in_flight = quote_header(GET_QUOTE_IN_FLIGHT, in_len, 0);
+        if write_shared(&self.shared, buf, &in_flight).is_err() {
+            self.platform.module().quote_in_flight = None;
             return TDVMCALL_INVALID_OPERAND;
         }
-        TDVMCALL_SUCCESS
+        let job = QuoteCompletion {
+            vcpu: self.index,
+            platform: self.platform.clone(),
+            shared: self.shared.clone(),
+            injector: self.injector.clone(),
+            buf,
+            len,
+            report: request[QUOTE_HEADER_SIZE..].to_vec(),
+        };
+        match self.quotes.run(Box::new(move || job.run())) {
+            Ok(()) => TDVMCALL_SUCCESS,
+            Err(_) => {
+                // Nothing will complete it: give the TD its header back and let it retry.
+                let _ = write_shared(&self.shared, buf, &request[..QUOTE_HEADER_SIZE]);
+                self.platform.module().quote_in_flight = None;
+                TDVMCALL_RETRY
+            }
+        }
+    }
+}
+
+/// A GetQuote buffer's header: version 1, `status`, `in_len`, `out_len`.
+fn quote_header(status: u64, in_len: u32, out_len: u32) -> [u8; QUOTE_HEADER_SIZE] {
+    let mut h = [0u8; QUOTE_HEADER_SIZE];
+    h[0..8].copy_from_slice(&1u64.to_le_bytes());
+    h[8..16].copy_from_slice(&status.to_le_bytes());
+    h[16..20].copy_from_slice(&in_len.to_le_bytes());
+    h[20..24].copy_from_slice(&out_len.to_le_bytes());
+    h
+}
+
+fn read_shared(shared: &SharedMemory, gpa: u64, buf: &mut [u8]) -> Result<(), ()> {
+    use vm_memory::GuestAddressSpace;
+    shared.view().memory().read_slice(buf, GuestAddress(gpa)).map_err(|_| ())
+}
+
+fn write_shared(shared: &SharedMemory, gpa: u64, bytes: &[u8]) -> Result<(), ()> {
+    use vm_memory::GuestAddressSpace;
+    shared.view().memory().write_slice(bytes, GuestAddress(gpa)).map_err(|_| ())
+}
+
+/// The rest of one GetQuote, off the vCPU's thread.
+struct QuoteCompletion {
+    vcpu: u32,
+    platform: Arc<EmulatedTdxPlatform>,
+    shared: Arc<SharedMemory>,
+    injector: Option<Arc<dyn MsiInjector>>,
+    buf: u64,
+    len: u64,
+    report: Vec<u8>,
+}
+
+impl QuoteCompletion {
+    /// Makes the quote, writes it and then the header (a TD polling the status never
+    /// sees SUCCESS before its quote), ends the request and announces it. A buffer the
+    /// TD made private meanwhile is left alone and nothing is announced.
+    fn run(self) {
+        let (status, quote) = match self.platform.quote(&self.report) {
+            Ok(q) if (QUOTE_HEADER_SIZE + q.len()) as u64 <= self.len => (GET_QUOTE_SUCCESS, q),
+            Ok(q) => {
+                log::warn!("vCPU {}: GetQuote: a {}-byte quote does not fit the buffer", self.vcpu, q.len());
+                (GET_QUOTE_ERROR, Vec::new())
+            }
+            Err(e) => {
+                log::warn!("vCPU {}: GetQuote: {e}", self.vcpu);
+                (GET_QUOTE_SERVICE_UNAVAILABLE, Vec::new())
+            }
+        };
+        let written = self.shared.is_shared(self.buf, self.len)
+            && write_shared(&self.shared, self.buf + QUOTE_HEADER_SIZE as u64, &quote).is_ok()
+            && {
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                let header = quote_header(status, TDREPORT_SIZE as u32, quote.len() as u32);
+                write_shared(&self.shared, self.buf, &header).is_ok()
+            };
+        // The request ends before the TD hears of it, so that its handler may ask again.
+        let notify = {
+            let mut module = self.platform.module();
+            module.quote_in_flight = None;
+            module.notify
+        };
+        if !written {
+            log::warn!("vCPU {}: GetQuote: the buffer at {:#x} is no longer shared", self.vcpu, self.buf);
+            return;
+        }
+        if let (Some((vector, apic_id)), Some(injector)) = (notify, &self.injector) {
+            if let Err(e) = injector.inject(notify_msi(vector, apic_id)) {
+                log::warn!("vCPU {}: GetQuote: cannot notify the TD (vector {vector:#x}): {e}", self.vcpu);
+            }
+        }
     }
 }
 
@@ -452,6 +572,183 @@ mod tests {
         assert!(!exits.shared.is_shared(0x40_0000, PAGE));
         let state = exits.platform.pages().state(0x3f_f000).unwrap();
         assert!(!state.private);
+    }
+
+    /// A runner that keeps its jobs until the test runs them.
+    #[derive(Default)]
+    struct Held(std::sync::Mutex<Vec<QuoteJob>>);
+
+    impl QuoteRunner for Held {
+        fn run(&self, job: QuoteJob) -> Result<(), QuoteJob> {
+            self.0.lock().unwrap().push(job);
+            Ok(())
+        }
+    }
+
+    impl Held {
+        fn run_all(&self) -> usize {
+            let jobs: Vec<_> = self.0.lock().unwrap().drain(..).collect();
+            let n = jobs.len();
+            jobs.into_iter().for_each(|j| j());
+            n
+        }
+    }
+
+    /// A runner whose thread is gone.
+    struct Refusing;
+
+    impl QuoteRunner for Refusing {
+        fn run(&self, job: QuoteJob) -> Result<(), QuoteJob> {
+            Err(job)
+        }
+    }
+
+    type Sent = Arc<std::sync::Mutex<Vec<kvm_bindings::kvm_msi>>>;
+
+    fn recording_injector() -> (Arc<dyn MsiInjector>, Sent) {
+        let sent: Sent = Arc::default();
+        let s = sent.clone();
+        let injector: Arc<dyn MsiInjector> = Arc::new(move |msi: kvm_bindings::kvm_msi| {
+            s.lock().unwrap().push(msi);
+            Ok(())
+        });
+        (injector, sent)
+    }
+
+    const QUOTE_BUF: u64 = 0x40_0000;
+
+    /// Shares 2 pages at QUOTE_BUF (MapGPA) and writes a GetQuote request for a TD
+    /// report of this platform into them.
+    fn quote_request(exits: &mut TdxVcpuExits) -> Vec<u8> {
+        let mut regs = vmcall(TDVMCALL_MAP_GPA, SHARED_BIT | QUOTE_BUF, 2 * PAGE);
+        exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert_eq!(regs.r10, TDVMCALL_SUCCESS);
+        let report = exits.platform.td_report(&[0x11; 64]).unwrap();
+        let mut request = quote_header(0, TDREPORT_SIZE as u32, 0).to_vec();
+        request.extend_from_slice(&report);
+        write_shared(&exits.shared, QUOTE_BUF, &request).unwrap();
+        request
+    }
+
+    fn get_quote(exits: &mut TdxVcpuExits) -> u64 {
+        let mut regs = vmcall(TDVMCALL_GET_QUOTE, SHARED_BIT | QUOTE_BUF, 2 * PAGE);
+        let outcome = exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert!(matches!(outcome, TdcallOutcome::Continue));
+        assert_eq!((regs.rax, regs.rip), (TDX_SUCCESS, 0x1004));
+        regs.r10
+    }
+
+    fn buffer(exits: &TdxVcpuExits, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        read_shared(&exits.shared, QUOTE_BUF, &mut b).unwrap();
+        b
+    }
+
+    fn status_of(buffer: &[u8]) -> u64 {
+        u64::from_le_bytes(buffer[8..16].try_into().unwrap())
+    }
+
+    #[test]
+    fn get_quote_is_in_flight_until_its_job_runs_then_written_and_announced_to_the_registering_apic() {
+        let runner = Arc::new(Held::default());
+        let (injector, sent) = recording_injector();
+        let mut exits = handler().with_quotes(runner.clone(), injector);
+        let mut regs = vmcall(TDVMCALL_SETUP_EVENT_NOTIFY, 0x41, 0);
+        exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert_eq!(regs.r10, TDVMCALL_SUCCESS);
+        let request = quote_request(&mut exits);
+
+        assert_eq!(get_quote(&mut exits), TDVMCALL_SUCCESS);
+
+        let now = buffer(&exits, request.len());
+        assert_eq!(status_of(&now), GET_QUOTE_IN_FLIGHT);
+        assert_eq!(now[24..], request[24..], "the report is untouched while in flight");
+        assert!(sent.lock().unwrap().is_empty(), "nothing announced before completion");
+
+        assert_eq!(runner.run_all(), 1);
+
+        let done = buffer(&exits, 2 * PAGE as usize);
+        assert_eq!(status_of(&done), GET_QUOTE_SUCCESS);
+        let out_len = u32::from_le_bytes(done[20..24].try_into().unwrap()) as usize;
+        let quote = &done[24..24 + out_len];
+        // An independent check of the quote: the verifier parses it and finds the
+        // report data the TD asked for.
+        let parsed = launch::tdx::quote::Quote::parse(quote).expect("a DCAP quote");
+        assert_eq!(parsed.body.report_data, [0x11; 64]);
+        // vCPU 1 registered vector 0x41: an MSI to APIC 1 (address 0xfee01000).
+        let msis = sent.lock().unwrap().clone();
+        assert_eq!(msis.len(), 1);
+        assert_eq!((msis[0].address_lo, msis[0].address_hi, msis[0].data), (0xfee0_1000, 0, 0x41));
+        assert_eq!(exits.platform.module().quote_in_flight, None);
+    }
+
+    #[test]
+    fn a_second_get_quote_while_one_is_in_flight_is_told_to_retry_and_its_buffer_left_alone() {
+        let runner = Arc::new(Held::default());
+        let (injector, _) = recording_injector();
+        let mut exits = handler().with_quotes(runner.clone(), injector);
+        quote_request(&mut exits);
+        assert_eq!(get_quote(&mut exits), TDVMCALL_SUCCESS);
+        // A second request in another buffer (vCPU 1 again; any vCPU is the same).
+        let mut regs = vmcall(TDVMCALL_MAP_GPA, SHARED_BIT | 0x50_0000, 2 * PAGE);
+        exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        let second = quote_header(0, TDREPORT_SIZE as u32, 0);
+        write_shared(&exits.shared, 0x50_0000, &second).unwrap();
+
+        let mut regs = vmcall(TDVMCALL_GET_QUOTE, SHARED_BIT | 0x50_0000, 2 * PAGE);
+        exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+
+        assert_eq!(regs.r10, TDVMCALL_RETRY);
+        let mut back = [0u8; QUOTE_HEADER_SIZE];
+        read_shared(&exits.shared, 0x50_0000, &mut back).unwrap();
+        assert_eq!(back, second, "the retried request's buffer is untouched");
+        assert_eq!(runner.run_all(), 1, "only the first was handed over");
+        // Once the first is done, the same request is accepted.
+        let mut regs = vmcall(TDVMCALL_GET_QUOTE, SHARED_BIT | 0x50_0000, 2 * PAGE);
+        exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert_eq!(regs.r10, TDVMCALL_SUCCESS);
+    }
+
+    #[test]
+    fn without_a_registered_vector_a_completion_is_not_announced() {
+        let runner = Arc::new(Held::default());
+        let (injector, sent) = recording_injector();
+        let mut exits = handler().with_quotes(runner.clone(), injector);
+        quote_request(&mut exits);
+
+        assert_eq!(get_quote(&mut exits), TDVMCALL_SUCCESS);
+        runner.run_all();
+
+        assert_eq!(status_of(&buffer(&exits, 24)), GET_QUOTE_SUCCESS);
+        assert!(sent.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_runner_that_refuses_gets_the_td_to_retry_with_its_header_back() {
+        let (injector, sent) = recording_injector();
+        let mut exits = handler().with_quotes(Arc::new(Refusing), injector);
+        let request = quote_request(&mut exits);
+
+        assert_eq!(get_quote(&mut exits), TDVMCALL_RETRY);
+
+        assert_eq!(buffer(&exits, request.len()), request);
+        assert_eq!(exits.platform.module().quote_in_flight, None);
+        assert!(sent.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_malformed_get_quote_header_is_answered_error_at_once() {
+        let runner = Arc::new(Held::default());
+        let (injector, _) = recording_injector();
+        let mut exits = handler().with_quotes(runner.clone(), injector);
+        quote_request(&mut exits);
+        write_shared(&exits.shared, QUOTE_BUF, &2u64.to_le_bytes()).unwrap(); // version 2
+
+        assert_eq!(get_quote(&mut exits), TDVMCALL_SUCCESS);
+
+        assert_eq!(status_of(&buffer(&exits, 24)), GET_QUOTE_ERROR);
+        assert_eq!(runner.run_all(), 0);
+        assert_eq!(exits.platform.module().quote_in_flight, None);
     }
 
     #[test]

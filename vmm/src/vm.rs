@@ -248,6 +248,9 @@ pub enum RunError {
     /// A thread's seccomp filter could not be built or installed.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// A TD's GetQuote thread could not be started.
+    #[error(transparent)]
+    QuoteThread(#[from] crate::quote_thread::QuoteThreadError),
     /// The thread that runs the VM could not be started.
     #[error("cannot start the VM's control thread: {0}")]
     SpawnController(#[source] std::io::Error),
@@ -348,6 +351,8 @@ pub struct Vm {
     pub(crate) snp_certs: Option<Arc<launch::snp::kvm::exits::CertServer>>,
     /// The emulated SNP platform and the CPUID table its GHCB serves, if any.
     pub(crate) snp: Option<(Arc<launch::snp::emulated::EmulatedSnpPlatform>, Arc<[kvm_bindings::kvm_cpuid_entry2]>)>,
+    /// The thread that completes a TD's GetQuote requests (started by `run` for a TD).
+    pub(crate) quotes: Arc<crate::quote_thread::QuoteThread>,
     pub(crate) vm: Arc<VmFd>,
     pub(crate) mem: GuestMemoryMmap,
 }
@@ -443,6 +448,7 @@ impl Vm {
                 vcpu: Filter::new(ThreadKind::Vcpu)?,
                 devices: Filter::new(ThreadKind::Devices)?,
                 main: Filter::new(ThreadKind::Main)?,
+                quote: Filter::new(ThreadKind::Quote)?,
             })
         } else {
             log::warn!("seccomp filters are off: the VM's threads may make any system call");
@@ -459,10 +465,15 @@ impl Vm {
 
     /// The body of [`Vm::run`], on the control thread.
     fn control(&mut self, filters: Option<ThreadFilters>, status: Option<&StatusCell>) -> Result<VmExit, RunError> {
-        let (vcpu_filter, devices_filter, main_filter) = match filters {
-            Some(f) => (Some(f.vcpu), Some(f.devices), Some(f.main)),
-            None => (None, None, None),
+        let (vcpu_filter, devices_filter, main_filter, quote_filter) = match filters {
+            Some(f) => (Some(f.vcpu), Some(f.devices), Some(f.main), Some(f.quote)),
+            None => (None, None, None, None),
         };
+        // A TD's GetQuote requests complete on a thread of their own, started before
+        // the vCPUs (it must not inherit their filter).
+        if self.tdx.is_some() || self.tdx_real.is_some() {
+            self.quotes.start(quote_filter)?;
+        }
         let mut device_loop =
             crate::device_loop::DeviceLoop::start(std::mem::take(&mut self.subscribers), devices_filter)?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -479,6 +490,9 @@ impl Vm {
                 ready: ready_tx.clone(),
                 pause: gate.clone(),
                 tdx: self.tdx.as_ref().map(|(platform, cpuid)| {
+                    let vm = self.vm.clone();
+                    let injector: Arc<dyn launch::tdx::kvm::exits::MsiInjector> =
+                        Arc::new(move |msi| vm.signal_msi(msi).map(|_| ()));
                     crate::tdx::TdxVcpuExits::new(
                         index,
                         platform.clone(),
@@ -486,6 +500,7 @@ impl Vm {
                         cpuid.clone(),
                         self.mem.clone(),
                     )
+                    .with_quotes(self.quotes.clone(), injector)
                 }),
                 tdx_real: self.tdx_real.as_ref().map(|(launch, handler)| crate::tdx_real::RealTdxExits {
                     index,
@@ -544,6 +559,9 @@ impl Vm {
         }
         let exit = Controller { vm: self, gate: &gate, vcpus: &handles, status, paused: false }.serve(started);
         stop_vcpus(&stopping, &gate, handles);
+        // The emulated quoting enclave's jobs are short: wait for them. A quote service
+        // may take up to its timeout: that thread ends on its own.
+        self.quotes.stop(self.tdx_real.is_none());
         if let Some(l) = device_loop.as_mut() {
             l.stop();
         }
@@ -715,6 +733,7 @@ struct ThreadFilters {
     vcpu: Filter,
     devices: Filter,
     main: Filter,
+    quote: Filter,
 }
 
 /// Sets the stop flag, releases parked vCPU threads and kicks every vCPU thread until

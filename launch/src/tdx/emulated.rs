@@ -69,8 +69,12 @@ pub struct TdxModule {
     pub mrowner: [u8; DIGEST_SIZE],
     /// MROWNERCONFIG.
     pub mrownerconfig: [u8; DIGEST_SIZE],
-    /// The vector SetupEventNotifyInterrupt set, if any.
-    pub notify_vector: Option<u8>,
+    /// The vector SetupEventNotifyInterrupt set, if any, and the APIC ID of the vCPU
+    /// that set it (where GetQuote completions are announced).
+    pub notify: Option<(u8, u32)>,
+    /// The GPA of the GetQuote buffer in flight, if any: the emulated quoting enclave
+    /// serves one request at a time.
+    pub quote_in_flight: Option<u64>,
 }
 
 impl TdxModule {
@@ -82,7 +86,8 @@ impl TdxModule {
             mrconfigid: config.mrconfigid,
             mrowner: config.mrowner,
             mrownerconfig: config.mrownerconfig,
-            notify_vector: None,
+            notify: None,
+            quote_in_flight: None,
         }
     }
 
