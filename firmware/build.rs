@@ -25,7 +25,7 @@ fn main() {
     }
     let mut programs = vec!["demo"];
     if env::var_os("CARGO_FEATURE_TEST_GUESTS").is_some() {
-        programs.extend(["irq_test", "virtio_rng_test", "snp_ghcb_test", "tdx_test"]);
+        programs.extend(["irq_test", "virtio_rng_test", "snp_ghcb_test", "tdx_test", "tdx_quote_test"]);
     }
     for name in programs {
         let src = guests.join(format!("{name}.rs"));

@@ -516,13 +516,9 @@ fn attest_tdx(nonce: &[u8; 64], out: &mut Out) -> bool {
     if rc != 0 {
         return fail(out, b"GetQuote", rc);
     }
-    let mut status = u64::MAX;
-    for _ in 0..1_000_000 {
-        status = virtio::peek::<u64>(buf + 8);
-        if status != u64::MAX {
-            break;
-        }
-    }
+    // The host completes the request asynchronously: wait for the status to change
+    // (this guest registers no notification vector; it polls).
+    let status = rt::tdx::wait_quote(buf);
     let len = virtio::peek::<u32>(buf + 20) as u64;
     if status != 0 || len < 48 + 584 || len > QUOTE_BUF_LEN - 24 {
         return fail(out, b"the quote", status);

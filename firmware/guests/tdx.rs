@@ -222,3 +222,31 @@ pub fn report(report: u64, report_data: u64) -> u64 {
 pub fn get_quote(buf: u64, len: u64) -> u64 {
     tdvmcall(TDVMCALL_GET_QUOTE, buf | SHARED_BIT_GPAW48, len, 0, 0)[0]
 }
+
+/// The time-stamp counter (TDX virtualizes RDTSC; no exit).
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only reads the counter into EDX:EAX.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// About 30 s of TSC ticks at 1 GHz or more: how long a GetQuote may stay in flight.
+pub const QUOTE_WAIT_TICKS: u64 = 1 << 35;
+
+/// Waits until the GetQuote buffer at `buf` (its header's status, a u64 at offset 8)
+/// is no longer IN_FLIGHT, polling the shared page; returns the status (still
+/// IN_FLIGHT after [`QUOTE_WAIT_TICKS`]). The quote the host wrote before the status
+/// may be read once this returns something else.
+pub fn wait_quote(buf: u64) -> u64 {
+    let start = rdtsc();
+    loop {
+        // SAFETY: `buf` is the caller's shared GetQuote buffer, 8-byte aligned.
+        let status = unsafe { core::ptr::read_volatile((buf + 8) as *const u64) };
+        if status != GET_QUOTE_IN_FLIGHT || rdtsc().wrapping_sub(start) > QUOTE_WAIT_TICKS {
+            core::sync::atomic::fence(Ordering::Acquire);
+            return status;
+        }
+        core::hint::spin_loop();
+    }
+}

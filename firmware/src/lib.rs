@@ -44,6 +44,12 @@ pub mod test_guests {
         include_bytes!(concat!(env!("OUT_DIR"), "/tdx_test.elf"))
     }
 
+    /// The emulated-TDX asynchronous GetQuote test guest: counts the notification
+    /// interrupts (firmware/guests/tdx_quote_test.rs).
+    pub fn tdx_quote() -> &'static [u8] {
+        include_bytes!(concat!(env!("OUT_DIR"), "/tdx_quote_test.elf"))
+    }
+
     /// The emulated-SNP GHCB test guest (firmware/guests/snp_ghcb_test.rs).
     pub fn snp_ghcb() -> &'static [u8] {
         include_bytes!(concat!(env!("OUT_DIR"), "/snp_ghcb_test.elf"))

@@ -42,6 +42,10 @@ use crate::vm::VmEvent;
 const PAGE: u64 = 0x1000;
 /// MapGPA converts at most this much per call and answers RETRY for the rest.
 const MAP_GPA_CHUNK: u64 = 0x20_0000;
+/// How long the emulated quote generation takes at least when it runs off the vCPU
+/// thread: about what a local quote generation service takes, so that a TD sees its
+/// request in flight (and a second one answered RETRY) as it would on hardware.
+pub const EMULATED_QUOTE_LATENCY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What the vCPU loop does after a TDCALL.
 pub enum TdcallOutcome {
@@ -65,6 +69,8 @@ pub struct TdxVcpuExits {
     quotes: Arc<dyn QuoteRunner>,
     /// How completions are announced (none: the vector is never raised).
     injector: Option<Arc<dyn MsiInjector>>,
+    /// The least time a quote takes ([`EMULATED_QUOTE_LATENCY`] off the vCPU thread).
+    quote_latency: std::time::Duration,
 }
 
 /// Runs each GetQuote job at once, on the vCPU's thread (the handler's default: tests
@@ -93,14 +99,16 @@ impl TdxVcpuExits {
         cpuid: Arc<[kvm_cpuid_entry2]>,
         mem: GuestMemoryMmap,
     ) -> Self {
-        Self { index, platform, shared, cpuid, mem, quotes: Arc::new(Inline), injector: None }
+        Self { index, platform, shared, cpuid, mem, quotes: Arc::new(Inline), injector: None, quote_latency: std::time::Duration::ZERO }
     }
 
-    /// The same with GetQuote completions run by `quotes` and announced through
-    /// `injector` (without, they complete on the vCPU's thread, unannounced).
+    /// The same with GetQuote completions run by `quotes`, taking at least
+    /// [`EMULATED_QUOTE_LATENCY`], and announced through `injector` (without, they
+    /// complete on the vCPU's thread at once, unannounced).
     pub fn with_quotes(mut self, quotes: Arc<dyn QuoteRunner>, injector: Arc<dyn MsiInjector>) -> Self {
         self.quotes = quotes;
         self.injector = Some(injector);
+        self.quote_latency = EMULATED_QUOTE_LATENCY;
         self
     }
 
@@ -410,6 +418,7 @@ impl TdxVcpuExits {
             platform: self.platform.clone(),
             shared: self.shared.clone(),
             injector: self.injector.clone(),
+            latency: self.quote_latency,
             buf,
             len,
             report: request[QUOTE_HEADER_SIZE..].to_vec(),
@@ -452,6 +461,7 @@ struct QuoteCompletion {
     platform: Arc<EmulatedTdxPlatform>,
     shared: Arc<SharedMemory>,
     injector: Option<Arc<dyn MsiInjector>>,
+    latency: std::time::Duration,
     buf: u64,
     len: u64,
     report: Vec<u8>,
@@ -462,7 +472,12 @@ impl QuoteCompletion {
     /// sees SUCCESS before its quote), ends the request and announces it. A buffer the
     /// TD made private meanwhile is left alone and nothing is announced.
     fn run(self) {
-        let (status, quote) = match self.platform.quote(&self.report) {
+        let started = std::time::Instant::now();
+        let quoted = self.platform.quote(&self.report);
+        if let Some(rest) = self.latency.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        let (status, quote) = match quoted {
             Ok(q) if (QUOTE_HEADER_SIZE + q.len()) as u64 <= self.len => (GET_QUOTE_SUCCESS, q),
             Ok(q) => {
                 log::warn!("vCPU {}: GetQuote: a {}-byte quote does not fit the buffer", self.vcpu, q.len());
