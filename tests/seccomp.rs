@@ -118,6 +118,100 @@ fn the_device_loop_may_open_unix_stream_sockets_but_no_others() {
     assert_eq!(datagram, Ended::Killed(libc::SIGSYS), "the net socket is connected before the run");
 }
 
+/// A quote generation service on a Unix socket: answers one GET_QUOTE_REQ with a
+/// GET_QUOTE_RESP carrying `quote` (the QGS message format written out by hand:
+/// 4-byte big-endian length; version 1.1, type 1, size, error 0; no selected ID).
+fn fake_qgs(name: &str, quote: &'static [u8]) -> (std::path::PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+    use std::io::Write;
+    let path = std::env::temp_dir().join(format!("cvmm-seccomp-qgs-{}-{name}.socket", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut prefix = [0u8; 4];
+        s.read_exact(&mut prefix).unwrap();
+        let mut request = vec![0u8; u32::from_be_bytes(prefix) as usize];
+        s.read_exact(&mut request).unwrap();
+        let size = 24 + quote.len() as u32;
+        let mut reply = size.to_be_bytes().to_vec();
+        for word in [0x0001_0001u32, 1, size, 0, 0, quote.len() as u32] {
+            reply.extend_from_slice(&word.to_le_bytes());
+        }
+        reply.extend_from_slice(quote);
+        s.write_all(&reply).unwrap();
+        request
+    });
+    (path, server)
+}
+
+/// What the GetQuote thread does with a request: launch's QGS client, as its jobs call
+/// it; exits 0 if the quote came back, 1 if not.
+fn forward_to(path: &std::path::Path) -> impl FnOnce() + '_ {
+    move || {
+        let addr = launch::tdx::kvm::options::QgsAddress::Unix(path.to_path_buf());
+        let got = launch::tdx::kvm::quote::get_quote(&addr, &[0x42; 1024], 0x2000, Duration::from_secs(5));
+        if !got.is_ok_and(|q| q == b"the quote") {
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(1) };
+        }
+    }
+}
+
+#[test]
+fn the_quote_thread_may_forward_a_td_report_to_the_quote_service() {
+    let (path, server) = fake_qgs("quote", b"the quote");
+
+    let ended = in_confined_child(ThreadKind::Quote, forward_to(&path));
+
+    assert_eq!(ended, Ended::Exited(0));
+    let request = server.join().unwrap();
+    assert_eq!(&request[24..], &[0x42; 1024], "the report reached the service");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_vcpu_thread_that_forwards_a_td_report_kills_the_process() {
+    let (path, _server) = fake_qgs("vcpu", b"the quote");
+
+    let ended = in_confined_child(ThreadKind::Vcpu, forward_to(&path));
+
+    assert_eq!(ended, Ended::Killed(libc::SIGSYS));
+    // Wake the server's accept (the child never connected) so that its thread ends.
+    let _ = std::os::unix::net::UnixStream::connect(&path);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn the_quote_thread_may_open_unix_and_vsock_streams_only_and_signal_an_msi_only() {
+    let streams = in_confined_child(ThreadKind::Quote, || {
+        for family in [libc::AF_UNIX, libc::AF_VSOCK] {
+            // SAFETY: plain system calls on an fd this closure owns.
+            unsafe {
+                let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                // A host without vsock says EAFNOSUPPORT: the filter let it through.
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+            }
+        }
+        // KVM_SIGNAL_MSI on a bad fd: allowed through, fails with EBADF.
+        // SAFETY: an ioctl on an fd that does not exist touches no memory.
+        unsafe { libc::ioctl(-1, 0x4020_aea5, 0) };
+    });
+    assert_eq!(streams, Ended::Exited(0));
+    assert_eq!(in_confined_child(ThreadKind::Quote, inet_socket), Ended::Killed(libc::SIGSYS));
+    let listen = in_confined_child(ThreadKind::Quote, || {
+        // SAFETY: plain system call on a bad fd.
+        unsafe { libc::listen(-1, 1) };
+    });
+    assert_eq!(listen, Ended::Killed(libc::SIGSYS));
+    let kvm_run = in_confined_child(ThreadKind::Quote, || {
+        // SAFETY: KVM_RUN on an fd that does not exist touches no memory.
+        unsafe { libc::ioctl(-1, 0xae80, 0) };
+    });
+    assert_eq!(kvm_run, Ended::Killed(libc::SIGSYS));
+}
+
 #[test]
 fn the_device_loop_may_not_issue_kvm_ioctls() {
     let ended = in_confined_child(ThreadKind::Devices, || {

@@ -198,9 +198,10 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
         ThreadKind::Quote => {
             // The jobs' queue is a channel (futex, in `common`). Forwarding a TD report
             // to the quote generation service: a stream socket to its Unix or vsock
-            // address, with send and receive timeouts, written and read (write is
-            // common; std reads a stream with recvfrom), closed. No bind, listen or
-            // accept, no other address family.
+            // address, with send and receive timeouts; std's UnixStream sends with
+            // sendto(MSG_NOSIGNAL) and receives with recvfrom, the vsock stream uses
+            // write (common) and read (traced with strace over the test's fake QGS);
+            // closed. No bind, listen or accept, no other address family.
             let stream_of = |family: i32| -> Result<SeccompRule, seccompiler::BackendError> {
                 SeccompRule::new(vec![
                     cond(0, SeccompCmpOp::Eq, family as u64)?,
@@ -209,7 +210,6 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             };
             r.insert(libc::SYS_socket, vec![stream_of(libc::AF_UNIX)?, stream_of(libc::AF_VSOCK)?]);
             allow(&mut r, &[libc::SYS_connect, libc::SYS_read, libc::SYS_recvfrom, libc::SYS_sendto]);
-            allow(&mut r, &[libc::SYS_sendmsg, libc::SYS_recvmsg]);
             let timeouts = [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO]
                 .iter()
                 .map(|opt| {

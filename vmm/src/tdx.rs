@@ -99,7 +99,16 @@ impl TdxVcpuExits {
         cpuid: Arc<[kvm_cpuid_entry2]>,
         mem: GuestMemoryMmap,
     ) -> Self {
-        Self { index, platform, shared, cpuid, mem, quotes: Arc::new(Inline), injector: None, quote_latency: std::time::Duration::ZERO }
+        Self {
+            index,
+            platform,
+            shared,
+            cpuid,
+            mem,
+            quotes: Arc::new(Inline),
+            injector: None,
+            quote_latency: std::time::Duration::ZERO,
+        }
     }
 
     /// The same with GetQuote completions run by `quotes`, taking at least

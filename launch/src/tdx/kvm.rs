@@ -88,10 +88,10 @@ use crate::private_memory::{
     enable_exit_hypercall, Conversion, GmemIoctlError, PrivateMemory, PrivateMemoryError, KVM_HC_MAP_GPA_RANGE,
 };
 use exits::{MsiInjector, TdxExitHandler};
-use quote::{QuoteRunner, QuoteService};
 use ioctl::{TdxInitVm, TdxIoctlError};
 use options::TdxKvmOptions;
 use probe::{TdxHost, TdxHostError};
+use quote::{QuoteRunner, QuoteService};
 use uapi::{tsc, KvmTdxInitMemRegion, SPLIT_IRQCHIP_IOAPIC_PINS, TDX_APIC_BUS_CYCLES_NS};
 
 /// The guest physical address width a TD gets unless told otherwise: 48 (4-level EPT;

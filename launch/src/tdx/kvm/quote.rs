@@ -684,8 +684,8 @@ impl QuoteService {
 #[cfg(test)]
 mod tests {
     use std::os::unix::net::UnixListener;
-    use std::thread::JoinHandle;
     use std::sync::Mutex;
+    use std::thread::JoinHandle;
 
     use super::*;
 
@@ -922,7 +922,9 @@ mod tests {
         go.send(()).unwrap();
 
         let Started::InFlight(outcome) = started else { panic!("a service is configured") };
-        assert!(matches!(outcome.recv_timeout(Duration::from_secs(10)).unwrap(), QuoteOutcome::Failed(m) if m.contains("error code 0x12")));
+        assert!(
+            matches!(outcome.recv_timeout(Duration::from_secs(10)).unwrap(), QuoteOutcome::Failed(m) if m.contains("error code 0x12"))
+        );
         server.join().unwrap();
         assert_eq!((mem.header(BUF).error_code, mem.header(BUF).out_len), (GET_QUOTE_ERROR, 0));
     }
