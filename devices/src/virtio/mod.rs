@@ -18,6 +18,7 @@ pub mod console;
 mod mapped_image;
 pub mod mmio;
 pub mod net;
+pub mod net_file;
 pub mod rng;
 pub mod shared_memory;
 pub mod vsock;

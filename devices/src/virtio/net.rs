@@ -1,5 +1,6 @@
 //! virtio-net: moves Ethernet frames between the guest's rx/tx queues and a host
-//! backend ([`NetBackend`]: a tap device or a Unix datagram socket).
+//! backend ([`NetBackend`]: a tap device, a Unix datagram socket, or files of
+//! length-prefixed records (`super::net_file`)).
 //!
 //! Only VIRTIO_NET_F_MAC is offered: no offloads, no mergeable buffers. Every rx buffer
 //! gets the 12-byte `virtio_net_hdr_v1` (all zero but `num_buffers = 1`) followed by one
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::volatile_memory::PtrGuard;
 use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryError, GuestRegionCollection, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
@@ -82,6 +83,15 @@ pub enum NetError {
     /// The Unix datagram socket could not be set up.
     #[error("unix datagram backend: {0}")]
     Socket(#[source] io::Error),
+    /// A file of the file backend could not be opened.
+    #[error("net file {path}: {source}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// OS error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Where frames go to and come from on the host. Frames are whole Ethernet frames with
@@ -114,8 +124,17 @@ pub trait NetBackend: Send {
     /// than `buf` may be truncated; the returned length is then `buf.len()`.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
 
-    /// The descriptor that becomes readable when a frame is pending (for the event loop).
+    /// The descriptor that becomes readable when a frame is pending (for the event loop;
+    /// not watched for a [`NetBackend::pulled`] backend).
     fn raw_fd(&self) -> RawFd;
+
+    /// Whether received frames wait in the backend until the guest has an rx buffer for
+    /// them (a file, read on demand: the device reads it when it starts and whenever the
+    /// guest posts rx buffers), rather than arriving on their own (a tap, a socket: a
+    /// frame that finds no buffer is dropped).
+    fn pulled(&self) -> bool {
+        false
+    }
 }
 
 /// The length of a frame made of `parts`.
@@ -370,7 +389,8 @@ pub struct NetCounters {
     pub tx_dropped: AtomicU64,
     /// Frames delivered into rx buffers.
     pub rx_frames: AtomicU64,
-    /// Frames dropped: no rx buffer, buffer too small or unusable.
+    /// Frames dropped: no rx buffer, buffer too small or unusable, or the backend
+    /// failed to receive one (an I/O error, a malformed record).
     pub rx_dropped: AtomicU64,
 }
 
@@ -506,17 +526,33 @@ impl Net {
         let mem = active.mem.memory();
         let mut taken = 0;
         let mut used = false;
+        let pulled = self.backend.pulled();
         while taken < RX_BURST {
+            // A pulled backend keeps its frames until there is a buffer: take one first
+            // (and give it back if no frame comes).
+            let early = if pulled {
+                match active.rx.pop_descriptor_chain(&*mem) {
+                    Some(chain) => Some(chain),
+                    None => break,
+                }
+            } else {
+                None
+            };
             let len = match self.backend.recv(&mut self.frame) {
                 Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => {
-                    log::warn!("virtio-net: backend receive: {e}");
+                other => {
+                    if early.is_some() {
+                        active.rx.go_to_previous_position();
+                    }
+                    if let Err(e) = other {
+                        log::warn!("virtio-net: backend receive: {e}");
+                        bump(&self.counters.rx_dropped);
+                    }
                     break;
                 }
             };
             taken += 1;
-            let Some(chain) = active.rx.pop_descriptor_chain(&*mem) else {
+            let Some(chain) = early.or_else(|| active.rx.pop_descriptor_chain(&*mem)) else {
                 bump(&self.counters.rx_dropped);
                 continue;
             };
@@ -556,6 +592,11 @@ impl Net {
         }
         if used && active.rx.needs_notification(&*mem).unwrap_or(true) {
             active.interrupt.signal_used_queue();
+        }
+        if pulled && taken == RX_BURST {
+            // More may wait, and nothing else wakes the device for them: come back
+            // after the other events.
+            let _ = self.queue_events[RX_QUEUE].write(1);
         }
         taken
     }
@@ -623,8 +664,12 @@ impl VirtioDevice for Net {
             return Err(ActivateError::QueueCount { got, want: 2 });
         };
         self.active = Some(Active { mem: ctx.mem, rx, tx, interrupt: ctx.interrupt });
-        // Frames queued before activation are sent at once.
+        // Frames queued before activation are sent at once; a pulled backend's frames
+        // go into the rx buffers already posted.
         let _ = self.queue_events[TX_QUEUE].write(1);
+        if self.backend.pulled() {
+            let _ = self.queue_events[RX_QUEUE].write(1);
+        }
         Ok(())
     }
 
@@ -640,8 +685,12 @@ impl MutEventSubscriber for Net {
         }
         match events.data() {
             TOKEN_RX => {
-                // New rx buffers: nothing waits for them (frames without one are dropped).
+                // New rx buffers: only a pulled backend's frames wait for them (others'
+                // frames without one are dropped).
                 let _ = self.queue_events[RX_QUEUE].read();
+                if self.backend.pulled() {
+                    self.process_rx();
+                }
             }
             TOKEN_TX => {
                 let _ = self.queue_events[TX_QUEUE].read();
@@ -660,11 +709,14 @@ impl MutEventSubscriber for Net {
     }
 
     fn init(&mut self, ops: &mut EventOps<'_>) {
-        let watches = [
+        let mut watches = vec![
             Events::with_data(&self.queue_events[RX_QUEUE], TOKEN_RX, EventSet::IN),
             Events::with_data(&self.queue_events[TX_QUEUE], TOKEN_TX, EventSet::IN),
-            Events::with_data_raw(self.backend.raw_fd(), TOKEN_BACKEND, EventSet::IN),
         ];
+        // A pulled backend (a file) is read when rx buffers come, not watched.
+        if !self.backend.pulled() {
+            watches.push(Events::with_data_raw(self.backend.raw_fd(), TOKEN_BACKEND, EventSet::IN));
+        }
         for w in watches {
             if let Err(e) = ops.add(w) {
                 log::error!("virtio-net: cannot watch an event: {e:?}");
@@ -896,6 +948,109 @@ mod tests {
         assert_eq!(&got[NET_HDR_LEN..], b"incoming frame");
         assert_eq!(used_len(&r.rx, 0), (NET_HDR_LEN + 14) as u32);
         assert_eq!(r.net.counters().rx_frames.load(Ordering::Relaxed), 1);
+    }
+
+    /// A device on a file backend (tx to `tx`, rx from `rx`), activated on fresh queues.
+    fn file_rig<'a>(
+        m: &'a GuestMemoryMmap,
+        s: &SharedMemory,
+        tx: &Path,
+        rx: Option<&Path>,
+    ) -> (Net, MockSplitQueue<'a, GuestMemoryMmap>, MockSplitQueue<'a, GuestMemoryMmap>) {
+        let backend = Box::new(crate::virtio::net_file::FileBackend::open(tx, rx).unwrap());
+        let mut net = Net::new([2, 0, 0, 0, 0, 1], backend, events());
+        let rxq = MockSplitQueue::create(m, GuestAddress(RX_RING), 16);
+        let txq = MockSplitQueue::create(m, GuestAddress(TX_RING), 16);
+        let ctx = ActivateContext {
+            mem: s.view(),
+            queues: vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
+            interrupt: VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            acked_features: VIRTIO_NET_F_MAC,
+        };
+        net.activate(ctx).unwrap();
+        (net, rxq, txq)
+    }
+
+    fn file_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("cvmm-net-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn frames_round_trip_through_a_file_from_one_guests_tx_to_anothers_rx() {
+        let (m, s) = setup(true);
+        let d = file_dir();
+        let wire = d.join("wire");
+        let _ = std::fs::remove_file(&wire);
+        let (mut sender, _, tx) = file_rig(&m, &s, &wire, None);
+        queue_frames(&m, &tx, &[60, 1514, 9000], usize::MAX);
+
+        assert_eq!(sender.process_tx(), 3);
+
+        // The file, read independently: three records of the frames' bytes.
+        let bytes = std::fs::read(&wire).unwrap();
+        let mut at = 0;
+        for (i, len) in [(0u8, 60usize), (1, 1514), (2, 9000)] {
+            assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize, len);
+            assert!(bytes[at + 4..at + 4 + len].iter().all(|&b| b == i), "frame {i}");
+            at += 4 + len;
+        }
+        assert_eq!(at, bytes.len());
+
+        // The same file as the rx file of a second device: each frame in a buffer.
+        let (m2, s2) = setup(true);
+        let (mut receiver, rx, _) = file_rig(&m2, &s2, &d.join("unused-tx"), Some(&wire));
+        for i in 0..3u16 {
+            rx.add_desc_chains(&[desc(0x20_0000 + u64::from(i) * 0x4000, 0x4000, F_WRITE, 0)], i).unwrap();
+        }
+        assert_eq!(receiver.process_rx(), 3);
+        for (i, len) in [(0u8, 60usize), (1, 1514), (2, 9000)] {
+            assert_eq!(used_len(&rx, i as usize), (NET_HDR_LEN + len) as u32);
+            let mut got = vec![0u8; len];
+            m2.read_slice(&mut got, GuestAddress(0x20_0000 + u64::from(i) * 0x4000 + NET_HDR_LEN as u64)).unwrap();
+            assert!(got.iter().all(|&b| b == i), "frame {i}");
+        }
+        assert_eq!(receiver.counters().rx_frames.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn file_rx_records_wait_for_buffers_instead_of_being_dropped() {
+        let (m, s) = setup(true);
+        let d = file_dir();
+        let rx_path = d.join("wait.rx");
+        std::fs::write(&rx_path, [&3u32.to_le_bytes()[..], b"one", &3u32.to_le_bytes(), b"two"].concat()).unwrap();
+        let (mut net, rx, _) = file_rig(&m, &s, &d.join("wait.tx"), Some(&rx_path));
+
+        assert_eq!(net.process_rx(), 0, "no buffer: nothing taken");
+        rx.add_desc_chains(&[desc(0x20_0000, 2048, F_WRITE, 0)], 0).unwrap();
+        assert_eq!(net.process_rx(), 1, "one buffer: one frame");
+        rx.add_desc_chains(&[desc(0x30_0000, 2048, F_WRITE, 0)], 1).unwrap();
+        assert_eq!(net.process_rx(), 1);
+
+        let mut got = [0u8; 3];
+        m.read_slice(&mut got, GuestAddress(0x30_0000 + NET_HDR_LEN as u64)).unwrap();
+        assert_eq!(&got, b"two");
+        assert_eq!(net.counters().rx_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_malformed_file_rx_record_is_counted_and_its_buffer_kept() {
+        let (m, s) = setup(true);
+        let d = file_dir();
+        let rx_path = d.join("bad.rx");
+        let bad_len = (MAX_FRAME_LEN as u32 + 1).to_le_bytes();
+        std::fs::write(&rx_path, [&2u32.to_le_bytes()[..], b"ok", &bad_len, b"junk"].concat()).unwrap();
+        let (mut net, rx, _) = file_rig(&m, &s, &d.join("bad.tx"), Some(&rx_path));
+        // Two one-descriptor chains (no NEXT flag: each ends a chain).
+        rx.add_desc_chains(&[desc(0x20_0000, 2048, F_WRITE, 0), desc(0x30_0000, 2048, F_WRITE, 0)], 0).unwrap();
+
+        assert_eq!(net.process_rx(), 1);
+
+        assert_eq!(net.counters().rx_frames.load(Ordering::Relaxed), 1);
+        assert_eq!(net.counters().rx_dropped.load(Ordering::Relaxed), 1, "the malformed record");
+        assert_eq!(rx.used().idx().load(), 1, "the second buffer is still the guest's");
+        assert_eq!(net.process_rx(), 0, "nothing after it");
     }
 
     #[test]
