@@ -184,3 +184,20 @@ fn demo_drives_every_device_in_order() {
     assert_eq!(lines[4], "vsock: sent");
     assert_eq!(server.join().unwrap(), VSOCK_MESSAGE);
 }
+
+#[test]
+fn a_file_net_backend_is_opened_created_and_a_missing_rx_file_is_named() {
+    let dir = fresh_dir();
+    let tx = dir.join("frames");
+    let _ = std::fs::remove_file(&tx);
+    // The demo does not use the network: the device is created, its file opened.
+    let out = run_demo(&["--console", "--net", &format!("file={}", path_str(&tx))]);
+    assert_eq!(lines_expecting(&out, 0)[0], GREETING);
+    assert_eq!(std::fs::metadata(&tx).expect("the tx file is created").len(), 0);
+
+    let missing = dir.join("no-such-rx");
+    let out = run_demo(&["--net", &format!("file={},rx={}", path_str(&tx), path_str(&missing))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such-rx"), "{stderr}");
+}

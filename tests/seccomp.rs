@@ -213,6 +213,41 @@ fn the_quote_thread_may_open_unix_and_vsock_streams_only_and_signal_an_msi_only(
 }
 
 #[test]
+fn the_device_loop_may_move_net_frames_over_files_and_datagram_sockets() {
+    use devices::virtio::net::{NetBackend, UnixDatagramBackend};
+    use devices::virtio::net_file::FileBackend;
+    use vm_memory::VolatileSlice;
+    let dir = std::env::temp_dir().join(format!("cvmm-seccomp-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (tx, rx) = (dir.join("tx"), dir.join("rx"));
+    let _ = std::fs::remove_file(&tx);
+    std::fs::write(&rx, [&5u32.to_le_bytes()[..], b"hello"].concat()).unwrap();
+    // Opened before the filter, as the builder does.
+    let mut file = FileBackend::open(&tx, Some(&rx)).unwrap();
+    let (ours, peer) = UnixDatagram::pair().unwrap();
+    let mut sock = UnixDatagramBackend::new(ours).unwrap();
+
+    let ended = in_confined_child(ThreadKind::Devices, move || {
+        let mut frame = *b"a frame";
+        let parts = [VolatileSlice::from(&mut frame[..])];
+        let mut buf = [0u8; 64];
+        let ok = file.send_frames(&[&parts]).1.is_none()
+            && file.recv(&mut buf).ok() == Some(Some(5))
+            && sock.send_frames(&[&parts, &parts]).1.is_none();
+        if !ok {
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(1) };
+        }
+    });
+
+    assert_eq!(ended, Ended::Exited(0));
+    assert_eq!(std::fs::read(&tx).unwrap(), [&7u32.to_le_bytes()[..], b"a frame"].concat());
+    let mut got = [0u8; 16];
+    assert_eq!(peer.recv(&mut got).unwrap(), 7, "the burst's frames reached the peer");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn the_device_loop_may_not_issue_kvm_ioctls() {
     let ended = in_confined_child(ThreadKind::Devices, || {
         // SAFETY: an ioctl on an fd that does not exist touches no memory.

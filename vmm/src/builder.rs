@@ -749,6 +749,10 @@ fn create_virtio_devices(
                             sock.connect(path).map_err(|e| backend(format!("socket {}: {e}", path.display())))?;
                             Box::new(UnixDatagramBackend::new(sock).map_err(|e| backend(e.to_string()))?)
                         }
+                        Some(NetConfig::File { tx, rx }) => Box::new(
+                            devices::virtio::net_file::FileBackend::open_default_rx(tx, rx.as_deref())
+                                .map_err(|e| backend(e.to_string()))?,
+                        ),
                         None => return Err(backend("no backend configured".into())),
                     };
                     let dev = Arc::new(Mutex::new(Net::new(GUEST_MAC, net_backend, q)));

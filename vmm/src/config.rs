@@ -186,6 +186,14 @@ pub enum NetConfig {
     Tap(String),
     /// A Unix datagram socket to connect to (one frame per datagram).
     Socket(PathBuf),
+    /// Files of length-prefixed records (`devices::virtio::net_file`): tx appended to
+    /// `tx`, rx read from `rx` (default: `<tx>.rx`, if it exists).
+    File {
+        /// The tx file (created if missing, appended to).
+        tx: PathBuf,
+        /// The rx file.
+        rx: Option<PathBuf>,
+    },
 }
 
 /// A virtio-vsock device.
@@ -224,13 +232,23 @@ impl std::str::FromStr for DiskConfig {
 impl std::str::FromStr for NetConfig {
     type Err = String;
 
-    /// `tap=NAME` or `socket=PATH`.
+    /// `tap=NAME`, `socket=PATH` or `file=PATH[,rx=RXPATH]`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('=') {
             Some(("tap", name)) if !name.is_empty() && name.len() < 16 => Ok(NetConfig::Tap(name.into())),
             Some(("tap", _)) => Err("net: a tap name has 1 to 15 characters".into()),
             Some(("socket", path)) if !path.is_empty() => Ok(NetConfig::Socket(path.into())),
-            _ => Err(format!("net: '{s}' is neither tap=NAME nor socket=PATH")),
+            Some(("file", rest)) => {
+                let (tx, rx) = match rest.split_once(",rx=") {
+                    Some((tx, rx)) => (tx, Some(rx)),
+                    None => (rest, None),
+                };
+                if tx.is_empty() || rx.is_some_and(str::is_empty) {
+                    return Err("net: file=PATH[,rx=RXPATH] needs non-empty paths".into());
+                }
+                Ok(NetConfig::File { tx: tx.into(), rx: rx.map(Into::into) })
+            }
+            _ => Err(format!("net: '{s}' is neither tap=NAME, socket=PATH nor file=PATH[,rx=RXPATH]")),
         }
     }
 }
@@ -469,6 +487,13 @@ mod tests {
         assert_eq!("socket=/s".parse::<NetConfig>(), Ok(NetConfig::Socket("/s".into())));
         assert!("tap=".parse::<NetConfig>().is_err());
         assert!("vde=x".parse::<NetConfig>().is_err());
+        assert_eq!("file=/w".parse::<NetConfig>(), Ok(NetConfig::File { tx: "/w".into(), rx: None }));
+        assert_eq!(
+            "file=/w,rx=/r".parse::<NetConfig>(),
+            Ok(NetConfig::File { tx: "/w".into(), rx: Some("/r".into()) })
+        );
+        assert!("file=".parse::<NetConfig>().unwrap_err().contains("non-empty"));
+        assert!("file=/w,rx=".parse::<NetConfig>().unwrap_err().contains("non-empty"));
         let v: VsockConfig = "cid=3,socket=/tmp/v".parse().unwrap();
         assert_eq!((v.cid, v.uds_path.to_str().unwrap()), (3, "/tmp/v"));
         assert!("cid=2,socket=/x".parse::<VsockConfig>().unwrap_err().contains("reserved"));

@@ -13,7 +13,8 @@
 //!   "timeout_secs": 30.0,
 //!   "console": false,
 //!   "disks": [{ "path": "/path/disk.img", "read_only": false }],
-//!   "net": { "tap": "tap0" },     // or { "socket": "/path/net.sock" }
+//!   "net": { "tap": "tap0" },     // or { "socket": "/path/net.sock" },
+//!                                 // or { "file": { "path": "/path/frames", "rx": "/path/in" } }
 //!   "vsock": { "cid": 3, "socket": "/path/vsock.sock" },
 //!   "rng": false,
 //!   "seccomp": true,
@@ -78,6 +79,11 @@ struct DiskFile {
 enum NetFile {
     Tap(String),
     Socket(PathBuf),
+    File {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rx: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -235,6 +241,12 @@ impl VmConfig {
             Some(NetFile::Tap(name)) => Some(format!("tap={name}").parse::<NetConfig>().map_err(field("net"))?),
             Some(NetFile::Socket(p)) if !p.as_os_str().is_empty() => Some(NetConfig::Socket(p)),
             Some(NetFile::Socket(_)) => return Err(field("net")("socket path is empty".into())),
+            Some(NetFile::File { path, rx }) => {
+                if path.as_os_str().is_empty() || rx.as_ref().is_some_and(|r| r.as_os_str().is_empty()) {
+                    return Err(field("net")("file paths must not be empty".into()));
+                }
+                Some(NetConfig::File { tx: path, rx })
+            }
         };
         let guest_memory = match f.guest_memory {
             None => GuestMemoryPolicy::default(),
@@ -284,6 +296,7 @@ impl VmConfig {
             net: self.net.as_ref().map(|n| match n {
                 NetConfig::Tap(t) => NetFile::Tap(t.clone()),
                 NetConfig::Socket(p) => NetFile::Socket(p.clone()),
+                NetConfig::File { tx, rx } => NetFile::File { path: tx.clone(), rx: rx.clone() },
             }),
             vsock: self.vsock.as_ref().map(|v| VsockFile { cid: v.cid, socket: v.uds_path.clone() }),
             rng: self.rng,
@@ -335,6 +348,18 @@ mod tests {
         assert!(snp.emulated);
         assert_eq!((snp.options.policy, snp.options.host_data[0], snp.options.host_data[31]), (0x30000, 1, 32));
         assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_net_file_backend_round_trips_with_and_without_its_rx_file() {
+        let c = VmConfig::from_json(r#"{"net": {"file": {"path": "/w", "rx": "/r"}}}"#).unwrap();
+        assert_eq!(c.net, Some(NetConfig::File { tx: "/w".into(), rx: Some("/r".into()) }));
+        assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
+        let c = VmConfig::from_json(r#"{"net": {"file": {"path": "/w"}}}"#).unwrap();
+        assert_eq!(c.net, Some(NetConfig::File { tx: "/w".into(), rx: None }));
+        assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
+        let err = VmConfig::from_json(r#"{"net": {"file": {"path": ""}}}"#).unwrap_err().to_string();
+        assert!(err.starts_with("configuration: net:"), "{err}");
     }
 
     #[test]

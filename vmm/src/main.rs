@@ -249,7 +249,9 @@ struct RunArgs {
     /// A virtio-blk disk backed by a raw image: PATH[,ro]. Repeatable.
     #[arg(long, value_name = "PATH[,ro]")]
     disk: Vec<vmm::config::DiskConfig>,
-    /// A virtio-net card: tap=NAME or socket=PATH (a Unix datagram socket, one frame per datagram).
+    /// A virtio-net card: tap=NAME, socket=PATH (a Unix datagram socket, one frame per
+    /// datagram) or file=PATH[,rx=RXPATH] (tx appended to PATH as 4-byte little-endian
+    /// length-prefixed records; rx read from RXPATH, default PATH.rx if it exists).
     #[arg(long, value_name = "tap=NAME|socket=PATH")]
     net: Option<vmm::config::NetConfig>,
     /// A virtio-vsock device: cid=N,socket=PATH (a guest connection to port P reaches the Unix socket PATH_P).

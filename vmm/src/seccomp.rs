@@ -177,8 +177,11 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             allow(&mut r, &[libc::SYS_read]);
             // virtio-blk: reads and writes straight to guest memory, flush, discard.
             allow(&mut r, &[libc::SYS_preadv, libc::SYS_pwritev, libc::SYS_fdatasync, libc::SYS_fallocate]);
-            // virtio-net on a Unix datagram socket (send/recv).
-            allow(&mut r, &[libc::SYS_sendto, libc::SYS_recvfrom]);
+            // virtio-net on a Unix datagram socket (send, a burst per sendmmsg, recv); on a tap (one writev per
+            // frame); on files (a writev of records per burst, ftruncate to cut a short
+            // write back to whole records, rx records read with pread).
+            allow(&mut r, &[libc::SYS_sendto, libc::SYS_sendmmsg, libc::SYS_recvfrom]);
+            allow(&mut r, &[libc::SYS_writev, libc::SYS_ftruncate, libc::SYS_pread64]);
             // virtio-vsock: a guest connection opens a Unix stream socket to PATH_port,
             // made non-blocking (std's set_nonblocking is ioctl(FIONBIO)), shut down and
             // closed. Only AF_UNIX stream sockets; no bind, listen or accept.

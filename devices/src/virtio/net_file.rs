@@ -76,14 +76,7 @@ impl FileBackend {
         let tx_file = OpenOptions::new().append(true).create(true).open(tx).map_err(file_err(tx))?;
         let tx_len = tx_file.metadata().map_err(file_err(tx))?.len();
         let rx_file = rx.map(|p| File::open(p).map_err(file_err(p))).transpose()?;
-        Ok(Self {
-            tx: tx_file,
-            tx_len,
-            rx: rx_file,
-            rx_pos: 0,
-            rx_failed: false,
-            headers: Vec::new(),
-        })
+        Ok(Self { tx: tx_file, tx_len, rx: rx_file, rx_pos: 0, rx_failed: false, headers: Vec::new() })
     }
 
     /// The same with `tx` and, when no rx path is given, `<tx>.rx` if that exists (no
@@ -267,8 +260,11 @@ mod tests {
     use super::*;
 
     fn dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir()
-            .join(format!("cvmm-net-file-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "cvmm-net-file-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
