@@ -1,7 +1,8 @@
 //! Host-side device benchmark: drives virtio-blk (over a memory-backed file in
-//! /dev/shm) and virtio-net (tx over a Unix datagram pair) queues directly with a mock
-//! driver, for 4 KiB and 64 KiB requests, and prints MB/s next to a plain memcpy of the
-//! same bytes measured in the same run. Used by scripts/bench-devices.sh.
+//! /dev/shm) and virtio-net (tx over a Unix datagram pair, and over the file backend to
+//! a memory-backed file in /dev/shm) queues directly with a mock driver, for 4 KiB and
+//! 64 KiB requests, and prints MB/s next to a plain memcpy of the same bytes measured in
+//! the same run. Used by scripts/bench-devices.sh.
 //!
 //! The goal (issue 4, docs/devices.md "Performance"): 64 KiB virtio-blk reads, writes
 //! and virtio-net transmits at >= 70% of the memcpy figure.
@@ -26,6 +27,13 @@
 //! host buffer, to the same peer, paired with memcpy the same way. It is the most the
 //! Unix datagram backend can carry on this host, whatever the device does.
 //!
+//! "virtio-net tx file" appends each frame as a record (`devices::virtio::net_file`)
+//! to a file in /dev/shm, a burst per `writev` straight from guest memory; the file is
+//! replaced every [`FILE_CHUNK`] bytes (untimed, after its every byte is checked) so
+//! the run does not hold 512 MiB of tmpfs. "(file alone)" writes the same records with
+//! one `writev` of header and frame each from a host buffer: the most such a file
+//! takes on this host.
+//!
 //! usage: cargo run --release -p devices --example virtio_bench [case filter] [runs]
 //! (with a filter, only cases whose name contains it run, e.g. "blk read  64").
 
@@ -36,6 +44,7 @@ use std::time::Instant;
 
 use devices::virtio::block::{Block, BlockOptions};
 use devices::virtio::net::{Net, UnixDatagramBackend};
+use devices::virtio::net_file::FileBackend;
 use devices::virtio::{ActivateContext, SharedMemory, VirtioDevice, VirtioInterrupt};
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
@@ -51,6 +60,8 @@ const DATA: u64 = 0x100_0000;
 const TOTAL: usize = 512 << 20;
 /// Pairs (memcpy run, device run) per case; the median ratio is reported.
 const RUNS: usize = 5;
+/// Bytes of frames per net file before it is checked and replaced.
+const FILE_CHUNK: usize = 64 << 20;
 
 /// One pair: seconds the memcpy run and the device run took to move `bytes` each, by
 /// the wall clock and in CPU time of the thread that ran them.
@@ -279,6 +290,98 @@ fn bench_net_tx(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, alone:
     run
 }
 
+/// The byte frame `i` of a batch is filled with (its tx buffers and its records).
+fn frame_byte(i: usize) -> u8 {
+    (i as u8) ^ 0x5a
+}
+
+/// Checks a net file: `frames` records of `len` bytes, record i of a batch filled with
+/// `frame_byte(i)`; then deletes it.
+fn check_net_file(path: &std::path::Path, frames: usize, len: usize) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(bytes.len(), frames * (4 + len), "every frame must be a whole record");
+    for (n, record) in bytes.chunks(4 + len).enumerate() {
+        assert_eq!(u32::from_le_bytes(record[..4].try_into().unwrap()) as usize, len, "record {n}");
+        let want = frame_byte(n % BATCH);
+        assert!(record[4..].iter().all(|&b| b == want), "record {n} must hold its frame");
+    }
+    std::fs::remove_file(path).unwrap();
+}
+
+/// One run of virtio-net transmits of `req`-byte chains (a 12-byte header and the
+/// frame) to the file backend over a file in /dev/shm; or, with `alone`, the same
+/// records written with one `writev` each from a host buffer (no device).
+fn bench_net_file(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, alone: bool) -> Run {
+    let path = std::path::PathBuf::from(format!("/dev/shm/cvmm-bench-{}.frames", std::process::id()));
+    let frame = req - 12;
+    let batches = TOTAL / (BATCH * req);
+    let per_file = (FILE_CHUNK / (BATCH * req)).max(1);
+    let mut run = Run { bytes: batches * BATCH * req, ..Run::default() };
+    for i in 0..BATCH {
+        let buf = DATA + (i * 0x1_1000) as u64;
+        mem.write_slice(&vec![frame_byte(i); frame], GuestAddress(buf + 0x1000)).unwrap();
+    }
+    (run.copy, run.copy_cpu) = memcpy_run(req, run.bytes);
+    let host: Vec<Vec<u8>> = (0..BATCH).map(|i| vec![frame_byte(i); frame]).collect();
+    let header = (frame as u32).to_le_bytes();
+    let mut net = None;
+    let mut appender = None;
+    for b in 0..batches {
+        if b % per_file == 0 {
+            if b > 0 {
+                (net, appender) = (None, None);
+                check_net_file(&path, per_file * BATCH, frame);
+            }
+            let _ = std::fs::remove_file(&path);
+            if alone {
+                appender = Some(std::fs::OpenOptions::new().append(true).create(true).open(&path).unwrap());
+            } else {
+                let backend = Box::new(FileBackend::open(&path, None).unwrap());
+                net = Some(Net::new([2, 0, 0, 0, 0, 1], backend, [evt(), evt()]));
+            }
+        }
+        if let Some(file) = &appender {
+            let t = Clock::start();
+            for data in &host {
+                let iov = [
+                    libc::iovec { iov_base: header.as_ptr().cast_mut().cast(), iov_len: 4 },
+                    libc::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: frame },
+                ];
+                // SAFETY: both iovecs point at live host buffers of the given lengths;
+                // writev only reads them.
+                let n = unsafe { libc::writev(file.as_raw_fd(), iov.as_ptr(), 2) };
+                assert_eq!(n as usize, 4 + frame);
+            }
+            let (wall, cpu) = t.stop();
+            (run.device, run.device_cpu) = (run.device + wall, run.device_cpu + cpu);
+            continue;
+        }
+        let net = net.as_mut().unwrap();
+        let rx = MockSplitQueue::create(mem, GuestAddress(0), QUEUE);
+        let tx = MockSplitQueue::create(mem, GuestAddress(0x8_0000), QUEUE);
+        let mut descs = Vec::new();
+        for i in 0..BATCH {
+            let buf = DATA + (i * 0x1_1000) as u64;
+            descs.push(RawDescriptor::from(Descriptor::new(buf, 12, F_NEXT, (i * 2 + 1) as u16)));
+            descs.push(RawDescriptor::from(Descriptor::new(buf + 0x1000, frame as u32, 0, 0)));
+        }
+        for (i, chain) in descs.chunks(2).enumerate() {
+            tx.add_desc_chains(chain, (i * 2) as u16).unwrap();
+        }
+        activate(net, shared, vec![rx.create_queue().unwrap(), tx.create_queue().unwrap()]);
+        let t = Clock::start();
+        let done = net.process_tx();
+        let (wall, cpu) = t.stop();
+        (run.device, run.device_cpu) = (run.device + wall, run.device_cpu + cpu);
+        assert_eq!(done, BATCH);
+        assert_eq!(net.counters().tx_dropped.load(Ordering::Relaxed), 0, "no frame may be dropped");
+    }
+    drop((net, appender));
+    let left = batches - (batches - 1) / per_file * per_file;
+    check_net_file(&path, left * BATCH, frame);
+    run
+}
+
 fn main() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x800_0000)]).unwrap();
     let shared = SharedMemory::all_shared(&mem);
@@ -295,11 +398,13 @@ fn main() {
     );
     for req in [4096usize, 65536] {
         let set = format!("2 x {} KiB", (BATCH * req) >> 10);
-        let cases: [(&str, &dyn Fn() -> Run); 4] = [
+        let cases: [(&str, &dyn Fn() -> Run); 6] = [
             ("virtio-blk read ", &|| bench_blk(&mem, &shared, req, false)),
             ("virtio-blk write", &|| bench_blk(&mem, &shared, req, true)),
             ("virtio-net tx   ", &|| bench_net_tx(&mem, &shared, req, false)),
             ("(socket alone)  ", &|| bench_net_tx(&mem, &shared, req, true)),
+            ("virtio-net tx file", &|| bench_net_file(&mem, &shared, req, false)),
+            ("(file alone)    ", &|| bench_net_file(&mem, &shared, req, true)),
         ];
         for (kind, case) in cases {
             let name = format!("{kind} {} KiB", req >> 10);
