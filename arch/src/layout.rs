@@ -29,6 +29,7 @@ pub const BOOT_INFO_START: u64 = 0x5000;
 pub const PVH_INFO_START: u64 = 0x6000;
 /// Linux `boot_params` (the "zero page").
 pub const ZERO_PAGE_START: u64 = 0x7000;
+const _: () = assert!(ZERO_PAGE_START == crate::abi::LINUX_ZERO_PAGE);
 /// First page-table page (PML4); PDPT and page directories follow.
 pub const PAGE_TABLES_START: u64 = 0x9000;
 /// The `setup_data` list of a confidential Linux boot (the SEV-SNP CC blob), right
