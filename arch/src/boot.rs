@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(read_u32(&b, 0x214), 0x100_0000); // hdr.code32_start
         assert_eq!(u64::from_le_bytes(b[0x250..0x258].try_into().unwrap()), 0xf000); // hdr.setup_data
         assert_eq!(read_u32(&b, 0x13c), 0xf018); // cc_blob_address
-        // Without extras the fields stay zero.
+                                                 // Without extras the fields stay zero.
         let (_, plain) = zero_page(None, &BootBlobs::default(), &e820);
         assert_eq!((read_u32(&plain, 0x13c), read_u32(&plain, 0x250)), (0, 0));
     }

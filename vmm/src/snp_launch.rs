@@ -38,8 +38,8 @@ use arch::abi::{
     BootInfo, VirtioDeviceInfo, BOOT_INFO_MAGIC, BOOT_INFO_SIZE, BOOT_INFO_VERSION, ENTRY32_MARKER, ENTRY32_OFFSET,
     FLAG_CONFIDENTIAL, FLAG_EMULATED_PLATFORM, FLAG_SNP,
 };
-use arch::layout::{MemoryLayout, BOOT_INFO_START, PAGE_TABLES_START};
 use arch::boot::{BootBlobs, ZeroPageExtras};
+use arch::layout::{MemoryLayout, BOOT_INFO_START, PAGE_TABLES_START};
 use arch::layout::{
     CMDLINE_START, FIRMWARE_RESERVED_END, FIRMWARE_RESERVED_START, MMIO_HOLE_START, SETUP_DATA_START, ZERO_PAGE_START,
 };
@@ -333,7 +333,7 @@ pub fn cpuid_page(table: &[kvm_cpuid_entry2]) -> Result<Arc<[u8]>, SnpLaunchErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KernelSource, Tee, TdxConfig};
+    use crate::config::{KernelSource, TdxConfig, Tee};
     use arch::layout::{E820_RAM, E820_RESERVED};
     use std::io::Cursor;
 
@@ -433,7 +433,8 @@ mod tests {
 
         // e820: the firmware's pages reserved, the kernel, initrd and the rest RAM.
         let e820 = e820_of(zp);
-        for gpa in [SECRETS_GPA, CPUID_GPA, BOOT_INFO_START, PAGE_TABLES_START, 0x10_0000, 0x20_0000, 0x40_0000, 0x7f_f000]
+        for gpa in
+            [SECRETS_GPA, CPUID_GPA, BOOT_INFO_START, PAGE_TABLES_START, 0x10_0000, 0x20_0000, 0x40_0000, 0x7f_f000]
         {
             assert_eq!(kind_of(&e820, gpa), Some(E820_RESERVED), "{gpa:#x} in {e820:x?}");
         }
