@@ -250,3 +250,19 @@ fn a_bzimage_without_the_64_bit_entry_is_refused_for_a_confidential_guest() {
     let err = build_vm(&config, Box::new(SharedBuf::default())).err().expect("refused");
     assert!(err.to_string().contains("64-bit entry"), "{err}");
 }
+
+#[test]
+fn application_processors_validate_their_share_then_stay_parked_while_the_bsp_enters_linux() {
+    let snp = VmConfig { vcpus: 4, ..config(Tee::Snp(SnpConfig { emulated: true, ..Default::default() })) };
+    let console = SharedBuf::default();
+    let mut vm = build_vm(&snp, Box::new(console.clone())).expect("build");
+    assert_eq!(vm.run().expect("run"), VmExit::GuestExit(0), "console: {}", console.text());
+    let platform = vm.snp_platform().expect("emulated SNP");
+    assert_eq!(platform.aps_started(), 3);
+    // All of RAM but the 4 MiB bounce region is validated before the kernel runs.
+    assert_eq!(platform.rmp().validated_pages(), (64 << 20) / 4096 - 1024);
+
+    let tdx = VmConfig { vcpus: 2, ..config(Tee::Tdx(TdxConfig::new(true))) };
+    let (v, e820_bytes) = boot(&tdx);
+    check_common_entry_state(&v, &e820_bytes);
+}
