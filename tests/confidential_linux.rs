@@ -247,7 +247,9 @@ fn a_bzimage_without_the_64_bit_entry_is_refused_for_a_confidential_guest() {
     image[0x236] = 0; // xloadflags: no XLF_KERNEL_64
     let config =
         VmConfig { kernel: KernelSource::File(temp_file("bzImage", &image)), ..config(Tee::Tdx(TdxConfig::new(true))) };
-    let err = build_vm(&config, Box::new(SharedBuf::default())).err().expect("refused");
+    let Err(err) = build_vm(&config, Box::new(SharedBuf::default())) else {
+        panic!("a bzImage without a 64-bit entry booted")
+    };
     assert!(err.to_string().contains("64-bit entry"), "{err}");
 }
 
