@@ -217,6 +217,9 @@ fn snp_launch_digest_of_a_linux_boot_equals_cvmm_measure() {
     let out = cvmm().args(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hex_of(&launched));
+    // `cvmm run` with the same arguments boots it: the stub ends the VM with status 0.
+    let run = cvmm().arg("run").args(&args[1..]).args(["--timeout", "60"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
     // The kernel, initrd and command line are measured: change one, the digest changes.
     let mut other = args.clone();
     *other.last_mut().unwrap() = "console=hvc0 cvmm-linux-tesT".into();
