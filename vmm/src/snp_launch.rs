@@ -11,6 +11,7 @@
 //! | 0x4000 | CPUID page | CPUID |
 //! | 0x5000 | boot information (flags SNP, emulated) | NORMAL |
 //! | 0x9000-0xefff | the firmware's page tables | ZERO |
+//! | 0xe0000 | ACPI tables (see [`crate::acpi`]; TDX also has the mailbox and event log area after them) | NORMAL |
 //! | 2 MiB + | the guest program (ELF segments, .bss included) | NORMAL |
 //! | 4-8 MiB | the bounce region, converted to shared by the guest | (not in the plan) |
 
@@ -60,6 +61,9 @@ pub enum SnpLaunchError {
     /// The CPUID table does not fit a CPUID page.
     #[error("cannot build the CPUID page: {0}")]
     Cpuid(String),
+    /// The ACPI tables cannot describe the VM.
+    #[error(transparent)]
+    Acpi(#[from] arch::acpi::AcpiError),
     /// The plan is inconsistent.
     #[error(transparent)]
     Plan(#[from] launch::plan::snp::SnpPlanError),
@@ -82,6 +86,7 @@ pub fn boot_info(config: &VmConfig, layout: &MemoryLayout, snp: &SnpConfig) -> B
         bounce_size: arch::layout::BOUNCE_SIZE,
         snp_secrets: SECRETS_GPA,
         snp_cpuid: CPUID_GPA,
+        acpi_rsdp: arch::layout::ACPI_START,
         ..Default::default()
     };
     let slots = config.virtio_devices();
@@ -121,6 +126,10 @@ pub const TD_HOB_GPA: u64 = 0x8000;
 pub fn tdx_boot_info(config: &VmConfig, layout: &MemoryLayout) -> BootInfo {
     let mut info = boot_info(config, layout, &SnpConfig::default());
     info.flags = FLAG_CONFIDENTIAL | arch::abi::FLAG_TDX;
+    if matches!(&config.tee, crate::config::Tee::Tdx(t) if t.emulated) {
+        // The firmware's idle loop differs (see firmware/guests/acpi.rs).
+        info.flags |= FLAG_EMULATED_PLATFORM;
+    }
     info.snp_secrets = 0;
     info.snp_cpuid = 0;
     info
@@ -142,13 +151,17 @@ pub fn tdx_plan(
     // An empty HOB list: cvmm's firmware reads the boot info; the HOB's address only
     // marks the entry as a TD's.
     let hob = vec![0u8; PAGE as usize];
+    let acpi = crate::acpi::tdx_tables(config.vcpus)?;
+    let mut zero = vec![(PAGE_TABLES_START, PAGE_TABLES_LEN, "page tables".into())];
+    zero.extend(crate::acpi::tdx_zero_ranges());
     plan_tdx_direct(&TdxDirectOptions {
         images: vec![
             (BOOT_INFO_START, info_page.into(), "boot info".into()),
             (TD_HOB_GPA, hob.into(), "TD HOB".into()),
             (start, image.into(), "guest program".into()),
+            (acpi.rsdp, acpi.bytes.into(), crate::acpi::ACPI_TABLES_WHAT.into()),
         ],
-        zero: vec![(PAGE_TABLES_START, PAGE_TABLES_LEN, "page tables".into())],
+        zero,
         entry32,
         hob: TD_HOB_GPA,
         vcpus: config.vcpus,
@@ -169,10 +182,12 @@ pub fn snp_plan(
     let (start, image, entry) = program_image(mem, kernel)?;
     let mut info_page = vec![0u8; PAGE as usize];
     info_page[..BOOT_INFO_SIZE].copy_from_slice(&boot_info(config, layout, snp).to_bytes());
+    let acpi = crate::acpi::snp_tables(config.vcpus)?;
     let plan = plan_snp_direct(&SnpDirectOptions {
         images: vec![
             PlanImage { gpa: BOOT_INFO_START, bytes: info_page.into(), what: "boot info".into() },
             PlanImage { gpa: start, bytes: image.into(), what: "guest program".into() },
+            PlanImage { gpa: acpi.rsdp, bytes: acpi.bytes.into(), what: crate::acpi::ACPI_TABLES_WHAT.into() },
         ],
         zero: vec![(PAGE_TABLES_START, PAGE_TABLES_LEN, "page tables".into())],
         secrets_gpa: SECRETS_GPA,
