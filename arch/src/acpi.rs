@@ -51,6 +51,17 @@ pub const CC_TYPE_TDX: u8 = 2;
 /// The most vCPUs the MADT describes (xAPIC IDs are one byte, and 255 is the broadcast).
 pub const MAX_ACPI_VCPUS: u32 = 254;
 
+// The ACPI area, the mailbox and the log area lie in the e820 reserved range below
+// 1 MiB, in this order, clear of the largest MP table.
+const _: () = {
+    use crate::layout::{CC_EVENT_LOG_SIZE, CC_EVENT_LOG_START, HIGH_MEMORY_START, MP_WAKEUP_MAILBOX};
+    use crate::mptable::{mptable_size, MAX_VCPUS, MPTABLE_START};
+    assert!(MPTABLE_START + mptable_size(MAX_VCPUS) as u64 <= ACPI_START);
+    assert!(ACPI_START + ACPI_SIZE <= MP_WAKEUP_MAILBOX);
+    assert!(MP_WAKEUP_MAILBOX + 0x1000 <= CC_EVENT_LOG_START);
+    assert!(CC_EVENT_LOG_START + CC_EVENT_LOG_SIZE <= HIGH_MEMORY_START);
+};
+
 /// Errors from building the tables.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AcpiError {
@@ -263,16 +274,5 @@ mod tests {
         let most = build(MAX_ACPI_VCPUS, None).unwrap();
         let lapics = structures(table(&most, most.madt)).iter().filter(|(ty, _)| *ty == 0).count();
         assert_eq!(lapics, MAX_ACPI_VCPUS as usize);
-    }
-
-    #[test]
-    fn the_acpi_area_lies_in_the_e820_reserved_range_below_1_mib() {
-        use crate::layout::{EBDA_START, HIGH_MEMORY_START};
-        assert!(EBDA_START + 0x1000 <= ACPI_START && ACPI_START + ACPI_SIZE <= MP_WAKEUP_MAILBOX);
-        assert!(MP_WAKEUP_MAILBOX + 0x1000 <= CC_EVENT_LOG_START);
-        assert!(CC_EVENT_LOG_START + CC_EVENT_LOG_SIZE <= HIGH_MEMORY_START);
-        let mptable_end =
-            crate::mptable::MPTABLE_START + crate::mptable::mptable_size(crate::mptable::MAX_VCPUS) as u64;
-        assert!(mptable_end <= ACPI_START, "clear of the MP table");
     }
 }

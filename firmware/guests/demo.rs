@@ -641,20 +641,36 @@ fn acpi(info: &BootInfo, out: &mut Out) -> bool {
         (&raw const demo_ap_stub as u64, &raw const demo_ap_flag as u64, &raw const demo_ap_stub_end as u64);
     let vector = mailbox + AP_STUB_OFFSET;
     let record = vector + (flag - stub);
-    // SAFETY: the mailbox page is private memory the MADT reserves for this protocol;
-    // the stub (a few dozen bytes) fits its OS area; the parked CPUs only read it.
-    unsafe {
-        core::ptr::copy_nonoverlapping(stub as *const u8, vector as *mut u8, (end - stub) as usize);
-        core::ptr::write_volatile(mailbox.wrapping_add(4) as *mut u32, 1);
-        core::ptr::write_volatile(mailbox.wrapping_add(8) as *mut u64, vector);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-        core::ptr::write_volatile(mailbox as *mut u16, rt::acpi::MP_WAKEUP_COMMAND_WAKEUP);
+    let post = |apic_id: u32, command: u16| {
+        // SAFETY: the mailbox page is private memory the MADT reserves for this
+        // protocol; the parked CPUs only read it (and clear Command when woken).
+        unsafe {
+            core::ptr::write_volatile(mailbox.wrapping_add(4) as *mut u32, apic_id);
+            core::ptr::write_volatile(mailbox.wrapping_add(8) as *mut u64, vector);
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+            core::ptr::write_volatile(mailbox as *mut u16, command);
+        }
+    };
+    // SAFETY: the stub (a few dozen bytes) fits the mailbox's OS area.
+    unsafe { core::ptr::copy_nonoverlapping(stub as *const u8, vector as *mut u8, (end - stub) as usize) };
+    // A wakeup for an APIC ID no CPU has (the I/O APIC's) must be left alone.
+    post(cpus, rt::acpi::MP_WAKEUP_COMMAND_WAKEUP);
+    for _ in 0..20 {
+        rt::acpi::idle();
     }
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(mailbox as *const u16) } != rt::acpi::MP_WAKEUP_COMMAND_WAKEUP {
+        out.put(b"acpi: a CPU took a wakeup meant for another APIC ID");
+        out.end();
+        return false;
+    }
+    post(1, rt::acpi::MP_WAKEUP_COMMAND_WAKEUP);
     let mut woke = false;
     for _ in 0..5000 {
         // SAFETY: as above; the woken CPU clears Command, then writes the record.
-        let (command, seen) =
-            unsafe { (core::ptr::read_volatile(mailbox as *const u16), core::ptr::read_volatile(record as *const u64)) };
+        let (command, seen) = unsafe {
+            (core::ptr::read_volatile(mailbox as *const u16), core::ptr::read_volatile(record as *const u64))
+        };
         if command == 0 && seen == 0x5041 | (1 << 32) {
             woke = true;
             break;

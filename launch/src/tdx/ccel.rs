@@ -198,9 +198,12 @@ fn spec_id(r: &mut Reader<'_>) -> Result<Vec<(u16, u16)>, CcelError> {
 mod tests {
     use super::*;
 
+    /// An event to write: (MR index, type, digests as (algorithm, bytes), data).
+    type Event<'a> = (u32, u32, Vec<(u16, Vec<u8>)>, &'a [u8]);
+
     /// A log written here field by field from the TCG layout (not by the parser's
     /// inverse): Spec ID with `algs`, then `events` as (MR index, type, digests, data).
-    fn log(algs: &[(u16, u16)], events: &[(u32, u32, Vec<(u16, Vec<u8>)>, &[u8])]) -> Vec<u8> {
+    fn log(algs: &[(u16, u16)], events: &[Event<'_>]) -> Vec<u8> {
         let mut body = SPEC_ID_SIGNATURE.to_vec();
         body.extend([0, 0, 0, 0, 0, 2, 0, 2]);
         body.extend((algs.len() as u32).to_le_bytes());
