@@ -9,6 +9,9 @@
 //! accepts all the memory it hands over (TDG.MEM.PAGE.ACCEPT, 2 MiB with a 4 KiB
 //! fallback: upstream KVM maps TD private memory with 4 KiB pages), spread over every
 //! vCPU; converts the bounce region to shared (MapGPA); and runs the guest program.
+//! The APs, once their share is accepted, park in the ACPI wakeup-mailbox loop
+//! (`acpi.rs`); RTMR extends made through [`rtmr_extend_logged`] are recorded in the CC
+//! event log (`ccel.rs`).
 //!
 //! # Platform interface
 //! TDCALL is the real instruction everywhere: on this project's hosts it ends in an
