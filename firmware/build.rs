@@ -1,4 +1,4 @@
-//! Builds cvmm's own guest programs (`guests/*.rs`: the demo guest, and with the
+//! Builds cvmm's own guest programs (`guests/*.rs`: the demo guest, the Linux boot firmware, and with the
 //! `test-guests` feature the test guests) as static no_std ELF files.
 //!
 //! Only the x86_64-unknown-linux-gnu standard library is installed on our machines
@@ -23,7 +23,7 @@ fn main() {
     for p in [guests.join("rt.rs"), ld.clone(), manifest.join("../arch/src/abi.rs")] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
-    let mut programs = vec!["demo"];
+    let mut programs = vec!["demo", "linuxboot"];
     if env::var_os("CARGO_FEATURE_TEST_GUESTS").is_some() {
         programs.extend(["irq_test", "virtio_rng_test", "snp_ghcb_test", "tdx_test"]);
     }

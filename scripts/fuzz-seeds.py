@@ -113,6 +113,15 @@ for off, addr in ((0x080, 0x400), (0x090, 0x600), (0x0a0, 0x800)):
 w(0x044, 1); w(0x070, 15); w(0x050, 0); r(0x060); w(0x064, 1)
 write("virtio_mmio", "init-sequence", b"".join(ops))
 
+# api_request: [method index (0 GET, 1 PUT, ...)] path NUL body, one per route.
+for i, (method, path, body) in enumerate([
+        (0, "/v1/vmm/ping", b""), (1, "/v1/vmm/shutdown", b""),
+        (1, "/v1/vm", b'{"memory": "256M", "vcpus": 2, "cmdline": "wait", "rng": true, "timeout_secs": 5}'),
+        (0, "/v1/vm", b""), (0, "/v1/vm/config", b""), (0, "/v1/vm/launch-log?pretty", b""),
+        (1, "/v1/vm/boot", b""), (1, "/v1/vm/pause", b""), (1, "/v1/vm/resume", b""),
+        (1, "/v1/vm/shutdown", b'{"timeout_secs": 2.5}'), (3, "/v1/vm", b"")]):
+    write("api_request", "route-%d" % i, bytes([method]) + path.encode() + b"\0" + body)
+
 # --- Format targets (first byte: the selector each target reads) ---------------------
 
 

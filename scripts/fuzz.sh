@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs cvmm's cargo-fuzz targets, JOBS at a time (default: the number of cores), and
-# prints each target's executions, rate and result.
+# prints each target's executions, rate, time and whether it met its goal.
 #
-# Every target but the crypto ones stops at EXECS executions (default 10,000,000, the
-# project's goal: docs/security.md) or after SECONDS (default 600), whichever comes
-# first; the crypto targets (CRYPTO_TARGETS: AES-GCM, ECDSA and X.509 per input, too
-# slow for the goal) run for CRYPTO_SECONDS (default: SECONDS). EXECS=0 runs every
-# target for its time only.
+# The goals (issue 9, docs/security.md): GOAL executions (default 10,000,000) with no
+# crash, or CRYPTO_GOAL (default 1,000,000) for the targets that verify signatures or
+# decrypt (CRYPTO_TARGETS). Each target runs for SECONDS (default 600; CRYPTO_SECONDS
+# for the crypto ones) and, with STOP_AT_GOAL=1 (the default), stops early once it has
+# reached its goal; STOP_AT_GOAL=0 runs every target for its whole time. The crypto
+# targets are built without compare tracing (cargo fuzz --no-trace-compares, in
+# fuzz/target-crypto): the tracing hooks in the constant-time field arithmetic cost
+# them more than half their speed, and their inputs are structures, not magic values.
 #
 # Seeds come from fuzz/corpus/<target>/ (the committed seed-* and regression-* inputs,
 # and whatever earlier runs left there) plus inputs made here: Debian's OVMF.fd tail,
@@ -15,13 +18,16 @@
 # and quote (when target/debug/cvmm is built and /dev/kvm is usable). A crash fails the
 # script and leaves the input in fuzz/artifacts/<target>/.
 #
-# usage: [JOBS=N] [EXECS=N] [CRYPTO_SECONDS=N] scripts/fuzz.sh [SECONDS] [TARGET...]
+# usage: [JOBS=N] [GOAL=N] [CRYPTO_GOAL=N] [STOP_AT_GOAL=0|1] [CRYPTO_SECONDS=N]
+#        scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"
 shift || true
 jobs="${JOBS:-$(nproc)}"
-execs="${EXECS:-10000000}"
+goal="${GOAL:-10000000}"
+crypto_goal="${CRYPTO_GOAL:-1000000}"
+stop_at_goal="${STOP_AT_GOAL:-1}"
 crypto_seconds="${CRYPTO_SECONDS:-$seconds}"
 crypto_targets=" ${CRYPTO_TARGETS:-snp_crypto tdx_crypto} "
 refs="${FUZZ_REFS:-../shared/refs/attestation}"
@@ -51,20 +57,26 @@ seed_args=()
 [ -x target/debug/cvmm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && seed_args+=(--emulated target/debug/cvmm)
 python3 scripts/fuzz-seeds.py "${seed_args[@]}" >&2 || echo "fuzz.sh: some seeds could not be made" >&2
 
-echo "fuzz.sh: building ${#targets[@]} targets" >&2
-(cd fuzz && cargo +nightly fuzz build -O >&2)
-
 is_crypto() { [[ "$crypto_targets" == *" $1 "* ]]; }
 
+echo "fuzz.sh: building ${#targets[@]} targets" >&2
+(cd fuzz && cargo +nightly fuzz build -O >&2)
+for t in "${targets[@]}"; do
+    if is_crypto "$t"; then
+        (cd fuzz && cargo +nightly fuzz build -O --no-trace-compares --target-dir target-crypto "$t" >&2)
+    fi
+done
+
 logdir=$(mktemp -d)
+goal_of() { if is_crypto "$1"; then echo "$crypto_goal"; else echo "$goal"; fi; }
 run_one() {
-    local t=$1 limit=(-max_total_time="$seconds")
+    local t=$1 limit=(-max_total_time="$seconds") build=()
     if is_crypto "$t"; then
         limit=(-max_total_time="$crypto_seconds")
-    elif [ "$execs" -gt 0 ]; then
-        limit+=(-runs="$execs")
+        build=(--no-trace-compares --target-dir target-crypto)
     fi
-    (cd fuzz && cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
+    [ "$stop_at_goal" = 1 ] && limit+=(-runs="$(goal_of "$t")")
+    (cd fuzz && cargo +nightly fuzz run -O "${build[@]}" "$t" "corpus/$t" -- \
         "${limit[@]}" -print_final_stats=1 -rss_limit_mb=4096 >"$logdir/$t.log" 2>&1)
 }
 failed=0
@@ -83,28 +95,25 @@ while [ "$running" -gt 0 ]; do
     running=$((running - 1))
 done
 
-echo "fuzz.sh: $(date -u +%FT%TZ), $(( $(date +%s) - start )) s, JOBS=$jobs EXECS=$execs SECONDS=$seconds CRYPTO_SECONDS=$crypto_seconds, logs in $logdir"
+echo "fuzz.sh: $(date -u +%FT%TZ), $(( $(date +%s) - start )) s, commit $(git rev-parse --short HEAD), JOBS=$jobs GOAL=$goal CRYPTO_GOAL=$crypto_goal STOP_AT_GOAL=$stop_at_goal SECONDS=$seconds CRYPTO_SECONDS=$crypto_seconds, logs in $logdir"
 printf '%-16s %12s %8s %8s  %-8s %s\n' target executions exec/s seconds goal result
 for t in "${targets[@]}"; do
     log="$logdir/$t.log"
     n=$(awk '/stat::number_of_executed_units:/ {print $2}' "$log" | tail -n 1)
     rate=$(awk '/stat::average_exec_per_sec:/ {print $2}' "$log" | tail -n 1)
     took=$(awk '/^Done [0-9]+ runs in/ {print $5}' "$log" | tail -n 1)
-    if is_crypto "$t"; then
-        goal=crypto
-    elif [ "$execs" -eq 0 ]; then
-        goal=-
-    elif [ -n "$n" ] && [ "$n" -ge "$execs" ]; then
-        goal=met
+    if [ -n "$n" ] && [ "$n" -ge "$(goal_of "$t")" ]; then
+        met=met
     else
-        goal=BELOW
+        met=BELOW
     fi
+    is_crypto "$t" && met="$met(1M)"
     if grep -q 'SUMMARY\|panicked\|deadly signal' "$log"; then
         result="CRASH (see $log and fuzz/artifacts/$t/)"
         failed=1
     else
         result=ok
     fi
-    printf '%-16s %12s %8s %8s  %-8s %s\n' "$t" "${n:-?}" "${rate:-?}" "${took:-?}" "$goal" "$result"
+    printf '%-16s %12s %8s %8s  %-8s %s\n' "$t" "${n:-?}" "${rate:-?}" "${took:-?}" "$met" "$result"
 done
 exit "$failed"

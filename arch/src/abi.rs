@@ -52,6 +52,11 @@ pub const ENTRY32_OFFSET: u64 = 0x40;
 /// The 8 bytes right before the 32-bit entry, which mark a program that has one.
 pub const ENTRY32_MARKER: [u8; 8] = *b"CVMM-E32";
 
+/// Where cvmm's Linux boot firmware (`firmware/guests/linuxboot.rs`) finds the zero
+/// page (`boot_params`) of a confidential direct Linux boot; equal to
+/// `crate::layout::ZERO_PAGE_START`.
+pub const LINUX_ZERO_PAGE: u64 = 0x7000;
+
 /// I/O port of the 16550 debug serial console (COM1).
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// I/O port of the debug-exit device: a write of one byte ends the VM, and `cvmm run`

@@ -8,6 +8,7 @@
 //! 0x0000_6000  | PVH start info + memmap    |
 //! 0x0000_7000  | Linux zero page            |
 //! 0x0000_9000  | PML4, PDPT, 4 x PD         |
+//! 0x0000_f000  | setup_data (confidential)  |
 //! 0x0002_0000  | kernel command line        |
 //! 0x0009_fc00  +- reserved: EBDA, VGA, ROMs -+  (not RAM; e820 "reserved")
 //! 0x000e_0000  | ACPI tables (confidential)  |  RSDP, XSDT, MADT, CCEL (crate::acpi)
@@ -31,8 +32,12 @@ pub const BOOT_INFO_START: u64 = 0x5000;
 pub const PVH_INFO_START: u64 = 0x6000;
 /// Linux `boot_params` (the "zero page").
 pub const ZERO_PAGE_START: u64 = 0x7000;
+const _: () = assert!(ZERO_PAGE_START == crate::abi::LINUX_ZERO_PAGE);
 /// First page-table page (PML4); PDPT and page directories follow.
 pub const PAGE_TABLES_START: u64 = 0x9000;
+/// The `setup_data` list of a confidential Linux boot (the SEV-SNP CC blob), right
+/// after the page tables.
+pub const SETUP_DATA_START: u64 = 0xf000;
 /// Kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;
 /// Largest command line accepted, including its terminating NUL (Linux x86's
@@ -63,6 +68,12 @@ pub const FOUR_GIB: u64 = 0x1_0000_0000;
 pub const BOUNCE_START: u64 = 0x40_0000;
 /// Size of the bounce region.
 pub const BOUNCE_SIZE: u64 = 0x40_0000;
+/// Start of what cvmm's confidential-guest firmware keeps for itself while a Linux
+/// kernel runs: application-processor VMSAs and stacks (1-2 MiB), the firmware
+/// program (2 MiB), its bounce region (shared, 4-8 MiB).
+pub const FIRMWARE_RESERVED_START: u64 = HIGH_MEMORY_START;
+/// End of that region: a Linux kernel handed over by the firmware loads above it.
+pub const FIRMWARE_RESERVED_END: u64 = BOUNCE_START + BOUNCE_SIZE;
 /// First virtio-mmio device window (in the MMIO hole); devices follow every
 /// [`VIRTIO_MMIO_STRIDE`] bytes.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
@@ -183,6 +194,37 @@ impl MemoryLayout {
         }
         map
     }
+
+    /// The [`e820`](Self::e820) map with the `(address, length)` ranges in `reserved`
+    /// cut out of the RAM entries and listed as reserved, sorted by address, adjacent
+    /// entries of one type merged. RAM at or above `ram_limit` is left out (a firmware
+    /// that validates memory only below it cannot hand the rest over).
+    pub fn e820_reserving(&self, reserved: &[(u64, u64)], ram_limit: u64) -> Vec<E820Entry> {
+        // Split points: every boundary of a map entry or a reserved range.
+        let base = self.e820();
+        let mut cuts: Vec<u64> = base.iter().flat_map(|e| [e.addr, e.addr + e.size]).collect();
+        cuts.extend(reserved.iter().flat_map(|&(a, l)| [a, a.saturating_add(l)]));
+        cuts.push(ram_limit);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut map: Vec<E820Entry> = Vec::new();
+        for w in cuts.windows(2) {
+            let (start, end) = (w[0], w[1]);
+            let Some(entry) = base.iter().find(|e| e.addr <= start && end <= e.addr + e.size) else {
+                continue;
+            };
+            let is_reserved = reserved.iter().any(|&(a, l)| a <= start && end <= a.saturating_add(l));
+            let kind = if is_reserved { E820_RESERVED } else { entry.kind };
+            if kind == E820_RAM && start >= ram_limit {
+                continue;
+            }
+            match map.last_mut() {
+                Some(last) if last.kind == kind && last.addr + last.size == start => last.size += end - start,
+                _ => map.push(E820Entry { addr: start, size: end - start, kind }),
+            }
+        }
+        map
+    }
 }
 
 /// Parses a memory size such as `256M`, `2G`, `65536K` or `1073741824` (bytes).
@@ -234,6 +276,33 @@ mod tests {
         assert_eq!(ram, (6 << 30) - (HIGH_MEMORY_START - EBDA_START));
         let covered: u64 = e.iter().map(|e| e.size).sum();
         assert_eq!(covered, 6 << 30, "every byte below the top of RAM, minus the MMIO hole, appears once");
+    }
+
+    #[test]
+    fn reserved_ranges_are_cut_out_of_ram_and_merged_with_their_neighbours() {
+        let l = MemoryLayout::new(64 << 20).unwrap();
+        let map = l.e820_reserving(&[(0x3000, 0x2000), (0x5000, 0x1000), (0x10_0000, 0x70_0000)], FOUR_GIB);
+        let want = [
+            E820Entry { addr: 0, size: 0x3000, kind: E820_RAM },
+            E820Entry { addr: 0x3000, size: 0x3000, kind: E820_RESERVED },
+            E820Entry { addr: 0x6000, size: EBDA_START - 0x6000, kind: E820_RAM },
+            // The EBDA/ROM hole and the firmware's range touch: one reserved entry.
+            E820Entry { addr: EBDA_START, size: 0x80_0000 - EBDA_START, kind: E820_RESERVED },
+            E820Entry { addr: 0x80_0000, size: (64 << 20) - 0x80_0000, kind: E820_RAM },
+        ];
+        assert_eq!(map, want);
+        let covered: u64 = map.iter().map(|e| e.size).sum();
+        assert_eq!(covered, 64 << 20);
+        // Nothing reserved: the plain map.
+        assert_eq!(l.e820_reserving(&[], FOUR_GIB), l.e820());
+    }
+
+    #[test]
+    fn ram_above_the_limit_is_left_out_of_the_reserving_map() {
+        let l = MemoryLayout::new(6 << 30).unwrap();
+        let map = l.e820_reserving(&[(0x5000, 0x1000)], MMIO_HOLE_START);
+        assert!(map.iter().all(|e| e.addr + e.size <= MMIO_HOLE_START), "{map:x?}");
+        assert_eq!(map.last().unwrap().addr + map.last().unwrap().size, MMIO_HOLE_START);
     }
 
     #[test]

@@ -8,12 +8,21 @@ use linux_loader::loader::bootparam::setup_header;
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use thiserror::Error;
-use vm_memory::{GuestAddress, GuestMemoryBackend, ReadVolatile};
+use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, ReadVolatile};
 
 /// `xloadflags` bit: the kernel has the 64-bit entry point at `code32_start + 0x200`.
 const XLF_KERNEL_64: u16 = 1 << 0;
 /// Offset of the 64-bit entry point from the protected-mode load address.
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
+
+/// Offset of the setup header in a bzImage.
+const SETUP_HEADER_OFFSET: u64 = 0x1f1;
+/// `"HdrS"`.
+const HDRS_MAGIC: u32 = 0x5372_6448;
+/// The first boot protocol with `xloadflags` (and so a declared 64-bit entry): 2.12.
+const MIN_64BIT_PROTOCOL: u16 = 0x020c;
+/// `loadflags` bit: the protected-mode part loads at 1 MiB or above (a bzImage).
+const LOADED_HIGH: u8 = 0x01;
 
 /// Errors from loading a kernel, an initrd or a command line.
 #[derive(Debug, Error)]
@@ -45,6 +54,24 @@ pub enum KernelError {
         limit: u64,
         /// End of the kernel image.
         kernel_end: u64,
+    },
+    /// A bzImage whose boot protocol predates the 64-bit entry.
+    #[error("the bzImage's boot protocol {version:#06x} is older than 2.12 (no declared 64-bit entry)")]
+    ProtocolTooOld {
+        /// `setup_header.version`.
+        version: u16,
+    },
+    /// A bzImage that is not a "big" kernel (`loadflags` LOADED_HIGH clear) or whose
+    /// setup part is longer than the file.
+    #[error("malformed bzImage: {0}")]
+    MalformedBzImage(&'static str),
+    /// The kernel cannot be loaded above the given address.
+    #[error("the kernel wants to load at {pref:#x}, below {min:#x}, and is not relocatable")]
+    LoadAddress {
+        /// Its preferred load address.
+        pref: u64,
+        /// The lowest address free for it.
+        min: u64,
     },
     /// The command line is too long or contains a NUL byte.
     #[error("kernel command line is invalid: {0}")]
@@ -171,6 +198,82 @@ fn lowest_load_address<F: Read + Seek>(image: &mut F) -> Result<u64, KernelError
     Ok(if lowest == u64::MAX { HIGH_MEMORY_START } else { lowest })
 }
 
+/// A bzImage taken apart for a firmware-driven boot (the confidential direct boot): its
+/// setup header and its protected-mode part, which the host places in guest memory
+/// itself instead of through linux-loader.
+#[derive(Debug, Clone)]
+pub struct BzImageParts {
+    /// The setup header, as the image carries it.
+    pub header: setup_header,
+    /// The protected-mode kernel (everything after the setup sectors).
+    pub protected_mode: Vec<u8>,
+}
+
+impl BzImageParts {
+    /// Reads the bzImage in `image`. `Ok(None)` if it is not a bzImage (no `"HdrS"`);
+    /// an error if it is one without the 64-bit boot protocol.
+    pub fn read<F: Read + Seek>(image: &mut F) -> Result<Option<Self>, KernelError> {
+        let mut header = setup_header::default();
+        image.seek(SeekFrom::Start(SETUP_HEADER_OFFSET)).map_err(KernelError::Read)?;
+        if read_up_to(image, header.as_mut_slice()).map_err(KernelError::Read)? < std::mem::size_of::<setup_header>()
+            || header.header != HDRS_MAGIC
+        {
+            return Ok(None);
+        }
+        if header.version < MIN_64BIT_PROTOCOL {
+            return Err(KernelError::ProtocolTooOld { version: header.version });
+        }
+        if header.loadflags & LOADED_HIGH == 0 {
+            return Err(KernelError::MalformedBzImage("loadflags LOADED_HIGH is clear (not a bzImage)"));
+        }
+        if header.xloadflags & XLF_KERNEL_64 == 0 {
+            return Err(KernelError::No64BitEntry);
+        }
+        let sects = if header.setup_sects == 0 { 4 } else { u64::from(header.setup_sects) };
+        let setup_size = (sects + 1) * 512;
+        let len = image.seek(SeekFrom::End(0)).map_err(KernelError::Read)?;
+        if len <= setup_size + BZIMAGE_64BIT_ENTRY_OFFSET {
+            return Err(KernelError::MalformedBzImage("the file ends before the 64-bit entry"));
+        }
+        let mut protected_mode = vec![0u8; (len - setup_size) as usize];
+        image.seek(SeekFrom::Start(setup_size)).map_err(KernelError::Read)?;
+        image.read_exact(&mut protected_mode).map_err(KernelError::Read)?;
+        Ok(Some(Self { header, protected_mode }))
+    }
+
+    /// Where the protected-mode part goes when nothing below `min` may be used: the
+    /// kernel's preferred address (`pref_address`) if it is at or above `min`, else,
+    /// for a relocatable kernel, `min` rounded up to its `kernel_alignment`.
+    pub fn load_address(&self, min: u64) -> Result<u64, KernelError> {
+        let pref = match self.header.pref_address {
+            0 => u64::from(self.header.code32_start),
+            p => p,
+        };
+        if pref >= min {
+            return Ok(pref);
+        }
+        if self.header.relocatable_kernel == 0 {
+            return Err(KernelError::LoadAddress { pref, min });
+        }
+        let align = u64::from(self.header.kernel_alignment).max(PAGE_SIZE);
+        Ok(min.div_ceil(align) * align)
+    }
+
+    /// The kernel placed at `load`: entry at `load + 0x200`, occupying
+    /// `[load, load + max(image, init_size))` (it decompresses in place).
+    pub fn loaded_at(&self, load: u64) -> LoadedKernel {
+        let size = (self.protected_mode.len() as u64).max(u64::from(self.header.init_size));
+        let mut header = self.header;
+        header.code32_start = load as u32;
+        LoadedKernel {
+            kind: KernelKind::BzImage { entry: load + BZIMAGE_64BIT_ENTRY_OFFSET },
+            start: load,
+            end: load + size,
+            setup_header: Some(header),
+        }
+    }
+}
+
 /// Chooses the initrd's guest address: the highest page-aligned spot below both the
 /// top of low RAM and the kernel's `initrd_addr_max`, above the kernel.
 pub fn place_initrd(layout: &MemoryLayout, kernel: &LoadedKernel, size: u64) -> Result<u64, KernelError> {
@@ -291,6 +394,67 @@ mod tests {
             setup_header: Some(hdr),
         };
         assert_eq!(place_initrd(&layout, &k, 0x1000).unwrap(), (32 << 20) - 0x1000);
+    }
+
+    /// A bzImage with `setup_sects` 1, protocol `version`, and `pm` as its
+    /// protected-mode part.
+    fn bzimage(version: u16, xloadflags: u16, pm: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 1024];
+        b[0x1f1] = 1;
+        b[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        b[0x206..0x208].copy_from_slice(&version.to_le_bytes());
+        b[0x211] = LOADED_HIGH;
+        b[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
+        b[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes()); // kernel_alignment
+        b[0x234] = 1; // relocatable
+        b[0x236..0x238].copy_from_slice(&xloadflags.to_le_bytes());
+        b[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes()); // pref_address
+        b[0x260..0x264].copy_from_slice(&0x30_0000u32.to_le_bytes()); // init_size
+        b.extend_from_slice(pm);
+        b
+    }
+
+    #[test]
+    fn bzimage_parts_are_the_header_and_the_protected_mode_part() {
+        let pm: Vec<u8> = (0..0x1000u32).map(|i| i as u8).collect();
+        let parts = BzImageParts::read(&mut Cursor::new(bzimage(0x20f, 1, &pm))).unwrap().unwrap();
+        assert_eq!(parts.protected_mode, pm);
+        assert_eq!({ parts.header.pref_address }, 0x100_0000);
+        assert_eq!(parts.load_address(0x80_0000).unwrap(), 0x100_0000);
+        // Below `min`: relocated to the next kernel_alignment boundary above it.
+        assert_eq!(parts.load_address(0x110_0001).unwrap(), 0x120_0000);
+        let k = parts.loaded_at(0x100_0000);
+        assert_eq!(k.kind, KernelKind::BzImage { entry: 0x100_0200 });
+        assert_eq!(k.end, 0x130_0000, "init_size is larger than the image");
+        assert_eq!({ k.setup_header.unwrap().code32_start }, 0x100_0000);
+    }
+
+    #[test]
+    fn bzimages_without_the_64_bit_protocol_or_relocation_are_refused() {
+        let pm = vec![0u8; 0x1000];
+        let old = BzImageParts::read(&mut Cursor::new(bzimage(0x20b, 1, &pm))).unwrap_err();
+        assert!(matches!(old, KernelError::ProtocolTooOld { version: 0x20b }), "{old}");
+        let no64 = BzImageParts::read(&mut Cursor::new(bzimage(0x20f, 0, &pm))).unwrap_err();
+        assert!(matches!(no64, KernelError::No64BitEntry), "{no64}");
+        let short = BzImageParts::read(&mut Cursor::new(bzimage(0x20f, 1, &[0u8; 0x100]))).unwrap_err();
+        assert!(matches!(short, KernelError::MalformedBzImage(_)), "{short}");
+        let mut fixed = BzImageParts::read(&mut Cursor::new(bzimage(0x20f, 1, &pm))).unwrap().unwrap();
+        fixed.header.relocatable_kernel = 0;
+        assert!(matches!(fixed.load_address(0x200_0000), Err(KernelError::LoadAddress { .. })));
+        // Not a bzImage at all: None, so the caller can try other formats.
+        assert!(BzImageParts::read(&mut Cursor::new(crate::demo_guest())).unwrap().is_none());
+        assert!(BzImageParts::read(&mut Cursor::new(vec![0u8; 16])).unwrap().is_none());
+    }
+
+    #[test]
+    fn linux_boot_firmware_has_the_32_bit_entry_marker() {
+        let m = mem(32 << 20);
+        let k = load_kernel(&m, &mut Cursor::new(crate::linux_boot_firmware())).unwrap();
+        let KernelKind::Elf64 { entry } = k.kind else { panic!("not a 64-bit ELF") };
+        let mut marker = [0u8; 8];
+        vm_memory::Bytes::read_slice(&m, &mut marker, GuestAddress(entry + arch::abi::ENTRY32_OFFSET - 8)).unwrap();
+        assert_eq!(marker, arch::abi::ENTRY32_MARKER);
     }
 
     #[test]

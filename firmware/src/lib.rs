@@ -23,6 +23,19 @@ pub fn demo_guest() -> &'static [u8] {
     include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"))
 }
 
+/// cvmm's Linux boot firmware for confidential guests: a static 64-bit ELF built from
+/// `firmware/guests/linuxboot.rs`. Started like every cvmm guest program at its 32-bit
+/// entry, it validates (SEV-SNP) or accepts (TDX) guest memory and enters the Linux
+/// kernel named by the zero page at [`arch::abi::LINUX_ZERO_PAGE`] at its 64-bit entry.
+///
+/// ```
+/// let elf = firmware::linux_boot_firmware();
+/// assert_eq!(&elf[..4], b"\x7fELF");
+/// ```
+pub fn linux_boot_firmware() -> &'static [u8] {
+    include_bytes!(concat!(env!("OUT_DIR"), "/linuxboot.elf"))
+}
+
 /// Guest programs that exercise one VMM feature each, for integration tests
 /// (feature `test-guests`).
 #[cfg(feature = "test-guests")]

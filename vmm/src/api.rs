@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tiny_http::{Header, Method, Request, Response};
+use tiny_http::{Header, Request, Response};
 
 use crate::builder::BuildError;
 use crate::config::VmConfig;
@@ -309,9 +309,9 @@ impl ApiServer {
 
     fn answer(&self, request: &mut Request) -> Reply {
         let path = request.url().split('?').next().unwrap_or_default().to_string();
-        let Some(route) = Route::find(&path) else {
+        if Route::find(&path).is_none() {
             return Reply::error(404, format!("no such path: {path}"));
-        };
+        }
         if let Some(len) = request.body_length() {
             if len > MAX_BODY {
                 return Reply::error(413, format!("the body has {len} bytes; at most {MAX_BODY} are accepted"));
@@ -324,16 +324,17 @@ impl ApiServer {
         if body.len() > MAX_BODY {
             return Reply::error(413, format!("the body has more than {MAX_BODY} bytes"));
         }
-        self.route(route, request.method(), &body)
+        match parse_request(request.method().as_str(), request.url(), &body) {
+            Ok(parsed) => self.execute(parsed),
+            Err(reply) => reply,
+        }
     }
 
-    /// Answers one request whose body has been read.
-    fn route(&self, route: Route, method: &Method, body: &[u8]) -> Reply {
-        match (route, method) {
-            (Route::Ping, Method::Get) => {
-                Reply::json(200, &serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
-            }
-            (Route::VmmShutdown, Method::Put) => {
+    /// Carries out one parsed request.
+    fn execute(&self, request: ApiRequest) -> Reply {
+        match request {
+            ApiRequest::Ping => Reply::json(200, &serde_json::json!({ "version": env!("CARGO_PKG_VERSION") })),
+            ApiRequest::VmmShutdown => {
                 if let Some(vm) = self.vm() {
                     if matches!(vm.state(), VmState::Running | VmState::Paused | VmState::ShuttingDown) {
                         let _ = vm.shutdown(Duration::ZERO);
@@ -342,26 +343,16 @@ impl ApiServer {
                 self.stopping.store(true, Ordering::Release);
                 Reply::empty(204)
             }
-            (Route::Vm, Method::Put) => self.create(body),
-            (Route::Vm, Method::Get) => self.with_vm(|m| Reply::json(200, &m.handle.info())),
-            (Route::Config, Method::Get) => {
+            ApiRequest::CreateVm(config) => self.create(*config),
+            ApiRequest::GetVm => self.with_vm(|m| Reply::json(200, &m.handle.info())),
+            ApiRequest::GetConfig => {
                 self.with_vm(|m| Reply { status: 200, body: Some(m.config.to_json()), allow: None })
             }
-            (Route::LaunchLog, Method::Get) => self.with_vm(|m| Reply::json(200, &m.handle.launch_log())),
-            (Route::Boot, Method::Put) => self.act(|vm| vm.start().map(|()| Reply::empty(204))),
-            (Route::Pause, Method::Put) => self.act(|vm| vm.pause().map(|()| Reply::empty(204))),
-            (Route::Resume, Method::Put) => self.act(|vm| vm.resume().map(|()| Reply::empty(204))),
-            (Route::Shutdown, Method::Put) => {
-                let grace = match shutdown_grace(body) {
-                    Ok(g) => g,
-                    Err(reply) => return reply,
-                };
-                self.act(|vm| vm.shutdown(grace).map(|()| Reply::empty(202)))
-            }
-            (route, method) => Reply {
-                allow: Some(route.allowed()),
-                ..Reply::error(405, format!("{method} is not allowed here; allowed: {}", route.allowed()))
-            },
+            ApiRequest::GetLaunchLog => self.with_vm(|m| Reply::json(200, &m.handle.launch_log())),
+            ApiRequest::Boot => self.act(|vm| vm.start().map(|()| Reply::empty(204))),
+            ApiRequest::Pause => self.act(|vm| vm.pause().map(|()| Reply::empty(204))),
+            ApiRequest::Resume => self.act(|vm| vm.resume().map(|()| Reply::empty(204))),
+            ApiRequest::Shutdown(grace) => self.act(|vm| vm.shutdown(grace).map(|()| Reply::empty(202))),
         }
     }
 
@@ -380,7 +371,7 @@ impl ApiServer {
         }
     }
 
-    fn create(&self, body: &[u8]) -> Reply {
+    fn create(&self, config: VmConfig) -> Reply {
         if let Some(m) = lock(&self.vm).as_ref() {
             let state = m.handle.state();
             if !matches!(state, VmState::Created | VmState::Exited) {
@@ -390,21 +381,6 @@ impl ApiServer {
                 );
             }
         }
-        let Ok(text) = std::str::from_utf8(body) else {
-            return Reply::error(400, "the body is not UTF-8");
-        };
-        if text.trim().is_empty() {
-            return Reply::error(400, "a VM configuration (JSON) is required; {} is the default VM (the demo guest)");
-        }
-        // serde reads a struct from a JSON array too ([1, 2] would be memory 1, vcpus 2);
-        // a configuration is an object.
-        if !text.trim_start().starts_with('{') {
-            return Reply::error(400, "configuration: a VM configuration is a JSON object");
-        }
-        let config = match VmConfig::from_json(text) {
-            Ok(c) => c,
-            Err(e) => return Reply::error(400, error_chain(&e)),
-        };
         match VmHandle::create(&config, (self.console)()) {
             Ok(handle) => {
                 *lock(&self.vm) = Some(Managed { handle: Arc::new(handle), config });
@@ -413,6 +389,78 @@ impl ApiServer {
             Err(e) => Reply::error(build_error_status(&e), error_chain(&e)),
         }
     }
+}
+
+/// A request the API understood: what [`parse_request`] makes of a method, a path and
+/// a body, before anything is done with it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiRequest {
+    /// `GET /v1/vmm/ping`.
+    Ping,
+    /// `PUT /v1/vmm/shutdown`.
+    VmmShutdown,
+    /// `PUT /v1/vm` with a configuration.
+    CreateVm(Box<VmConfig>),
+    /// `GET /v1/vm`.
+    GetVm,
+    /// `GET /v1/vm/config`.
+    GetConfig,
+    /// `GET /v1/vm/launch-log`.
+    GetLaunchLog,
+    /// `PUT /v1/vm/boot`.
+    Boot,
+    /// `PUT /v1/vm/pause`.
+    Pause,
+    /// `PUT /v1/vm/resume`.
+    Resume,
+    /// `PUT /v1/vm/shutdown`, with the grace period the body asks for.
+    Shutdown(Duration),
+}
+
+/// Parses one request (`url` may carry a query string, which is ignored; `body` is
+/// what was read, at most [`MAX_BODY`] bytes) into what it asks for, or the error
+/// answer: 404 for an unknown path, 405 (with `Allow`) for a method the path does not
+/// take, 400 for a body that does not parse. Touches no VM: the fuzz target
+/// `api_request` drives it with arbitrary input.
+pub fn parse_request(method: &str, url: &str, body: &[u8]) -> Result<ApiRequest, Reply> {
+    let path = url.split('?').next().unwrap_or_default();
+    let Some(route) = Route::find(path) else {
+        return Err(Reply::error(404, format!("no such path: {path}")));
+    };
+    Ok(match (route, method) {
+        (Route::Ping, "GET") => ApiRequest::Ping,
+        (Route::VmmShutdown, "PUT") => ApiRequest::VmmShutdown,
+        (Route::Vm, "PUT") => ApiRequest::CreateVm(Box::new(vm_config(body)?)),
+        (Route::Vm, "GET") => ApiRequest::GetVm,
+        (Route::Config, "GET") => ApiRequest::GetConfig,
+        (Route::LaunchLog, "GET") => ApiRequest::GetLaunchLog,
+        (Route::Boot, "PUT") => ApiRequest::Boot,
+        (Route::Pause, "PUT") => ApiRequest::Pause,
+        (Route::Resume, "PUT") => ApiRequest::Resume,
+        (Route::Shutdown, "PUT") => ApiRequest::Shutdown(shutdown_grace(body)?),
+        (route, method) => {
+            return Err(Reply {
+                allow: Some(route.allowed()),
+                ..Reply::error(405, format!("{method} is not allowed here; allowed: {}", route.allowed()))
+            })
+        }
+    })
+}
+
+/// The configuration in a `PUT /v1/vm` body.
+fn vm_config(body: &[u8]) -> Result<VmConfig, Reply> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(Reply::error(400, "the body is not UTF-8"));
+    };
+    if text.trim().is_empty() {
+        return Err(Reply::error(400, "a VM configuration (JSON) is required; {} is the default VM (the demo guest)"));
+    }
+    // serde reads a struct from a JSON array too ([1, 2] would be memory 1, vcpus 2);
+    // a configuration is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(Reply::error(400, "configuration: a VM configuration is a JSON object"));
+    }
+    VmConfig::from_json(text).map_err(|e| Reply::error(400, error_chain(&e)))
 }
 
 /// The grace period a `PUT /v1/vm/shutdown` body asks for.
@@ -457,6 +505,34 @@ impl Drop for ApiServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_parse_into_what_they_ask_for() {
+        assert_eq!(parse_request("GET", "/v1/vmm/ping?x=1", b""), Ok(ApiRequest::Ping));
+        assert_eq!(parse_request("PUT", "/v1/vm/shutdown", b" "), Ok(ApiRequest::Shutdown(DEFAULT_SHUTDOWN_GRACE)));
+        assert_eq!(
+            parse_request("PUT", "/v1/vm/shutdown", br#"{"timeout_secs": 2.5}"#),
+            Ok(ApiRequest::Shutdown(Duration::from_millis(2500)))
+        );
+        let Ok(ApiRequest::CreateVm(config)) = parse_request("PUT", "/v1/vm", br#"{"vcpus": 2}"#) else {
+            panic!("a configuration parses")
+        };
+        assert_eq!(config.vcpus, 2);
+    }
+
+    #[test]
+    fn bad_requests_get_their_status_without_touching_a_vm() {
+        let status = |m: &str, u: &str, b: &[u8]| parse_request(m, u, b).unwrap_err().status;
+        assert_eq!(status("GET", "/v1/vms", b""), 404);
+        let reply = parse_request("DELETE", "/v1/vm", b"").unwrap_err();
+        assert_eq!((reply.status, reply.allow), (405, Some("GET, PUT")));
+        assert_eq!(status("PUT", "/v1/vm", b""), 400);
+        assert_eq!(status("PUT", "/v1/vm", b"[1, 2]"), 400);
+        assert_eq!(status("PUT", "/v1/vm", b"\xff{"), 400);
+        assert_eq!(status("PUT", "/v1/vm", br#"{"vcpus": "two"}"#), 400);
+        assert_eq!(status("PUT", "/v1/vm/shutdown", br#"{"timeout_secs": 1e300}"#), 400);
+        assert_eq!(status("PUT", "/v1/vm/shutdown", br#"{"timeout_secs": -1}"#), 400);
+    }
 
     #[test]
     fn every_path_resolves_and_names_its_methods() {

@@ -208,7 +208,9 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     let mut steps = StepTimes::start();
     let layout = config.validate()?;
     let mut kernel_image = open_kernel(&config.kernel)?;
-    let initrd = config.initrd.as_deref().map(open_initrd).transpose()?;
+    let mut initrd = config.initrd.as_deref().map(open_initrd).transpose()?;
+    // A confidential guest given a bzImage: cvmm's Linux boot firmware runs it.
+    let linux = confidential_linux(config, &mut kernel_image, &mut initrd)?;
     let kvm = open_kvm(&config.kvm_device)?;
     check_kvm(&kvm, config.vcpus)?;
     steps.mark("validate inputs and open KVM");
@@ -275,14 +277,17 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
     });
     steps.mark("create VM and guest memory");
 
-    let kernel = load_kernel(&mem, &config.kernel, &mut kernel_image)?;
+    let kernel = match &linux {
+        Some(_) => load_linux_boot_firmware(&mem)?,
+        None => load_kernel(&mem, &config.kernel, &mut kernel_image)?,
+    };
     // The entry state of a confidential guest comes from its plan (VMSAs) or from the
     // TDX module; this one is not used then.
     let unused_entry = BootEntry::Long64 { rip: 0, zero_page: 0, boot_info: BOOT_INFO_START };
     let mut tdx_runtime = None;
     let (entry, snp_runtime, launch_info) = match snp_config {
         None if tdx => {
-            let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel)?;
+            let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel, linux.as_ref())?;
             backend.as_dyn().load_plan(&vm, &mem, &plan)?;
             if let Backend::TdxEmulated(b) = &backend {
                 if let Some(p) = b.platform() {
@@ -295,7 +300,7 @@ pub fn build_vm(config: &VmConfig, console: Box<dyn Write + Send>) -> Result<Vm,
         Some(snp) => {
             let table = snp_cpuid_table(&kvm)?;
             let page = crate::snp_launch::cpuid_page(&table)?;
-            let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, Some(page))?;
+            let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, linux.as_ref(), Some(page))?;
             backend.as_dyn().load_plan(&vm, &mem, &plan)?;
             let platform = match &backend {
                 Backend::SnpEmulated(b) => b.platform(),
@@ -365,12 +370,8 @@ pub fn snp_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [
     let Tee::Snp(snp) = &config.tee else {
         return Err(BuildError::Config(ConfigError::NotSnp));
     };
-    let mut image = open_kernel(&config.kernel)?;
-    // The same loader writes the program into scratch memory (never touched, so never
-    // allocated beyond the program's own pages).
-    let mem = create_guest_memory(&layout, &[], GuestMemoryPolicy::Dump)?;
-    let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
-    let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, None)?;
+    let (mem, kernel, linux) = measured_program(config, &layout)?;
+    let plan = crate::snp_launch::snp_plan(config, &layout, snp, &mem, &kernel, linux.as_ref(), None)?;
     let digest = launch::measure::snp::launch_digest(&plan)
         .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
     Ok((plan, digest))
@@ -383,13 +384,67 @@ pub fn tdx_measurement(config: &VmConfig) -> Result<(launch::plan::LaunchPlan, [
     if !matches!(config.tee, Tee::Tdx(_)) {
         return Err(BuildError::Config(ConfigError::NotTdx));
     }
-    let mut image = open_kernel(&config.kernel)?;
-    let mem = create_guest_memory(&layout, &[], GuestMemoryPolicy::Dump)?;
-    let kernel = load_kernel(&mem, &config.kernel, &mut image)?;
-    let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel)?;
+    let (mem, kernel, linux) = measured_program(config, &layout)?;
+    let plan = crate::snp_launch::tdx_plan(config, &layout, &mem, &kernel, linux.as_ref())?;
     let mrtd = launch::measure::tdx::mrtd(&plan)
         .map_err(|e| BuildError::SnpPlan(crate::snp_launch::SnpLaunchError::ReadImage(e.to_string())))?;
     Ok((plan, mrtd))
+}
+
+/// What a measurement of a confidential launch loads, as the launch does: the guest
+/// program (cvmm's Linux boot firmware for a bzImage) in scratch memory (never
+/// touched, so never allocated beyond the program's own pages) and the Linux payload.
+fn measured_program(
+    config: &VmConfig,
+    layout: &MemoryLayout,
+) -> Result<(GuestMemoryMmap, LoadedKernel, Option<crate::snp_launch::LinuxPayload>), BuildError> {
+    let mut image = open_kernel(&config.kernel)?;
+    let mut initrd = config.initrd.as_deref().map(open_initrd).transpose()?;
+    let linux = confidential_linux(config, &mut image, &mut initrd)?;
+    let mem = create_guest_memory(layout, &[], GuestMemoryPolicy::Dump)?;
+    let kernel = match &linux {
+        Some(_) => load_linux_boot_firmware(&mem)?,
+        None => load_kernel(&mem, &config.kernel, &mut image)?,
+    };
+    Ok((mem, kernel, linux))
+}
+
+/// For a confidential guest whose kernel file is a bzImage: the kernel's parts and the
+/// initrd's contents (taken from `initrd`), which cvmm's Linux boot firmware boots.
+/// `None` for every other guest (cvmm's own programs are ELF files).
+fn confidential_linux(
+    config: &VmConfig,
+    image: &mut KernelImage,
+    initrd: &mut Option<(File, u64)>,
+) -> Result<Option<crate::snp_launch::LinuxPayload>, BuildError> {
+    let (KernelImage::File(file), KernelSource::File(path)) = (image, &config.kernel) else {
+        return Ok(None);
+    };
+    if !config.tee.is_confidential() {
+        return Ok(None);
+    }
+    let err = |source| BuildError::Kernel { path: path.clone(), source };
+    let Some(kernel) = firmware::kernel::BzImageParts::read(file).map_err(err)? else {
+        return Ok(None);
+    };
+    let initrd = match initrd.take() {
+        Some((mut file, size)) => {
+            let path = config.initrd.clone().unwrap_or_default();
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| file.read_to_end(&mut bytes))
+                .map_err(|source| BuildError::InitrdFile { path, source })?;
+            Some(bytes)
+        }
+        None => None,
+    };
+    Ok(Some(crate::snp_launch::LinuxPayload { kernel, initrd }))
+}
+
+/// Loads cvmm's Linux boot firmware (the guest program of a confidential Linux boot).
+fn load_linux_boot_firmware(mem: &GuestMemoryMmap) -> Result<LoadedKernel, BuildError> {
+    firmware::kernel::load_kernel(mem, &mut Cursor::new(firmware::linux_boot_firmware()))
+        .map_err(|source| BuildError::Kernel { path: PathBuf::from("<linux boot firmware>"), source })
 }
 
 /// The launch backend a configuration chose (one per build, on the stack: no point in

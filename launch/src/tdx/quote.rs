@@ -598,11 +598,12 @@ impl Quote {
     /// This is not a full DCAP appraisal: it checks no validity period, revocation
     /// list, TCB level or QE identity (dcap-qvl or Intel's QVL do that with collateral).
     pub fn verify(&self, trusted_root: &[u8]) -> Result<Certificate, QuoteError> {
+        // The cheap checks first: a hash, then one signature, then the chain's three.
+        self.verify_qe_report_data()?;
+        self.verify_signature()?;
         let certs = self.pck_chain_certs()?;
         let pck = verify_chain(&certs, trusted_root).map_err(QuoteError::Chain)?;
         self.verify_qe_report_signature(&pck)?;
-        self.verify_qe_report_data()?;
-        self.verify_signature()?;
         certs.into_iter().next().ok_or(QuoteError::Chain(CertError::Chain("empty".into())))
     }
 }
