@@ -229,8 +229,9 @@ pub fn rtmr_extend_logged(index: u64, data: u64, event_type: u32, event: &[u8]) 
 }
 
 /// TDG.MR.RTMR.EXTEND of RTMR `index` with the 48 bytes at `data` (64-byte aligned,
-/// private).
-pub fn rtmr_extend(index: u64, data: u64) -> u64 {
+/// private). Private: every extend goes through [`rtmr_extend_logged`], so the CC event
+/// log records it.
+fn rtmr_extend(index: u64, data: u64) -> u64 {
     tdcall(TDG_MR_RTMR_EXTEND, data, index, 0)[0]
 }
 
