@@ -4,9 +4,9 @@
 #
 # The goals (issue 9, docs/security.md): GOAL executions (default 10,000,000) with no
 # crash, or CRYPTO_GOAL (default 1,000,000) for the targets that verify signatures or
-# decrypt (CRYPTO_TARGETS). Each target runs for SECONDS (default 600; CRYPTO_SECONDS
-# for the crypto ones) and, with STOP_AT_GOAL=1 (the default), stops early once it has
-# reached its goal; STOP_AT_GOAL=0 runs every target for its whole time. The crypto
+# decrypt (CRYPTO_TARGETS). Each target runs for at least MIN_SECONDS (default 0), then
+# on until it has reached its goal, for SECONDS in all (default 600; CRYPTO_SECONDS for
+# the crypto ones). Issue 9 asks for at least 10 minutes per target: MIN_SECONDS=600. The
 # targets are built without compare tracing (cargo fuzz --no-trace-compares, in
 # fuzz/target-crypto): the tracing hooks in the constant-time field arithmetic cost
 # them more than half their speed, and their inputs are structures, not magic values.
@@ -18,7 +18,7 @@
 # and quote (when target/debug/cvmm is built and /dev/kvm is usable). A crash fails the
 # script and leaves the input in fuzz/artifacts/<target>/.
 #
-# usage: [JOBS=N] [GOAL=N] [CRYPTO_GOAL=N] [STOP_AT_GOAL=0|1] [CRYPTO_SECONDS=N]
+# usage: [JOBS=N] [GOAL=N] [CRYPTO_GOAL=N] [MIN_SECONDS=N] [CRYPTO_SECONDS=N]
 #        scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ shift || true
 jobs="${JOBS:-$(nproc)}"
 goal="${GOAL:-10000000}"
 crypto_goal="${CRYPTO_GOAL:-1000000}"
-stop_at_goal="${STOP_AT_GOAL:-1}"
+min_seconds="${MIN_SECONDS:-0}"
 crypto_seconds="${CRYPTO_SECONDS:-$seconds}"
 crypto_targets=" ${CRYPTO_TARGETS:-snp_crypto tdx_crypto} "
 refs="${FUZZ_REFS:-../shared/refs/attestation}"
@@ -69,15 +69,32 @@ done
 
 logdir=$(mktemp -d)
 goal_of() { if is_crypto "$1"; then echo "$crypto_goal"; else echo "$goal"; fi; }
+# One libFuzzer run of target $1 with the given limits, appended to its log.
+fuzz_pass() {
+    local t=$1
+    shift
+    (cd fuzz && cargo +nightly fuzz run -O "${build[@]}" "$t" "corpus/$t" -- \
+        "$@" -print_final_stats=1 -rss_limit_mb=4096 >>"$logdir/$t.log" 2>&1)
+}
+# Sum of a libFuzzer statistic over the runs in a log ("Done N runs in S second(s)").
+execs_of() { awk '/^Done [0-9]+ runs in/ {n += $2} END {print n + 0}' "$1"; }
+seconds_of() { awk '/^Done [0-9]+ runs in/ {s += $5} END {print s + 0}' "$1"; }
 run_one() {
-    local t=$1 limit=(-max_total_time="$seconds") build=()
+    local t=$1 total=$seconds build=() want first n
+    want=$(goal_of "$t")
     if is_crypto "$t"; then
-        limit=(-max_total_time="$crypto_seconds")
+        total=$crypto_seconds
         build=(--no-trace-compares --target-dir target-crypto)
     fi
-    [ "$stop_at_goal" = 1 ] && limit+=(-runs="$(goal_of "$t")")
-    (cd fuzz && cargo +nightly fuzz run -O "${build[@]}" "$t" "corpus/$t" -- \
-        "${limit[@]}" -print_final_stats=1 -rss_limit_mb=4096 >"$logdir/$t.log" 2>&1)
+    first=$((min_seconds < total ? min_seconds : total))
+    : >"$logdir/$t.log"
+    if [ "$first" -gt 0 ]; then
+        fuzz_pass "$t" -max_total_time="$first" || return 1
+    fi
+    n=$(execs_of "$logdir/$t.log")
+    if [ "$n" -lt "$want" ] && [ "$total" -gt "$first" ]; then
+        fuzz_pass "$t" -max_total_time="$((total - first))" -runs="$((want - n))" || return 1
+    fi
 }
 failed=0
 running=0
@@ -95,13 +112,13 @@ while [ "$running" -gt 0 ]; do
     running=$((running - 1))
 done
 
-echo "fuzz.sh: $(date -u +%FT%TZ), $(( $(date +%s) - start )) s, commit $(git rev-parse --short HEAD), JOBS=$jobs GOAL=$goal CRYPTO_GOAL=$crypto_goal STOP_AT_GOAL=$stop_at_goal SECONDS=$seconds CRYPTO_SECONDS=$crypto_seconds, logs in $logdir"
+echo "fuzz.sh: $(date -u +%FT%TZ), $(( $(date +%s) - start )) s, commit $(git rev-parse --short HEAD), JOBS=$jobs GOAL=$goal CRYPTO_GOAL=$crypto_goal MIN_SECONDS=$min_seconds SECONDS=$seconds CRYPTO_SECONDS=$crypto_seconds, logs in $logdir"
 printf '%-16s %12s %8s %8s  %-8s %s\n' target executions exec/s seconds goal result
 for t in "${targets[@]}"; do
     log="$logdir/$t.log"
-    n=$(awk '/stat::number_of_executed_units:/ {print $2}' "$log" | tail -n 1)
-    rate=$(awk '/stat::average_exec_per_sec:/ {print $2}' "$log" | tail -n 1)
-    took=$(awk '/^Done [0-9]+ runs in/ {print $5}' "$log" | tail -n 1)
+    n=$(execs_of "$log")
+    took=$(seconds_of "$log")
+    rate=$((n / (took > 0 ? took : 1)))
     if [ -n "$n" ] && [ "$n" -ge "$(goal_of "$t")" ]; then
         met=met
     else

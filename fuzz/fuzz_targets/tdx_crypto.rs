@@ -31,6 +31,7 @@ fn emulated() -> &'static Emulated {
         let chain = EmulatedIntelChain::load_or_create_default().expect("Intel chain");
         let qe = QuotingEnclave::new(&chain).expect("quoting enclave");
         let mut report = [0u8; 1024];
+        report[0] = launch::tdx::report::TDX_REPORT_TYPE;
         let mut mac_covered = [0u8; 224];
         let parsed = TdReport::from_bytes(&report).expect("a TD report");
         report[32..80].copy_from_slice(&parsed.tee_tcb_info.hash());
