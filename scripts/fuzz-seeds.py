@@ -122,6 +122,14 @@ for i, (method, path, body) in enumerate([
         (1, "/v1/vm/shutdown", b'{"timeout_secs": 2.5}'), (3, "/v1/vm", b"")]):
     write("api_request", "route-%d" % i, bytes([method]) + path.encode() + b"\0" + body)
 
+# cc_event_log: a TD's CCEL area: the Spec ID event (SHA-384), two TCG_PCR_EVENT2 entries
+# (RTMR3 = MR index 4, RTMR0 = 1), then zero fill.
+spec = b"Spec ID Event03\0" + struct.pack("<IBBBBIHHB", 0, 0, 2, 0, 2, 1, 0xc, 48, 0)
+ccel = struct.pack("<II20sI", 0, 3, b"\0" * 20, len(spec)) + spec
+for mr, data in ((4, b"cvmm demo guest: RTMR3 event"), (1, b"")):
+    ccel += struct.pack("<IIIH", mr, 0xc, 1, 0xc) + bytes([mr]) * 48 + struct.pack("<I", len(data)) + data
+write("cc_event_log", "two-events", ccel + b"\0" * 64)
+
 # --- Format targets (first byte: the selector each target reads) ---------------------
 
 

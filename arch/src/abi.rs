@@ -12,7 +12,7 @@
 //! | offset | field |
 //! |---|---|
 //! | 0x00 | magic `"CVMMBOOT"` |
-//! | 0x08 | version (2) |
+//! | 0x08 | version ([`BOOT_INFO_VERSION`]) |
 //! | 0x0c | size of the block |
 //! | 0x10 | vCPU count |
 //! | 0x14 | flags (bit 0: confidential guest) |
@@ -24,6 +24,7 @@
 //! | 0x38 | virtio devices: 16 bytes each: window base (u64), device ID (u32), GSI (u32) |
 //! | 0x138 | SEV-SNP secrets page GPA (0 unless [`FLAG_SNP`]) |
 //! | 0x140 | SEV-SNP CPUID page GPA (0 unless [`FLAG_SNP`]) |
+//! | 0x148 | GPA of the ACPI RSDP (0: no ACPI tables; confidential guests have them, see `arch::acpi`) |
 //!
 //! # Entry points
 //! A cvmm guest program is a static ELF whose entry point is its 64-bit entry (plain
@@ -34,7 +35,7 @@
 /// `"CVMMBOOT"` as a little-endian `u64`.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"CVMMBOOT");
 /// Version of [`BootInfo`] this build writes.
-pub const BOOT_INFO_VERSION: u32 = 3;
+pub const BOOT_INFO_VERSION: u32 = 4;
 /// Most virtio devices the block lists.
 pub const MAX_VIRTIO_DEVICES: usize = 16;
 /// `flags` bit: the guest is confidential (its memory is private until it shares it).
@@ -118,6 +119,8 @@ pub struct BootInfo {
     pub snp_secrets: u64,
     /// GPA of the SEV-SNP CPUID page (0 unless [`FLAG_SNP`]).
     pub snp_cpuid: u64,
+    /// GPA of the ACPI RSDP, or 0 when the guest has no ACPI tables.
+    pub acpi_rsdp: u64,
 }
 
 impl BootInfo {
@@ -142,7 +145,7 @@ impl BootInfo {
 }
 
 /// Size in bytes of [`BootInfo`] as written to guest memory.
-pub const BOOT_INFO_SIZE: usize = 0x38 + 16 * MAX_VIRTIO_DEVICES + 16;
+pub const BOOT_INFO_SIZE: usize = 0x38 + 16 * MAX_VIRTIO_DEVICES + 24;
 
 impl BootInfo {
     /// The block's little-endian bytes, as the guest reads them.
@@ -167,6 +170,7 @@ impl BootInfo {
         let o = 0x38 + 16 * MAX_VIRTIO_DEVICES;
         b[o..o + 8].copy_from_slice(&self.snp_secrets.to_le_bytes());
         b[o + 8..o + 16].copy_from_slice(&self.snp_cpuid.to_le_bytes());
+        b[o + 16..o + 24].copy_from_slice(&self.acpi_rsdp.to_le_bytes());
         b
     }
 }
@@ -203,6 +207,9 @@ mod tests {
         assert!(info.find_virtio(2).is_none());
         let info = BootInfo { snp_cpuid: 0x4000, ..info };
         assert_eq!(u64::from_le_bytes(info.to_bytes()[0x140..0x148].try_into().unwrap()), 0x4000);
+        let info = BootInfo { acpi_rsdp: 0xe_0000, ..info };
+        assert_eq!(u64::from_le_bytes(info.to_bytes()[0x148..0x150].try_into().unwrap()), 0xe_0000);
+        assert_eq!(BOOT_INFO_SIZE, 0x150);
         assert!(!BootInfo { version: 1, ..info }.is_valid());
         assert!(!BootInfo { virtio_count: 17, ..info }.is_valid());
     }

@@ -44,6 +44,8 @@ pub struct ZeroPageExtras {
     pub setup_data: u64,
     /// `cc_blob_address`: GPA of the SEV-SNP `cc_blob_sev_info` (0: none).
     pub cc_blob_address: u32,
+    /// `acpi_rsdp_addr`: GPA of the ACPI RSDP (0: Linux searches for it).
+    pub acpi_rsdp_addr: u64,
 }
 
 /// Where the command line and initrd were placed.
@@ -95,6 +97,7 @@ pub fn zero_page_with(
     }
     params.hdr.setup_data = extras.setup_data;
     params.cc_blob_address = extras.cc_blob_address;
+    params.acpi_rsdp_addr = extras.acpi_rsdp_addr;
     (ZERO_PAGE_START, params.as_slice().to_vec())
 }
 
@@ -178,14 +181,20 @@ mod tests {
     #[test]
     fn confidential_extras_land_in_the_zero_page_fields() {
         let e820 = MemoryLayout::new(64 << 20).unwrap().e820();
-        let extras = ZeroPageExtras { code32_start: 0x100_0000, setup_data: 0xf000, cc_blob_address: 0xf018 };
+        let extras = ZeroPageExtras {
+            code32_start: 0x100_0000,
+            setup_data: 0xf000,
+            cc_blob_address: 0xf018,
+            acpi_rsdp_addr: 0xe_0000,
+        };
         let (_, b) = zero_page_with(None, &BootBlobs::default(), &e820, &extras);
         assert_eq!(read_u32(&b, 0x214), 0x100_0000); // hdr.code32_start
         assert_eq!(u64::from_le_bytes(b[0x250..0x258].try_into().unwrap()), 0xf000); // hdr.setup_data
         assert_eq!(read_u32(&b, 0x13c), 0xf018); // cc_blob_address
-                                                 // Without extras the fields stay zero.
+        assert_eq!(u64::from_le_bytes(b[0x70..0x78].try_into().unwrap()), 0xe_0000); // acpi_rsdp_addr
+                                                                                     // Without extras the fields stay zero.
         let (_, plain) = zero_page(None, &BootBlobs::default(), &e820);
-        assert_eq!((read_u32(&plain, 0x13c), read_u32(&plain, 0x250)), (0, 0));
+        assert_eq!((read_u32(&plain, 0x13c), read_u32(&plain, 0x250), read_u32(&plain, 0x70)), (0, 0, 0));
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! 0x0000_f000  | setup_data (confidential)  |
 //! 0x0002_0000  | kernel command line        |
 //! 0x0009_fc00  +- reserved: EBDA, VGA, ROMs -+  (not RAM; e820 "reserved")
+//! 0x000e_0000  | ACPI tables (confidential)  |  RSDP, XSDT, MADT, CCEL (crate::acpi)
+//! 0x000e_1000  | TDX MP wakeup mailbox       |
+//! 0x000e_2000  | CC event log area (TDX)     |  64 KiB, the CCEL table's LASA
 //! 0x0010_0000  +---------------------------+  kernel images load at or above here
 //!              | RAM                        |
 //! 0xc000_0000  +- MMIO hole (1 GiB) --------+  IOAPIC 0xfec0_0000, LAPIC 0xfee0_0000
@@ -42,6 +45,18 @@ pub const CMDLINE_START: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// End of conventional memory that is usable RAM; the EBDA follows.
 pub const EBDA_START: u64 = 0x9fc00;
+/// ACPI tables of a confidential guest ([`crate::acpi`]): the RSDP at this address,
+/// then the XSDT, MADT and (TDX) CCEL. In the e820 reserved range below 1 MiB, where
+/// Linux also finds the RSDP by scanning.
+pub const ACPI_START: u64 = 0xe_0000;
+/// Bytes reserved for the ACPI tables.
+pub const ACPI_SIZE: u64 = 0x1000;
+/// The TDX multiprocessor wakeup mailbox (ACPI 6.4 5.2.12.19), one page.
+pub const MP_WAKEUP_MAILBOX: u64 = 0xe_1000;
+/// The TDX guest firmware's CC event log area (the CCEL table's LASA).
+pub const CC_EVENT_LOG_START: u64 = 0xe_2000;
+/// Size of that area (the CCEL table's LAML).
+pub const CC_EVENT_LOG_SIZE: u64 = 0x1_0000;
 /// Start of "high" memory: kernels are loaded at or above it.
 pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO hole.

@@ -16,6 +16,13 @@
 //! - virtio-vsock (ID 19): connects to host CID 2 port 1234, sends [`VSOCK_MESSAGE`],
 //!   shuts the connection down and prints `vsock: sent`.
 //!
+//! A confidential guest (boot information with an ACPI RSDP) then prints `acpi: MADT
+//! lists <n> CPUs`; a TD with more than one vCPU wakes CPU 1 through the MADT's
+//! multiprocessor wakeup mailbox as Linux does (a stub copied into the mailbox's OS
+//! area, which records the vCPU index TDG.VP.INFO gives it) and prints `acpi: CPU 1
+//! woke through the mailbox` once the stub has run. After its attestation a TD prints
+//! its CC event log (the CCEL table's area) as `ccel: <n> <hex>` lines of 48 bytes.
+//!
 //! With the word `wait` on its command line (`cvmm run --cmdline wait`), the guest
 //! then prints `demo: waiting for Ctrl-Alt-Del` and halts until the host asks it to
 //! shut down (the Ctrl-Alt-Del key presses of `abi::CTRL_ALT_DEL_SCANCODES` on the
@@ -27,7 +34,7 @@
 //! A part that fails prints a line saying so; the guest then ends the VM through the
 //! debug-exit port with the status of the first failure (0 when everything worked):
 //! 1 no valid boot information, 2 panic, 3 console, 4 disk I/O, 5 disk read-back
-//! mismatch, 6 rng, 7 vsock.
+//! mismatch, 6 rng, 7 vsock, 8 attestation, 9 ACPI (tables or AP wakeup).
 //!
 //! Constraints: this host emulates CPL0 code at ~2 M instructions/s, so the whole boot
 //! path is tens of thousands of instructions; no core::fmt, no SSE, no interrupts.
@@ -59,6 +66,7 @@ const STATUS_DISK_MISMATCH: u8 = 5;
 const STATUS_RNG: u8 = 6;
 const STATUS_VSOCK: u8 = 7;
 const STATUS_ATTESTATION: u8 = 8;
+const STATUS_ACPI: u8 = 9;
 
 /// What the demo writes to sector 1: this, repeated to fill 512 bytes.
 pub const SECTOR1_PATTERN: &[u8; 16] = b"cvmm-demo-guest\n";
@@ -162,6 +170,9 @@ extern "C" fn guest_main(boot_info: *const BootInfo, zero_page: *const u8) -> ! 
     greet(&mut out, &info);
     if out.console.is_none() && info.find_virtio(3).is_some() {
         note(&mut status, STATUS_CONSOLE);
+    }
+    if info.acpi_rsdp != 0 && !acpi(&info, &mut out) {
+        note(&mut status, STATUS_ACPI);
     }
     if let Some(d) = info.find_virtio(2) {
         if let Err(s) = disk(d.base, &mut mem, &mut out) {
@@ -493,7 +504,7 @@ fn attest_tdx(nonce: &[u8; 64], out: &mut Out) -> bool {
         out.end();
         false
     };
-    let rc = rt::tdx::rtmr_extend(3, event as u64);
+    let rc = rt::tdx::rtmr_extend_logged(3, event as u64, rt::ccel::EV_COMPACT_HASH, RTMR3_EVENT);
     if rc != 0 {
         return fail(out, b"RTMR3 extend", rc);
     }
@@ -551,7 +562,120 @@ fn attest_tdx(nonce: &[u8; 64], out: &mut Out) -> bool {
         out.end();
         at += 48;
     }
+    let (log, len) = rt::ccel::log();
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(48) as usize;
+        // SAFETY: the log is private memory the firmware wrote, `len` bytes from `log`.
+        let chunk = unsafe { core::slice::from_raw_parts((log + at) as *const u8, n) };
+        out.put(b"ccel: ");
+        out.dec(at / 48);
+        out.put(b" ");
+        out.hex(chunk);
+        out.end();
+        at += 48;
+    }
     true
+}
+
+global_asm!(
+    // What a TD's CPU 1 runs when the demo wakes it through the mailbox (copied into
+    // the mailbox's OS area; position-independent): records "AP" and its vCPU index
+    // (TDG.VP.INFO, R9) in `demo_ap_flag`, then halts with interrupts blocked.
+    ".text",
+    ".global demo_ap_stub",
+    "demo_ap_stub:",
+    "    mov eax, 1",
+    "    .byte 0x66, 0x0f, 0x01, 0xcc",
+    "    lea rdx, [rip + demo_ap_flag]",
+    "    mov [rdx + 4], r9d",
+    "    mov dword ptr [rdx], 0x5041",
+    "2:  xor eax, eax",
+    "    mov ecx, 0xfc00",
+    "    xor r10d, r10d",
+    "    mov r11d, 12",
+    "    mov r12d, 1",
+    "    .byte 0x66, 0x0f, 0x01, 0xcc",
+    "    jmp 2b",
+    "    .balign 8",
+    ".global demo_ap_flag",
+    "demo_ap_flag: .quad 0",
+    ".global demo_ap_stub_end",
+    "demo_ap_stub_end:",
+);
+
+extern "C" {
+    static demo_ap_stub: u8;
+    static demo_ap_flag: u8;
+    static demo_ap_stub_end: u8;
+}
+
+/// Where the stub goes in the mailbox page (the OS's area starts at 16).
+const AP_STUB_OFFSET: u64 = 0x100;
+
+/// Prints the MADT's CPU count; a TD with two or more vCPUs wakes CPU 1 through the
+/// mailbox (Command, ApicId, WakeupVector as ACPI 6.4 5.2.12.19 and Linux use them)
+/// and waits for its acknowledgement and for the stub's record.
+fn acpi(info: &BootInfo, out: &mut Out) -> bool {
+    let cpus = rt::acpi::madt_cpus(info.acpi_rsdp);
+    out.put(b"acpi: MADT lists ");
+    out.dec(u64::from(cpus));
+    out.put(b" CPUs");
+    out.end();
+    if cpus != info.vcpus {
+        return false;
+    }
+    if !rt::tdx::is_tdx() || cpus < 2 {
+        return true;
+    }
+    let Some(mailbox) = rt::acpi::mp_wakeup_mailbox(info.acpi_rsdp) else {
+        out.put(b"acpi: no wakeup mailbox");
+        out.end();
+        return false;
+    };
+    let (stub, flag, end) =
+        (&raw const demo_ap_stub as u64, &raw const demo_ap_flag as u64, &raw const demo_ap_stub_end as u64);
+    let vector = mailbox + AP_STUB_OFFSET;
+    let record = vector + (flag - stub);
+    let post = |apic_id: u32, command: u16| {
+        // SAFETY: the mailbox page is private memory the MADT reserves for this
+        // protocol; the parked CPUs only read it (and clear Command when woken).
+        unsafe {
+            core::ptr::write_volatile(mailbox.wrapping_add(4) as *mut u32, apic_id);
+            core::ptr::write_volatile(mailbox.wrapping_add(8) as *mut u64, vector);
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+            core::ptr::write_volatile(mailbox as *mut u16, command);
+        }
+    };
+    // SAFETY: the stub (a few dozen bytes) fits the mailbox's OS area.
+    unsafe { core::ptr::copy_nonoverlapping(stub as *const u8, vector as *mut u8, (end - stub) as usize) };
+    // A wakeup for an APIC ID no CPU has (the I/O APIC's) must be left alone.
+    post(cpus, rt::acpi::MP_WAKEUP_COMMAND_WAKEUP);
+    for _ in 0..20 {
+        rt::acpi::idle();
+    }
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(mailbox as *const u16) } != rt::acpi::MP_WAKEUP_COMMAND_WAKEUP {
+        out.put(b"acpi: a CPU took a wakeup meant for another APIC ID");
+        out.end();
+        return false;
+    }
+    post(1, rt::acpi::MP_WAKEUP_COMMAND_WAKEUP);
+    let mut woke = false;
+    for _ in 0..5000 {
+        // SAFETY: as above; the woken CPU clears Command, then writes the record.
+        let (command, seen) = unsafe {
+            (core::ptr::read_volatile(mailbox as *const u16), core::ptr::read_volatile(record as *const u64))
+        };
+        if command == 0 && seen == 0x5041 | (1 << 32) {
+            woke = true;
+            break;
+        }
+        rt::acpi::idle();
+    }
+    out.put(if woke { b"acpi: CPU 1 woke through the mailbox" } else { b"acpi: CPU 1 did not wake" });
+    out.end();
+    woke
 }
 
 /// SEV-SNP: asks the platform for an attestation report with `nonce` as its report

@@ -17,6 +17,12 @@ pub mod snp;
 /// The TDX firmware and platform layer.
 #[path = "tdx.rs"]
 pub mod tdx;
+/// ACPI tables: finding them, the MADT's wakeup mailbox, parking TDX APs.
+#[path = "acpi.rs"]
+pub mod acpi;
+/// The TDX firmware's CC event log (the ACPI CCEL table's area).
+#[path = "ccel.rs"]
+pub mod ccel;
 
 global_asm!(
     ".section .text.start, \"ax\"",

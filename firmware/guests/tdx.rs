@@ -9,6 +9,9 @@
 //! accepts all the memory it hands over (TDG.MEM.PAGE.ACCEPT, 2 MiB with a 4 KiB
 //! fallback: upstream KVM maps TD private memory with 4 KiB pages), spread over every
 //! vCPU; converts the bounce region to shared (MapGPA); and runs the guest program.
+//! The APs, once their share is accepted, park in the ACPI wakeup-mailbox loop
+//! (`acpi.rs`); RTMR extends made through [`rtmr_extend_logged`] are recorded in the CC
+//! event log (`ccel.rs`).
 //!
 //! # Platform interface
 //! TDCALL is the real instruction everywhere: on this project's hosts it ends in an
@@ -165,6 +168,7 @@ pub fn tdx_start(mut info: BootInfo) -> ! {
     let bounce = (info.bounce_base, info.bounce_base + info.bounce_size);
     let top = info.mem_size.min(MMIO_HOLE_START) & !(TWO_MIB - 1);
     super::snp::set_share_plan(top, bounce, vcpus);
+    acpi_setup(&info);
     if !super::snp::validate_first(TWO_MIB) {
         fatal(0x30);
     }
@@ -200,15 +204,34 @@ extern "C" fn tdx_ap_main(index: u64) {
     }
     let ok = super::snp::validate_share(index, super::snp::share_stride());
     super::snp::AP_DONE[index as usize % super::snp::MAX_VCPUS as usize].store(if ok { 1 } else { 2 }, Ordering::Release);
-    // Halt with interrupts blocked (R12 = 1): the host parks this vCPU.
-    loop {
-        tdvmcall(EXIT_REASON_HLT, 1, 0, 0, 0);
+    // Wait in the ACPI wakeup-mailbox loop (or halt for good without a mailbox).
+    super::acpi::park_ap(index as u32)
+}
+
+/// BSP, before the APs are released: where they park (the MADT's wakeup mailbox) and
+/// the start of the CC event log (the CCEL table's area).
+fn acpi_setup(info: &BootInfo) {
+    let emulated = info.flags & crate::abi::FLAG_EMULATED_PLATFORM != 0;
+    super::acpi::set_parking(super::acpi::mp_wakeup_mailbox(info.acpi_rsdp), emulated);
+    super::ccel::init(info.acpi_rsdp);
+}
+
+/// [`rtmr_extend`], then, when it succeeded, an entry in the CC event log (MR index
+/// `index` + 1, `event_type`, the 48 bytes at `data`, `event` as the event data).
+pub fn rtmr_extend_logged(index: u64, data: u64, event_type: u32, event: &[u8]) -> u64 {
+    let rc = rtmr_extend(index, data);
+    if rc == TDX_SUCCESS {
+        // SAFETY: `data` is the 48-byte private buffer the TDX module just read.
+        let digest = unsafe { core::ptr::read_volatile(data as *const [u8; 48]) };
+        super::ccel::record(index as u32 + 1, event_type, &digest, event);
     }
+    rc
 }
 
 /// TDG.MR.RTMR.EXTEND of RTMR `index` with the 48 bytes at `data` (64-byte aligned,
-/// private).
-pub fn rtmr_extend(index: u64, data: u64) -> u64 {
+/// private). Private: every extend goes through [`rtmr_extend_logged`], so the CC event
+/// log records it.
+fn rtmr_extend(index: u64, data: u64) -> u64 {
     tdcall(TDG_MR_RTMR_EXTEND, data, index, 0)[0]
 }
 

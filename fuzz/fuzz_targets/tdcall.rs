@@ -227,7 +227,7 @@ fuzz_target!(|input: Input| {
                     let leaf = regs.rax;
                     match exits.tdcall(&mut regs, &mut msrs, &m.pio, &m.mmio) {
                         TdcallOutcome::End(_) => break,
-                        TdcallOutcome::Continue | TdcallOutcome::Park => {
+                        TdcallOutcome::Continue | TdcallOutcome::Park | TdcallOutcome::Idle => {
                             assert_eq!(regs.rip, 0x1004, "RIP moves past TDCALL");
                             if leaf == TDG_VP_VMCALL {
                                 assert_eq!(regs.rax, TDX_SUCCESS, "TDG.VP.VMCALL itself succeeds");

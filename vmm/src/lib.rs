@@ -16,6 +16,7 @@
 //! - [`device_loop`]: the thread that runs the virtio devices (event-manager).
 //! - [`irq`]: the KVM side of the user-space IOAPIC's MSI routes.
 //! - [`launch_log`]: a launch plan as JSON lines, for auditors.
+//! - [`acpi`]: the ACPI tables (MADT, CCEL) in confidential launch plans.
 //! - [`measure`]: the launch measurement of a configuration (`cvmm measure`).
 //! - [`msr`]: the MSR access the emulated platforms' exit handlers forward guest requests to.
 //! - [`seccomp`]: the seccomp allow-lists of the vCPU, device-loop and main threads.
@@ -25,6 +26,7 @@
 //! The `cvmm` binary (`src/main.rs`) is a thin command line over this library.
 #![deny(missing_docs)]
 
+pub mod acpi;
 pub mod api;
 pub mod builder;
 pub mod config;

@@ -11,6 +11,7 @@
 //! | 0x4000 | CPUID page | CPUID |
 //! | 0x5000 | boot information (flags SNP, emulated) | NORMAL |
 //! | 0x9000-0xefff | the firmware's page tables | ZERO |
+//! | 0xe0000 | ACPI tables (see [`crate::acpi`]; TDX also has the mailbox and event log area after them) | NORMAL |
 //! | 2 MiB + | the guest program (ELF segments, .bss included) | NORMAL |
 //! | 4-8 MiB | the bounce region, converted to shared by the guest | (not in the plan) |
 //!
@@ -82,6 +83,9 @@ pub enum SnpLaunchError {
     /// The CPUID table does not fit a CPUID page.
     #[error("cannot build the CPUID page: {0}")]
     Cpuid(String),
+    /// The ACPI tables cannot describe the VM.
+    #[error(transparent)]
+    Acpi(#[from] arch::acpi::AcpiError),
     /// The plan is inconsistent.
     #[error(transparent)]
     Plan(#[from] launch::plan::snp::SnpPlanError),
@@ -144,7 +148,8 @@ fn page_padded(mut bytes: Vec<u8>) -> Arc<[u8]> {
 /// the initrd (top of low RAM), the command line, the SNP `setup_data` page, and the
 /// zero page built from the image's setup header (boot protocol 2.12+: type_of_loader
 /// 0xff, code32_start, cmd_line_ptr, ramdisk_image/size, setup_data, cc_blob_address,
-/// the e820 map with [`firmware_reserved`] cut out). `acpi_rsdp_addr` stays 0.
+/// the e820 map with [`firmware_reserved`] cut out, `acpi_rsdp_addr` = the RSDP of
+/// cvmm's ACPI tables, [`crate::acpi`]).
 pub fn linux_images(
     config: &VmConfig,
     layout: &MemoryLayout,
@@ -173,7 +178,8 @@ pub fn linux_images(
         .map_err(SnpLaunchError::Linux)?;
     let blobs = BootBlobs { cmdline_addr: CMDLINE_START, cmdline_len: (cmdline.len() - 1) as u32, initrd };
     images.push(PlanImage { gpa: CMDLINE_START, bytes: page_padded(cmdline), what: "command line".into() });
-    let mut extras = ZeroPageExtras { code32_start: load as u32, ..Default::default() };
+    let mut extras =
+        ZeroPageExtras { code32_start: load as u32, acpi_rsdp_addr: arch::layout::ACPI_START, ..Default::default() };
     if platform == CcPlatform::Snp {
         let (setup_data, blob) = arch::boot::snp_cc_blob_setup_data(SETUP_DATA_START, SECRETS_GPA, CPUID_GPA);
         extras.setup_data = SETUP_DATA_START;
@@ -204,6 +210,7 @@ pub fn boot_info(config: &VmConfig, layout: &MemoryLayout, snp: &SnpConfig) -> B
         bounce_size: arch::layout::BOUNCE_SIZE,
         snp_secrets: SECRETS_GPA,
         snp_cpuid: CPUID_GPA,
+        acpi_rsdp: arch::layout::ACPI_START,
         ..Default::default()
     };
     let slots = config.virtio_devices();
@@ -243,6 +250,10 @@ pub const TD_HOB_GPA: u64 = 0x8000;
 pub fn tdx_boot_info(config: &VmConfig, layout: &MemoryLayout) -> BootInfo {
     let mut info = boot_info(config, layout, &SnpConfig::default());
     info.flags = FLAG_CONFIDENTIAL | arch::abi::FLAG_TDX;
+    if matches!(&config.tee, crate::config::Tee::Tdx(t) if t.emulated) {
+        // The firmware's idle loop differs (see firmware/guests/acpi.rs).
+        info.flags |= FLAG_EMULATED_PLATFORM;
+    }
     info.snp_secrets = 0;
     info.snp_cpuid = 0;
     info
@@ -266,23 +277,21 @@ pub fn tdx_plan(
     // An empty HOB list: cvmm's firmware reads the boot info; the HOB's address only
     // marks the entry as a TD's.
     let hob = vec![0u8; PAGE as usize];
+    let acpi = crate::acpi::tdx_tables(config.vcpus)?;
     let mut images: Vec<(u64, Arc<[u8]>, String)> = vec![
         (BOOT_INFO_START, info_page.into(), "boot info".into()),
         (TD_HOB_GPA, hob.into(), "TD HOB".into()),
         (start, image.into(), "guest program".into()),
+        (acpi.rsdp, acpi.bytes.into(), crate::acpi::ACPI_TABLES_WHAT.into()),
     ];
     if let Some(payload) = linux {
         let linux = linux_images(config, layout, CcPlatform::Tdx, payload)?;
         images.extend(linux.into_iter().map(|i| (i.gpa, i.bytes, i.what)));
     }
-    plan_tdx_direct(&TdxDirectOptions {
-        images,
-        zero: vec![(PAGE_TABLES_START, PAGE_TABLES_LEN, "page tables".into())],
-        entry32,
-        hob: TD_HOB_GPA,
-        vcpus: config.vcpus,
-    })
-    .map_err(|e| SnpLaunchError::Plan(e.into()))
+    let mut zero = vec![(PAGE_TABLES_START, PAGE_TABLES_LEN, "page tables".into())];
+    zero.extend(crate::acpi::tdx_zero_ranges());
+    plan_tdx_direct(&TdxDirectOptions { images, zero, entry32, hob: TD_HOB_GPA, vcpus: config.vcpus })
+        .map_err(|e| SnpLaunchError::Plan(e.into()))
 }
 
 /// The SNP launch plan for `config`, whose guest program `kernel` has been loaded into
@@ -300,9 +309,11 @@ pub fn snp_plan(
     let (start, image, entry) = program_image(mem, kernel)?;
     let mut info_page = vec![0u8; PAGE as usize];
     info_page[..BOOT_INFO_SIZE].copy_from_slice(&boot_info(config, layout, snp).to_bytes());
+    let acpi = crate::acpi::snp_tables(config.vcpus)?;
     let mut images = vec![
         PlanImage { gpa: BOOT_INFO_START, bytes: info_page.into(), what: "boot info".into() },
         PlanImage { gpa: start, bytes: image.into(), what: "guest program".into() },
+        PlanImage { gpa: acpi.rsdp, bytes: acpi.bytes.into(), what: crate::acpi::ACPI_TABLES_WHAT.into() },
     ];
     if let Some(payload) = linux {
         images.extend(linux_images(config, layout, CcPlatform::Snp, payload)?);
@@ -418,7 +429,8 @@ mod tests {
         assert_eq!(u32_at(zp, 0x214), 0x100_0000, "code32_start");
         assert_eq!((u32_at(zp, 0x218), u32_at(zp, 0x21c)), (initrd.gpa as u32, 0x1800), "ramdisk");
         assert_eq!(u64::from(u32_at(zp, 0x228)), CMDLINE_START, "cmd_line_ptr");
-        assert_eq!(u64_at(zp, 0x70), 0, "acpi_rsdp_addr");
+        assert_eq!(u64_at(zp, 0x70), 0xe_0000, "acpi_rsdp_addr");
+        assert_eq!(kind_of(&e820_of(zp), 0xe_0000), Some(E820_RESERVED), "the ACPI tables are reserved");
 
         // setup_data chain: one SETUP_CC_BLOB entry whose payload is the blob's address.
         let sd = image(&images, "setup_data");

@@ -46,6 +46,8 @@ const MAP_GPA_CHUNK: u64 = 0x20_0000;
 /// thread: about what a local quote generation service takes, so that a TD sees its
 /// request in flight (and a second one answered RETRY) as it would on hardware.
 pub const EMULATED_QUOTE_LATENCY: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long a TDVMCALL<HLT> with interrupts enabled idles the vCPU.
+pub const IDLE_WAKEUP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What the vCPU loop does after a TDCALL.
 pub enum TdcallOutcome {
@@ -53,6 +55,13 @@ pub enum TdcallOutcome {
     Continue,
     /// Park the vCPU until the VM ends (TDVMCALL<HLT> with interrupts blocked).
     Park,
+    /// Let the vCPU idle for [`IDLE_WAKEUP`], then run it again (TDVMCALL<HLT> with
+    /// interrupts enabled: this platform injects no timer interrupts into a TD, so a
+    /// halt that may be woken ends after one timer tick's worth of time, as if a timer
+    /// interrupt had arrived; an interrupt it does inject (a GetQuote notification) is
+    /// delivered when the vCPU runs again). This is how the firmware's parked application
+    /// processors poll the ACPI wakeup mailbox without spinning at CPL0.
+    Idle,
     /// End the VM.
     End(VmEvent),
 }
@@ -289,6 +298,8 @@ impl TdxVcpuExits {
                 (regs.r12, regs.r13, regs.r14, regs.r15) = (a.into(), b.into(), c.into(), d.into());
                 (TDVMCALL_SUCCESS, TdcallOutcome::Continue)
             }
+            // R12: the interrupt-blocked flag.
+            EXIT_REASON_HLT if regs.r12 == 0 => (TDVMCALL_SUCCESS, TdcallOutcome::Idle),
             EXIT_REASON_HLT => (TDVMCALL_SUCCESS, TdcallOutcome::Park),
             EXIT_REASON_IO => (self.io(regs, pio), TdcallOutcome::Continue),
             EXIT_REASON_EPT_VIOLATION => (self.mmio(regs, mmio), TdcallOutcome::Continue),
@@ -782,6 +793,17 @@ mod tests {
         let outcome = exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
         assert!(matches!(outcome, TdcallOutcome::End(VmEvent::TdxFatalError { vcpu: 1, code: 7 })));
         assert_eq!(regs.rip, 0x1000);
+    }
+
+    #[test]
+    fn hlt_with_interrupts_enabled_idles_and_with_interrupts_blocked_parks() {
+        let mut exits = handler();
+        let mut regs = vmcall(EXIT_REASON_HLT, 0, 0);
+        let outcome = exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new());
+        assert!(matches!(outcome, TdcallOutcome::Idle));
+        assert_eq!((regs.r10, regs.rip), (TDVMCALL_SUCCESS, 0x1004));
+        let mut regs = vmcall(EXIT_REASON_HLT, 1, 0);
+        assert!(matches!(exits.tdcall(&mut regs, &mut OneMsr(0), &Bus::new(), &Bus::new()), TdcallOutcome::Park));
     }
 
     #[test]

@@ -165,6 +165,7 @@ fn run_loop(
                             std::thread::sleep(std::time::Duration::from_millis(10));
                         }
                     }
+                    Some(TdcallOutcome::Idle) => std::thread::sleep(crate::tdx::IDLE_WAKEUP),
                     Some(TdcallOutcome::End(event)) => return Some(event),
                     None => return Some(VmEvent::VcpuFailed { vcpu: index, message: describe_internal_error(vcpu) }),
                 }
