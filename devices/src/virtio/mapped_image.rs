@@ -18,7 +18,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use vm_memory::VolatileSlice;
@@ -250,22 +250,42 @@ impl MappedImage {
     pub(crate) fn copy(&self, write: bool, offset: u64, slices: &[VolatileSlice<'_>]) -> io::Result<()> {
         let total: usize = slices.iter().map(VolatileSlice::len).sum();
         let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        if start.checked_add(total).is_none_or(|end| end > self.len) || (write && !self.writable) || !self.usable() {
+        self.copy_iter(write, start, total, slices.iter().copied())
+    }
+
+    /// [`MappedImage::copy`] of `slices`, which together hold `total` bytes, from or
+    /// to byte `start`; a slice that would go past `start + total` fails the copy
+    /// there with InvalidInput (the slices before it were copied).
+    pub(crate) fn copy_iter<'s>(
+        &self,
+        write: bool,
+        start: usize,
+        total: usize,
+        slices: impl Iterator<Item = VolatileSlice<'s>>,
+    ) -> io::Result<()> {
+        let end = start.checked_add(total).filter(|&end| end <= self.len);
+        let Some(end) = end.filter(|_| (!write || self.writable) && self.usable()) else {
             return Err(io::ErrorKind::InvalidInput.into());
-        }
+        };
         let faults = &REGISTRY[self.slot].faults;
         let before = faults.load(Ordering::Acquire);
         let mut at = start;
+        let mut result = Ok(());
         for s in slices {
+            if s.len() > end - at {
+                result = Err(io::ErrorKind::InvalidInput.into());
+                break;
+            }
             // SAFETY: `at..at + s.len()` lies within the first `len` bytes of the
-            // mapping (checked above), which stays mapped while `self` lives; the image
-            // is shared with other processes and the guest, so it is only accessed
-            // through volatile-slice copies, never through references.
+            // mapping (`at + s.len() <= end <= len`, checked above), which stays mapped
+            // while `self` lives; the image is shared with other processes and the
+            // guest, so it is only accessed through volatile-slice copies, never
+            // through references.
             let image = unsafe { VolatileSlice::new(self.base.add(at), s.len()) };
             if write {
                 s.copy_to_volatile_slice(image);
             } else {
-                image.copy_to_volatile_slice(*s);
+                image.copy_to_volatile_slice(s);
             }
             at += s.len();
         }
@@ -273,10 +293,61 @@ impl MappedImage {
         // moving the copies past the check.
         compiler_fence(Ordering::SeqCst);
         if faults.load(Ordering::Acquire) == before {
-            return Ok(());
+            return result;
         }
         self.restore(start, total);
         Err(io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    /// Runs `access` on the address of the `size`-byte, `size`-aligned word at byte
+    /// `offset` of the mapping; fails with InvalidInput when the word is not within the
+    /// accessible bytes or not aligned (or a store is asked of a read-only mapping), and
+    /// with EIO when the access faulted (then its result is discarded).
+    fn word<T>(&self, offset: usize, size: usize, store: bool, access: impl FnOnce(*mut u8) -> T) -> io::Result<T> {
+        if !offset.is_multiple_of(size)
+            || offset.checked_add(size).is_none_or(|end| end > self.len)
+            || (store && !self.writable)
+            || !self.usable()
+        {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let faults = &REGISTRY[self.slot].faults;
+        let before = faults.load(Ordering::Acquire);
+        // SAFETY: `offset + size <= len`: the address is inside the mapping.
+        let value = access(unsafe { self.base.add(offset) });
+        compiler_fence(Ordering::SeqCst);
+        if faults.load(Ordering::Acquire) == before {
+            return Ok(value);
+        }
+        self.restore(offset, size);
+        Err(io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    /// Loads the 8-byte-aligned 64-bit word at byte `offset` atomically (the mapping's
+    /// memory order is the CPU's, little-endian on x86_64).
+    pub(crate) fn load_u64(&self, offset: usize, order: Ordering) -> io::Result<u64> {
+        // SAFETY: `word` passes an 8-aligned address inside the mapping, which lives as
+        // long as `self`; other processes may write it at any time, so it is only
+        // accessed atomically here (never through a plain reference).
+        self.word(offset, 8, false, |p| unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
+    }
+
+    /// Stores `value` atomically into the 8-byte-aligned 64-bit word at byte `offset`.
+    pub(crate) fn store_u64(&self, offset: usize, value: u64, order: Ordering) -> io::Result<()> {
+        // SAFETY: as in `load_u64`; the mapping is writable (checked by `word`).
+        self.word(offset, 8, true, |p| unsafe { AtomicU64::from_ptr(p.cast()) }.store(value, order))
+    }
+
+    /// Loads the 4-byte-aligned 32-bit word at byte `offset` atomically.
+    pub(crate) fn load_u32(&self, offset: usize, order: Ordering) -> io::Result<u32> {
+        // SAFETY: as in `load_u64`, for a 4-aligned address.
+        self.word(offset, 4, false, |p| unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
+    }
+
+    /// Stores `value` atomically into the 4-byte-aligned 32-bit word at byte `offset`.
+    pub(crate) fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> io::Result<()> {
+        // SAFETY: as in `store_u64`, for a 4-aligned address.
+        self.word(offset, 4, true, |p| unsafe { AtomicU32::from_ptr(p.cast()) }.store(value, order))
     }
 
     /// Maps the file back over `start..start + len` (whole pages), replacing the

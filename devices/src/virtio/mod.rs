@@ -19,6 +19,7 @@ mod mapped_image;
 pub mod mmio;
 pub mod net;
 pub mod net_file;
+pub mod net_ring;
 pub mod rng;
 pub mod shared_memory;
 pub mod vsock;

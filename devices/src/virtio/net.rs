@@ -1,6 +1,7 @@
 //! virtio-net: moves Ethernet frames between the guest's rx/tx queues and a host
-//! backend ([`NetBackend`]: a tap device, a Unix datagram socket, or files of
-//! length-prefixed records (`super::net_file`)).
+//! backend ([`NetBackend`]: a tap device, a Unix datagram socket, files of
+//! length-prefixed records (`super::net_file`), or shared-memory rings of such records
+//! (`super::net_ring`)).
 //!
 //! Only VIRTIO_NET_F_MAC is offered: no offloads, no mergeable buffers. Every rx buffer
 //! gets the 12-byte `virtio_net_hdr_v1` (all zero but `num_buffers = 1`) followed by one
@@ -83,6 +84,9 @@ pub enum NetError {
     /// The Unix datagram socket could not be set up.
     #[error("unix datagram backend: {0}")]
     Socket(#[source] io::Error),
+    /// The ring file of the ring backend could not be set up.
+    #[error(transparent)]
+    Ring(#[from] super::net_ring::RingError),
     /// A file of the file backend could not be opened.
     #[error("net file {path}: {source}")]
     File {
@@ -135,6 +139,19 @@ pub trait NetBackend: Send {
     fn pulled(&self) -> bool {
         false
     }
+
+    /// For a [`NetBackend::pulled`] backend: a descriptor that becomes readable when the
+    /// device should look again (frames arrived, or room came after a refused send).
+    /// The device watches it and calls [`NetBackend::ack_doorbell`], then retries tx
+    /// and rx. A backend with a doorbell applies backpressure: when `send_frames` fails
+    /// with `WouldBlock`, the frame it names and those after it stay in the guest's
+    /// queue until the doorbell rings (instead of being dropped).
+    fn doorbell(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Drains the doorbell (see [`NetBackend::doorbell`]).
+    fn ack_doorbell(&mut self) {}
 }
 
 /// The length of a frame made of `parts`.
@@ -459,6 +476,7 @@ impl Net {
         // Each chain of the burst: its head and, if it is to be sent, its parts.
         let mut burst: Vec<(u16, Option<std::ops::Range<usize>>)> = Vec::with_capacity(TX_BURST);
         let mut broken = false;
+        let holds = self.backend.doorbell().is_some();
         while !broken {
             parts.clear();
             burst.clear();
@@ -481,7 +499,6 @@ impl Net {
                 };
                 if frame.is_none() {
                     parts.truncate(first);
-                    bump(&self.counters.tx_dropped);
                 }
                 burst.push((head, frame));
             }
@@ -491,11 +508,18 @@ impl Net {
             let frames: Vec<&[VolatileSlice<'_>]> =
                 burst.iter().filter_map(|(_, f)| f.clone()).map(|f| &parts[f]).collect();
             let mut next = 0;
+            // The first frame the backend holds back (backpressure): it and the chains
+            // after it stay in the queue.
+            let mut held = None;
             while next < frames.len() {
                 let (sent, err) = self.backend.send_frames(&frames[next..]);
                 self.counters.tx_frames.fetch_add(sent as u64, Ordering::Relaxed);
                 next += sent;
                 match err {
+                    Some(e) if holds && e.kind() == io::ErrorKind::WouldBlock => {
+                        held = Some(next);
+                        break;
+                    }
                     Some(e) => log::debug!("virtio-net: backend send: {e}"),
                     None if next < frames.len() => log::debug!("virtio-net: backend sent nothing"),
                     None => break,
@@ -504,13 +528,29 @@ impl Net {
                 bump(&self.counters.tx_dropped);
                 next += 1;
             }
-            for &(head, _) in &burst {
+            // The burst's chains up to the held frame's complete.
+            let complete = match held {
+                None => burst.len(),
+                Some(k) => {
+                    burst.iter().enumerate().filter(|(_, (_, f))| f.is_some()).nth(k).map_or(burst.len(), |(i, _)| i)
+                }
+            };
+            for &(head, ref frame) in &burst[..complete] {
+                if frame.is_none() {
+                    bump(&self.counters.tx_dropped);
+                }
                 if let Err(e) = active.tx.add_used(&*mem, head, 0) {
                     log::warn!("virtio-net: cannot complete tx chain {head}: {e:?}");
                     broken = true;
                     break;
                 }
                 done += 1;
+            }
+            if complete < burst.len() {
+                // Give the rest back: popped in order, so they are the last ones popped.
+                let back = (burst.len() - complete) as u16;
+                active.tx.set_next_avail(active.tx.next_avail().wrapping_sub(back));
+                break;
             }
         }
         if done > 0 && active.tx.needs_notification(&*mem).unwrap_or(true) {
@@ -696,6 +736,14 @@ impl MutEventSubscriber for Net {
                 let _ = self.queue_events[TX_QUEUE].read();
                 self.process_tx();
             }
+            TOKEN_BACKEND if self.backend.pulled() => {
+                // The doorbell: frames or room in the backend.
+                self.backend.ack_doorbell();
+                if self.active.is_some() {
+                    self.process_tx();
+                    self.process_rx();
+                }
+            }
             TOKEN_BACKEND => {
                 if self.active.is_some() {
                     self.process_rx();
@@ -713,9 +761,12 @@ impl MutEventSubscriber for Net {
             Events::with_data(&self.queue_events[RX_QUEUE], TOKEN_RX, EventSet::IN),
             Events::with_data(&self.queue_events[TX_QUEUE], TOKEN_TX, EventSet::IN),
         ];
-        // A pulled backend (a file) is read when rx buffers come, not watched.
+        // A pulled backend (a file, a ring) is read when rx buffers come, and when its
+        // doorbell rings if it has one; the others' descriptor is watched for frames.
         if !self.backend.pulled() {
             watches.push(Events::with_data_raw(self.backend.raw_fd(), TOKEN_BACKEND, EventSet::IN));
+        } else if let Some(fd) = self.backend.doorbell() {
+            watches.push(Events::with_data_raw(fd, TOKEN_BACKEND, EventSet::IN));
         }
         for w in watches {
             if let Err(e) = ops.add(w) {
@@ -1051,6 +1102,151 @@ mod tests {
         assert_eq!(net.counters().rx_dropped.load(Ordering::Relaxed), 1, "the malformed record");
         assert_eq!(rx.used().idx().load(), 1, "the second buffer is still the guest's");
         assert_eq!(net.process_rx(), 0, "nothing after it");
+    }
+
+    /// A device on a ring backend over a fresh ring file (data areas of `size` bytes),
+    /// activated on fresh queues.
+    fn ring_rig<'a>(
+        m: &'a GuestMemoryMmap,
+        s: &SharedMemory,
+        name: &str,
+        size: usize,
+    ) -> (Net, MockSplitQueue<'a, GuestMemoryMmap>, MockSplitQueue<'a, GuestMemoryMmap>, std::path::PathBuf) {
+        let path = file_dir().join(name);
+        let backend = Box::new(crate::virtio::net_ring::RingBackend::create(&path, size).unwrap());
+        let mut net = Net::new([2, 0, 0, 0, 0, 1], backend, events());
+        let rxq = MockSplitQueue::create(m, GuestAddress(RX_RING), 16);
+        let txq = MockSplitQueue::create(m, GuestAddress(TX_RING), 16);
+        let ctx = ActivateContext {
+            mem: s.view(),
+            queues: vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
+            interrupt: VirtioInterrupt::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            acked_features: VIRTIO_NET_F_MAC,
+        };
+        net.activate(ctx).unwrap();
+        (net, rxq, txq, path)
+    }
+
+    /// What the event loop does for a pulled backend: waits (up to 5 s) for the
+    /// doorbell, then drains it and runs tx and rx. False if it never rang.
+    fn wait_for_doorbell(net: &mut Net) -> bool {
+        let fd = net.backend.doorbell().expect("a doorbell");
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        #[allow(unsafe_code)]
+        // SAFETY: one valid pollfd that outlives the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, 5000) };
+        if n != 1 {
+            return false;
+        }
+        net.backend.ack_doorbell();
+        net.process_tx();
+        net.process_rx();
+        true
+    }
+
+    #[test]
+    fn frames_round_trip_both_ways_through_a_ring_with_a_peer_thread() {
+        let (m, s) = setup(true);
+        let (mut net, rx, tx, path) = ring_rig(&m, &s, "ring-both", 1 << 20);
+        let peer_path = path.clone();
+        // The peer echoes every frame back with its bytes inverted.
+        let peer = std::thread::spawn(move || {
+            let mut peer = crate::virtio::net_ring::RingPeer::open(&peer_path).unwrap();
+            let mut buf = vec![0u8; MAX_FRAME_LEN];
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                match peer.recv_frame(&mut buf).unwrap() {
+                    Some(n) => {
+                        got.push(buf[..n].to_vec());
+                        let echo: Vec<u8> = buf[..n].iter().map(|b| !b).collect();
+                        assert!(peer.send_frame(&echo).unwrap());
+                    }
+                    None => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+            got
+        });
+        for i in 0..3u16 {
+            rx.add_desc_chains(&[desc(0x30_0000 + u64::from(i) * 0x4000, 0x4000, F_WRITE, 0)], i).unwrap();
+        }
+        queue_frames(&m, &tx, &[60, 1514, 9000], usize::MAX);
+
+        assert_eq!(net.process_tx(), 3);
+        let mut delivered = net.process_rx();
+        while delivered < 3 {
+            assert!(wait_for_doorbell(&mut net), "the peer rings when the device waits for frames");
+            delivered = net.counters().rx_frames.load(Ordering::Relaxed) as usize;
+        }
+
+        let sent = peer.join().unwrap();
+        for (i, len) in [(0u8, 60usize), (1, 1514), (2, 9000)] {
+            assert_eq!(sent[i as usize], vec![i; len], "tx frame {i}");
+            assert_eq!(used_len(&rx, i as usize), (NET_HDR_LEN + len) as u32);
+            let mut got = vec![0u8; len];
+            m.read_slice(&mut got, GuestAddress(0x30_0000 + u64::from(i) * 0x4000 + NET_HDR_LEN as u64)).unwrap();
+            assert!(got.iter().all(|&b| b == !i), "rx frame {i}");
+        }
+        let c = net.counters();
+        assert_eq!((c.tx_dropped.load(Ordering::Relaxed), c.rx_dropped.load(Ordering::Relaxed)), (0, 0));
+    }
+
+    #[test]
+    fn a_full_ring_holds_tx_chains_in_the_queue_and_resumes_when_the_peer_consumes() {
+        let (m, s) = setup(true);
+        let (mut net, _rx, tx, path) = ring_rig(&m, &s, "ring-full", 128 << 10);
+        // 30,000-byte frames: 30,008-byte records, 4 fit in 128 KiB.
+        queue_frames(&m, &tx, &[30_000; 8], usize::MAX);
+
+        assert_eq!(net.process_tx(), 4, "as many as fit");
+        assert_eq!(tx.used().idx().load(), 4);
+        assert_eq!(net.process_tx(), 0, "still full: nothing taken, nothing dropped");
+
+        let peer = std::thread::spawn(move || {
+            let mut peer = crate::virtio::net_ring::RingPeer::open(&path).unwrap();
+            let mut buf = vec![0u8; MAX_FRAME_LEN];
+            let mut got = Vec::new();
+            while got.len() < 8 {
+                match peer.recv_frame(&mut buf).unwrap() {
+                    Some(n) => got.push(buf[..n].to_vec()),
+                    None => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+            (got, peer.kicks())
+        });
+        while tx.used().idx().load() < 8 {
+            assert!(wait_for_doorbell(&mut net), "the peer rings when the device waits for room");
+        }
+
+        let (got, kicks) = peer.join().unwrap();
+        assert!(kicks >= 1);
+        for (i, frame) in got.iter().enumerate() {
+            assert_eq!(frame, &vec![i as u8; 30_000], "frame {i}, whole and in order");
+        }
+        let c = net.counters();
+        assert_eq!((c.tx_frames.load(Ordering::Relaxed), c.tx_dropped.load(Ordering::Relaxed)), (8, 0));
+    }
+
+    #[test]
+    fn a_broken_ring_drops_and_counts_tx_frames_and_bad_chains_are_counted_once() {
+        let (m, s) = setup(true);
+        let (mut net, _rx, tx, path) = ring_rig(&m, &s, "ring-broken", 128 << 10);
+        // Chain 1 is bad; the ring fills after chain 4 and chain 5+ stay queued.
+        queue_frames(&m, &tx, &[30_000, 100, 30_000, 30_000, 30_000, 30_000], 1);
+        assert_eq!(net.process_tx(), 5);
+        assert_eq!(net.counters().tx_dropped.load(Ordering::Relaxed), 1);
+        // A hostile consumer counter (beyond the producer's).
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(&u64::MAX.to_le_bytes(), 128)
+            .unwrap();
+
+        assert_eq!(net.process_tx(), 1, "completed, not held");
+
+        let c = net.counters();
+        assert_eq!((c.tx_frames.load(Ordering::Relaxed), c.tx_dropped.load(Ordering::Relaxed)), (4, 2));
     }
 
     #[test]
