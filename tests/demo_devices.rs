@@ -201,3 +201,23 @@ fn a_file_net_backend_is_opened_created_and_a_missing_rx_file_is_named() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no-such-rx"), "{stderr}");
 }
+
+#[test]
+fn a_ring_net_backend_creates_its_file_and_doorbell_and_a_bad_size_is_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = fresh_dir();
+    let ring = dir.join("ring");
+    // The demo does not use the network: the device is created, its ring file made.
+    let out = run_demo(&["--console", "--net", &format!("ring={},size=128K", path_str(&ring))]);
+    assert_eq!(lines_expecting(&out, 0)[0], GREETING);
+    let bytes = std::fs::read(&ring).expect("the ring file is created");
+    assert_eq!(bytes.len(), 2 * (4096 + (128 << 10)));
+    assert_eq!(&bytes[..8], b"CVMMRING");
+    let kick = dir.join("ring.kick");
+    assert!(std::fs::symlink_metadata(&kick).expect("the doorbell").file_type().is_fifo());
+
+    let out = run_demo(&["--net", &format!("ring={},size=100K", path_str(&ring))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("power of two"), "{stderr}");
+}

@@ -248,6 +248,42 @@ fn the_device_loop_may_move_net_frames_over_files_and_datagram_sockets() {
 }
 
 #[test]
+fn the_device_loop_may_move_net_frames_over_a_ring_and_survive_a_shrunk_ring_file() {
+    use devices::virtio::net::NetBackend;
+    use devices::virtio::net_ring::{RingBackend, RingPeer, MIN_RING_SIZE};
+    use std::os::fd::AsRawFd;
+    use vm_memory::VolatileSlice;
+    let dir = std::env::temp_dir().join(format!("cvmm-seccomp-ring-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ring");
+    // Created before the filter, as the builder does; the peer publishes one rx frame.
+    let mut ring = RingBackend::create(&path, MIN_RING_SIZE).unwrap();
+    let mut peer = RingPeer::open(&path).unwrap();
+    assert!(peer.send_frame(b"hello").unwrap());
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+
+    let ended = in_confined_child(ThreadKind::Devices, move || {
+        let mut frame = *b"a frame";
+        let parts = [VolatileSlice::from(&mut frame[..])];
+        let mut buf = [0u8; 64];
+        let ok = ring.send_frames(&[&parts]).1.is_none() && ring.recv(&mut buf).ok() == Some(Some(5));
+        ring.ack_doorbell();
+        // A hostile peer shrinks the file: the next copy faults, the SIGBUS handler
+        // maps a page over it (mmap, under the filter) and the send fails.
+        // SAFETY: plain system call on an open descriptor.
+        unsafe { libc::ftruncate(file.as_raw_fd(), 0) };
+        let refused = ring.send_frames(&[&parts]).1.is_some();
+        if !(ok && refused) {
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(1) };
+        }
+    });
+
+    assert_eq!(ended, Ended::Exited(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn the_device_loop_may_not_issue_kvm_ioctls() {
     let ended = in_confined_child(ThreadKind::Devices, || {
         // SAFETY: an ioctl on an fd that does not exist touches no memory.

@@ -808,6 +808,10 @@ fn create_virtio_devices(
                             devices::virtio::net_file::FileBackend::open_default_rx(tx, rx.as_deref())
                                 .map_err(|e| backend(e.to_string()))?,
                         ),
+                        Some(NetConfig::Ring { path, size }) => Box::new(
+                            devices::virtio::net_ring::RingBackend::create(path, *size)
+                                .map_err(|e| backend(e.to_string()))?,
+                        ),
                         None => return Err(backend("no backend configured".into())),
                     };
                     let dev = Arc::new(Mutex::new(Net::new(GUEST_MAC, net_backend, q)));

@@ -194,6 +194,26 @@ pub enum NetConfig {
         /// The rx file.
         rx: Option<PathBuf>,
     },
+    /// Shared-memory rings in a file cvmm creates and maps (`devices::virtio::net_ring`),
+    /// with its doorbell FIFO at `<path>.kick`.
+    Ring {
+        /// The ring file (replaced at start; tmpfs, e.g. /dev/shm, for speed).
+        path: PathBuf,
+        /// Data bytes of each ring: a power of two from 128 KiB to 1 GiB.
+        size: usize,
+    },
+}
+
+impl NetConfig {
+    /// `ring=PATH[,size=N]` with `size` already a number of bytes: checks both.
+    pub fn ring(path: PathBuf, size: Option<u64>) -> Result<Self, String> {
+        if path.as_os_str().is_empty() {
+            return Err("net: ring=PATH[,size=N] needs a non-empty path".into());
+        }
+        let size = size.unwrap_or(devices::virtio::net_ring::DEFAULT_RING_SIZE as u64);
+        let size = devices::virtio::net_ring::check_ring_size(size).map_err(|e| format!("net: {e}"))?;
+        Ok(NetConfig::Ring { path, size })
+    }
 }
 
 /// A virtio-vsock device.
@@ -232,7 +252,7 @@ impl std::str::FromStr for DiskConfig {
 impl std::str::FromStr for NetConfig {
     type Err = String;
 
-    /// `tap=NAME`, `socket=PATH` or `file=PATH[,rx=RXPATH]`.
+    /// `tap=NAME`, `socket=PATH`, `file=PATH[,rx=RXPATH]` or `ring=PATH[,size=N]`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('=') {
             Some(("tap", name)) if !name.is_empty() && name.len() < 16 => Ok(NetConfig::Tap(name.into())),
@@ -248,7 +268,18 @@ impl std::str::FromStr for NetConfig {
                 }
                 Ok(NetConfig::File { tx: tx.into(), rx: rx.map(Into::into) })
             }
-            _ => Err(format!("net: '{s}' is neither tap=NAME, socket=PATH nor file=PATH[,rx=RXPATH]")),
+            Some(("ring", rest)) => {
+                let (path, size) = match rest.rsplit_once(",size=") {
+                    Some((path, size)) => {
+                        (path, Some(arch::layout::parse_size(size).map_err(|e| format!("net: {e}"))?))
+                    }
+                    None => (rest, None),
+                };
+                NetConfig::ring(path.into(), size)
+            }
+            _ => Err(format!(
+                "net: '{s}' is neither tap=NAME, socket=PATH, file=PATH[,rx=RXPATH] nor ring=PATH[,size=N]"
+            )),
         }
     }
 }
@@ -494,6 +525,24 @@ mod tests {
         );
         assert!("file=".parse::<NetConfig>().unwrap_err().contains("non-empty"));
         assert!("file=/w,rx=".parse::<NetConfig>().unwrap_err().contains("non-empty"));
+        assert_eq!(
+            "ring=/dev/shm/r".parse::<NetConfig>(),
+            Ok(NetConfig::Ring { path: "/dev/shm/r".into(), size: 4 << 20 })
+        );
+        assert_eq!(
+            "ring=/r,size=256K".parse::<NetConfig>(),
+            Ok(NetConfig::Ring { path: "/r".into(), size: 256 << 10 })
+        );
+        assert_eq!(
+            "ring=/r,size=1048576".parse::<NetConfig>(),
+            Ok(NetConfig::Ring { path: "/r".into(), size: 1 << 20 })
+        );
+        assert!("ring=".parse::<NetConfig>().unwrap_err().contains("non-empty"));
+        assert!("ring=/r,size=".parse::<NetConfig>().unwrap_err().contains("not a size"));
+        assert!("ring=/r,size=3M".parse::<NetConfig>().unwrap_err().contains("power of two"));
+        assert!("ring=/r,size=64K".parse::<NetConfig>().unwrap_err().contains("power of two"));
+        assert!("ring=/r,size=2G".parse::<NetConfig>().unwrap_err().contains("power of two"));
+        assert!("vde=x".parse::<NetConfig>().unwrap_err().contains("ring=PATH"));
         let v: VsockConfig = "cid=3,socket=/tmp/v".parse().unwrap();
         assert_eq!((v.cid, v.uds_path.to_str().unwrap()), (3, "/tmp/v"));
         assert!("cid=2,socket=/x".parse::<VsockConfig>().unwrap_err().contains("reserved"));

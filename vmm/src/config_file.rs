@@ -14,7 +14,8 @@
 //!   "console": false,
 //!   "disks": [{ "path": "/path/disk.img", "read_only": false }],
 //!   "net": { "tap": "tap0" },     // or { "socket": "/path/net.sock" },
-//!                                 // or { "file": { "path": "/path/frames", "rx": "/path/in" } }
+//!                                 // or { "file": { "path": "/path/frames", "rx": "/path/in" } },
+//!                                 // or { "ring": { "path": "/dev/shm/ring", "size": "4M" } }
 //!   "vsock": { "cid": 3, "socket": "/path/vsock.sock" },
 //!   "rng": false,
 //!   "seccomp": true,
@@ -83,6 +84,11 @@ enum NetFile {
         path: PathBuf,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rx: Option<PathBuf>,
+    },
+    Ring {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<Size>,
     },
 }
 
@@ -247,6 +253,14 @@ impl VmConfig {
                 }
                 Some(NetConfig::File { tx: path, rx })
             }
+            Some(NetFile::Ring { path, size }) => {
+                let size = match size {
+                    None => None,
+                    Some(Size::Bytes(b)) => Some(b),
+                    Some(Size::Text(t)) => Some(arch::layout::parse_size(&t).map_err(field("net"))?),
+                };
+                Some(NetConfig::ring(path, size).map_err(field("net"))?)
+            }
         };
         let guest_memory = match f.guest_memory {
             None => GuestMemoryPolicy::default(),
@@ -297,6 +311,9 @@ impl VmConfig {
                 NetConfig::Tap(t) => NetFile::Tap(t.clone()),
                 NetConfig::Socket(p) => NetFile::Socket(p.clone()),
                 NetConfig::File { tx, rx } => NetFile::File { path: tx.clone(), rx: rx.clone() },
+                NetConfig::Ring { path, size } => {
+                    NetFile::Ring { path: path.clone(), size: Some(Size::Bytes(*size as u64)) }
+                }
             }),
             vsock: self.vsock.as_ref().map(|v| VsockFile { cid: v.cid, socket: v.uds_path.clone() }),
             rng: self.rng,
@@ -360,6 +377,22 @@ mod tests {
         assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
         let err = VmConfig::from_json(r#"{"net": {"file": {"path": ""}}}"#).unwrap_err().to_string();
         assert!(err.starts_with("configuration: net:"), "{err}");
+    }
+
+    #[test]
+    fn a_net_ring_backend_round_trips_with_and_without_its_size() {
+        let c = VmConfig::from_json(r#"{"net": {"ring": {"path": "/dev/shm/r", "size": "1M"}}}"#).unwrap();
+        assert_eq!(c.net, Some(NetConfig::Ring { path: "/dev/shm/r".into(), size: 1 << 20 }));
+        assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
+        let c = VmConfig::from_json(r#"{"net": {"ring": {"path": "/r", "size": 262144}}}"#).unwrap();
+        assert_eq!(c.net, Some(NetConfig::Ring { path: "/r".into(), size: 256 << 10 }));
+        let c = VmConfig::from_json(r#"{"net": {"ring": {"path": "/r"}}}"#).unwrap();
+        assert_eq!(c.net, Some(NetConfig::Ring { path: "/r".into(), size: 4 << 20 }));
+        assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
+        for bad in [r#"{"path": ""}"#, r#"{"path": "/r", "size": "3M"}"#, r#"{"path": "/r", "size": 1000}"#] {
+            let err = VmConfig::from_json(&format!(r#"{{"net": {{"ring": {bad}}}}}"#)).unwrap_err().to_string();
+            assert!(err.starts_with("configuration: net:"), "{bad}: {err}");
+        }
     }
 
     #[test]

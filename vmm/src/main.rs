@@ -251,8 +251,10 @@ struct RunArgs {
     disk: Vec<vmm::config::DiskConfig>,
     /// A virtio-net card: tap=NAME, socket=PATH (a Unix datagram socket, one frame per
     /// datagram) or file=PATH[,rx=RXPATH] (tx appended to PATH as 4-byte little-endian
-    /// length-prefixed records; rx read from RXPATH, default PATH.rx if it exists).
-    #[arg(long, value_name = "tap=NAME|socket=PATH")]
+    /// length-prefixed records; rx read from RXPATH, default PATH.rx if it exists) or
+    /// ring=PATH[,size=N] (two shared-memory rings of such records in PATH, N data bytes
+    /// each, default 4M; doorbell FIFO PATH.kick; docs/devices.md).
+    #[arg(long, value_name = "tap=NAME|socket=PATH|file=PATH|ring=PATH")]
     net: Option<vmm::config::NetConfig>,
     /// A virtio-vsock device: cid=N,socket=PATH (a guest connection to port P reaches the Unix socket PATH_P).
     #[arg(long, value_name = "cid=N,socket=PATH")]
