@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Host-side virtio device benchmark: virtio-blk and virtio-net queues driven directly
-# by a mock driver (net tx over a Unix datagram pair and over the file backend to a file
-# in /dev/shm), 4 KiB and 64 KiB requests, MB/s next to a memcpy of the same bytes
-# measured in the same run (each device run paired with a memcpy run; median of the
+# by a mock driver (net tx over a Unix datagram pair, over the file backend to a file
+# in /dev/shm, and over the shared-memory ring backend in /dev/shm), 4 KiB and 64 KiB
+# requests, MB/s next to a memcpy of the same bytes measured in the same run (each device run paired with a memcpy run; median of the
 # pairs). Goal (docs/devices.md, "Performance"): 64 KiB virtio-blk reads and writes and
 # virtio-net transmits at >= 70% of memcpy. Nothing is asserted but that every request
 # succeeded and every byte arrived.

@@ -216,8 +216,8 @@ fn a_ring_net_backend_creates_its_file_and_doorbell_and_a_bad_size_is_refused() 
     let kick = dir.join("ring.kick");
     assert!(std::fs::symlink_metadata(&kick).expect("the doorbell").file_type().is_fifo());
 
-    let out = run_demo(&["--net", &format!("ring={},size=100K", path_str(&ring))]);
+    let out = run_demo(&["--net", &format!("ring={},size=100000", path_str(&ring))]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("power of two"), "{stderr}");
+    assert!(stderr.contains("multiple of 4096"), "{stderr}");
 }

@@ -1,6 +1,6 @@
 //! Host-side device benchmark: drives virtio-blk (over a memory-backed file in
-//! /dev/shm) and virtio-net (tx over a Unix datagram pair, and over the file backend to
-//! a memory-backed file in /dev/shm) queues directly with a mock driver, for 4 KiB and
+//! /dev/shm) and virtio-net (tx over a Unix datagram pair, over the file backend to a
+//! memory-backed file in /dev/shm, and over the ring backend in /dev/shm) queues directly with a mock driver, for 4 KiB and
 //! 64 KiB requests, and prints MB/s next to a plain memcpy of the same bytes measured in
 //! the same run. Used by scripts/bench-devices.sh.
 //!
@@ -34,6 +34,13 @@
 //! one `writev` of header and frame each from a host buffer: the most such a file
 //! takes on this host.
 //!
+//! "virtio-net tx ring" copies each frame as a record into the tx ring of a ring file
+//! in /dev/shm (`devices::virtio::net_ring`; the data area holds one batch, so each
+//! batch lands on the same bytes: the baseline's working set), one memcpy per descriptor part and one release store per burst; a `RingPeer`
+//! drains and checks the batch between batches (untimed, through one reused buffer).
+//! "(ring peer rx)" times that peer instead: copying a batch's frames out of the ring
+//! into a host buffer each.
+//!
 //! usage: cargo run --release -p devices --example virtio_bench [case filter] [runs]
 //! (with a filter, only cases whose name contains it run, e.g. "blk read  64").
 
@@ -45,6 +52,7 @@ use std::time::Instant;
 use devices::virtio::block::{Block, BlockOptions};
 use devices::virtio::net::{Net, UnixDatagramBackend};
 use devices::virtio::net_file::FileBackend;
+use devices::virtio::net_ring::{record_len, RingBackend, RingPeer, MIN_RING_SIZE};
 use devices::virtio::{ActivateContext, SharedMemory, VirtioDevice, VirtioInterrupt};
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
@@ -382,6 +390,81 @@ fn bench_net_file(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, alon
     run
 }
 
+/// Whether every byte of `buf` is `want`. Not short-circuiting, so it vectorizes: the
+/// check between two timed batches is quick, and the other jobs on the machine get
+/// less time to evict the device's working set from the shared cache meanwhile.
+fn holds_only(buf: &[u8], want: u8) -> bool {
+    buf.iter().fold(0u8, |acc, &b| acc | (b ^ want)) == 0
+}
+
+/// One run of virtio-net transmits of `req`-byte chains to the ring backend over a ring
+/// file in /dev/shm, a peer draining the ring (and checking every frame) between
+/// batches; the device's `process_tx` is timed. With `alone`, the peer's side is timed
+/// instead: copying each batch's frames out of the ring into host buffers.
+fn bench_net_ring(mem: &GuestMemoryMmap, shared: &SharedMemory, req: usize, alone: bool) -> Run {
+    let path = std::path::PathBuf::from(format!("/dev/shm/cvmm-bench-{}.ring", std::process::id()));
+    let frame = req - 12;
+    let batches = TOTAL / (BATCH * req);
+    let mut run = Run { bytes: batches * BATCH * req, ..Run::default() };
+    for i in 0..BATCH {
+        let buf = DATA + (i * 0x1_1000) as u64;
+        mem.write_slice(&vec![frame_byte(i); frame], GuestAddress(buf + 0x1000)).unwrap();
+    }
+    (run.copy, run.copy_cpu) = memcpy_run(req, run.bytes);
+    // A ring of exactly one batch: every batch lands on the same bytes, the working set
+    // of the memcpy baseline.
+    let size = (BATCH * record_len(frame)).next_multiple_of(4096).max(MIN_RING_SIZE);
+    let backend = Box::new(RingBackend::create(&path, size).unwrap());
+    let mut net = Net::new([2, 0, 0, 0, 0, 1], backend, [evt(), evt()]);
+    let mut peer = RingPeer::open(&path).unwrap();
+    // The peer copies each frame into a buffer of its own when timed (the baseline's
+    // working set), else into one reused buffer (evicting less of the device's).
+    let mut got: Vec<Vec<u8>> = (0..if alone { BATCH } else { 1 }).map(|_| vec![0u8; frame]).collect();
+    for _ in 0..batches {
+        let rx = MockSplitQueue::create(mem, GuestAddress(0), QUEUE);
+        let tx = MockSplitQueue::create(mem, GuestAddress(0x8_0000), QUEUE);
+        let mut descs = Vec::new();
+        for i in 0..BATCH {
+            let buf = DATA + (i * 0x1_1000) as u64;
+            descs.push(RawDescriptor::from(Descriptor::new(buf, 12, F_NEXT, (i * 2 + 1) as u16)));
+            descs.push(RawDescriptor::from(Descriptor::new(buf + 0x1000, frame as u32, 0, 0)));
+        }
+        for (i, chain) in descs.chunks(2).enumerate() {
+            tx.add_desc_chains(chain, (i * 2) as u16).unwrap();
+        }
+        activate(&mut net, shared, vec![rx.create_queue().unwrap(), tx.create_queue().unwrap()]);
+        let t = Clock::start();
+        let done = net.process_tx();
+        let (wall, cpu) = t.stop();
+        assert_eq!(done, BATCH);
+        if !alone {
+            (run.device, run.device_cpu) = (run.device + wall, run.device_cpu + cpu);
+        }
+        if alone {
+            let t = Clock::start();
+            for buf in got.iter_mut() {
+                assert_eq!(peer.recv_frame(buf).unwrap(), Some(frame), "every frame must arrive whole");
+            }
+            let (wall, cpu) = t.stop();
+            (run.device, run.device_cpu) = (run.device + wall, run.device_cpu + cpu);
+            for (i, buf) in got.iter().enumerate() {
+                assert!(holds_only(buf, frame_byte(i)), "frame {i} must hold its bytes");
+            }
+        } else {
+            for i in 0..BATCH {
+                assert_eq!(peer.recv_frame(&mut got[0]).unwrap(), Some(frame), "every frame must arrive whole");
+                assert!(holds_only(&got[0], frame_byte(i)), "frame {i} must hold its bytes");
+            }
+        }
+        assert_eq!(peer.recv_frame(&mut got[0]).unwrap(), None, "nothing more");
+    }
+    assert_eq!(net.counters().tx_dropped.load(Ordering::Relaxed), 0, "no frame may be dropped");
+    drop((net, peer));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(devices::virtio::net_ring::doorbell_path(&path));
+    run
+}
+
 fn main() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x800_0000)]).unwrap();
     let shared = SharedMemory::all_shared(&mem);
@@ -398,13 +481,15 @@ fn main() {
     );
     for req in [4096usize, 65536] {
         let set = format!("2 x {} KiB", (BATCH * req) >> 10);
-        let cases: [(&str, &dyn Fn() -> Run); 6] = [
+        let cases: [(&str, &dyn Fn() -> Run); 8] = [
             ("virtio-blk read ", &|| bench_blk(&mem, &shared, req, false)),
             ("virtio-blk write", &|| bench_blk(&mem, &shared, req, true)),
             ("virtio-net tx   ", &|| bench_net_tx(&mem, &shared, req, false)),
             ("(socket alone)  ", &|| bench_net_tx(&mem, &shared, req, true)),
             ("virtio-net tx file", &|| bench_net_file(&mem, &shared, req, false)),
             ("(file alone)    ", &|| bench_net_file(&mem, &shared, req, true)),
+            ("virtio-net tx ring", &|| bench_net_ring(&mem, &shared, req, false)),
+            ("(ring peer rx)  ", &|| bench_net_ring(&mem, &shared, req, true)),
         ];
         for (kind, case) in cases {
             let name = format!("{kind} {} KiB", req >> 10);

@@ -199,7 +199,7 @@ pub enum NetConfig {
     Ring {
         /// The ring file (replaced at start; tmpfs, e.g. /dev/shm, for speed).
         path: PathBuf,
-        /// Data bytes of each ring: a power of two from 128 KiB to 1 GiB.
+        /// Data bytes of each ring: a multiple of 4096 from 128 KiB to 1 GiB.
         size: usize,
     },
 }
@@ -539,9 +539,10 @@ mod tests {
         );
         assert!("ring=".parse::<NetConfig>().unwrap_err().contains("non-empty"));
         assert!("ring=/r,size=".parse::<NetConfig>().unwrap_err().contains("not a size"));
-        assert!("ring=/r,size=3M".parse::<NetConfig>().unwrap_err().contains("power of two"));
-        assert!("ring=/r,size=64K".parse::<NetConfig>().unwrap_err().contains("power of two"));
-        assert!("ring=/r,size=2G".parse::<NetConfig>().unwrap_err().contains("power of two"));
+        assert_eq!("ring=/r,size=3M".parse::<NetConfig>(), Ok(NetConfig::Ring { path: "/r".into(), size: 3 << 20 }));
+        assert!("ring=/r,size=1000000".parse::<NetConfig>().unwrap_err().contains("multiple of 4096"));
+        assert!("ring=/r,size=64K".parse::<NetConfig>().unwrap_err().contains("multiple of 4096 from 131072"));
+        assert!("ring=/r,size=2G".parse::<NetConfig>().unwrap_err().contains("multiple of 4096"));
         assert!("vde=x".parse::<NetConfig>().unwrap_err().contains("ring=PATH"));
         let v: VsockConfig = "cid=3,socket=/tmp/v".parse().unwrap();
         assert_eq!((v.cid, v.uds_path.to_str().unwrap()), (3, "/tmp/v"));

@@ -389,7 +389,7 @@ mod tests {
         let c = VmConfig::from_json(r#"{"net": {"ring": {"path": "/r"}}}"#).unwrap();
         assert_eq!(c.net, Some(NetConfig::Ring { path: "/r".into(), size: 4 << 20 }));
         assert_eq!(VmConfig::from_json(&c.to_json()).unwrap(), c);
-        for bad in [r#"{"path": ""}"#, r#"{"path": "/r", "size": "3M"}"#, r#"{"path": "/r", "size": 1000}"#] {
+        for bad in [r#"{"path": ""}"#, r#"{"path": "/r", "size": "3001K"}"#, r#"{"path": "/r", "size": 1000}"#] {
             let err = VmConfig::from_json(&format!(r#"{{"net": {{"ring": {bad}}}}}"#)).unwrap_err().to_string();
             assert!(err.starts_with("configuration: net:"), "{bad}: {err}");
         }

@@ -1194,7 +1194,7 @@ mod tests {
     fn a_full_ring_holds_tx_chains_in_the_queue_and_resumes_when_the_peer_consumes() {
         let (m, s) = setup(true);
         let (mut net, _rx, tx, path) = ring_rig(&m, &s, "ring-full", 128 << 10);
-        // 30,000-byte frames: 30,008-byte records, 4 fit in 128 KiB.
+        // 30,000-byte frames: 30,080-byte records, 4 fit in 128 KiB.
         queue_frames(&m, &tx, &[30_000; 8], usize::MAX);
 
         assert_eq!(net.process_tx(), 4, "as many as fit");
