@@ -13,6 +13,9 @@
 //! socket, frames up to [`DIRECT_MAX`] bytes leave straight from guest memory, a burst
 //! per `sendmmsg`; larger ones are copied once into a host buffer first (see
 //! [`UnixDatagramBackend`]'s `send_frames` for why). On a tap, one `writev` per frame.
+//! On a ring (`super::net_ring`), one memcpy per part into shared memory; a backend
+//! with a doorbell ([`NetBackend::doorbell`], the ring) applies backpressure: chains it
+//! has no room for stay in the guest's queue until the doorbell rings.
 //!
 //! Hostile input: a tx chain that is too short, too long, points outside shared memory,
 //! or is write-only is completed with nothing sent and counted; an rx frame that finds
@@ -467,7 +470,9 @@ impl Net {
     ///
     /// Chains are taken in bursts of up to [`TX_BURST`]: every chain of a burst is checked
     /// and mapped first, the good frames go to the backend together (in order), then the
-    /// whole burst completes in order. Nothing is allocated per frame.
+    /// whole burst completes in order. Nothing is allocated per frame. A backend with a
+    /// doorbell that refuses a frame with `WouldBlock` ends the call: the chains before
+    /// it complete, it and the rest are given back to the queue.
     pub fn process_tx(&mut self) -> usize {
         let Some(active) = self.active.as_mut() else { return 0 };
         let mem = active.mem.memory();
