@@ -157,6 +157,24 @@ pub trait NetBackend: Send {
     fn ack_doorbell(&mut self) {}
 }
 
+/// [`NetBackend::send_slices`] for a backend whose batch path
+/// ([`NetBackend::send_frames`]) is its only way out: a batch of one.
+pub(crate) fn send_slices_as_batch<B: NetBackend + ?Sized>(
+    backend: &mut B,
+    parts: &[VolatileSlice<'_>],
+) -> io::Result<()> {
+    match backend.send_frames(&[parts]) {
+        (_, Some(e)) => Err(e),
+        (_, None) => Ok(()),
+    }
+}
+
+/// [`NetBackend::send`] for such a backend: the frame as one host slice.
+pub(crate) fn send_bytes_as_batch<B: NetBackend + ?Sized>(backend: &mut B, frame: &[u8]) -> io::Result<()> {
+    let mut copy = frame.to_vec();
+    send_slices_as_batch(backend, &[VolatileSlice::from(&mut copy[..])])
+}
+
 /// The length of a frame made of `parts`.
 fn frame_len(parts: &[VolatileSlice<'_>]) -> usize {
     parts.iter().map(VolatileSlice::len).sum()
@@ -265,10 +283,7 @@ impl NetBackend for UnixDatagramBackend {
     }
 
     fn send_slices(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
-        match self.send_frames(&[parts]) {
-            (_, Some(e)) => Err(e),
-            (_, None) => Ok(()),
-        }
+        send_slices_as_batch(self, parts)
     }
 
     /// Frames up to [`DIRECT_MAX`] bytes go out straight from guest memory, as many as

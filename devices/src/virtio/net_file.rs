@@ -38,7 +38,7 @@ use std::path::Path;
 use vm_memory::volatile_memory::PtrGuard;
 use vm_memory::VolatileSlice;
 
-use super::net::{NetBackend, NetError, MAX_FRAME_LEN};
+use super::net::{send_bytes_as_batch, send_slices_as_batch, NetBackend, NetError, MAX_FRAME_LEN};
 
 /// Size of a record's length prefix.
 pub const RECORD_HEADER_LEN: usize = 4;
@@ -159,19 +159,11 @@ impl FileBackend {
 
 impl NetBackend for FileBackend {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        let mut copy = frame.to_vec();
-        let slice = VolatileSlice::from(&mut copy[..]);
-        match self.send_frames(&[&[slice]]) {
-            (_, Some(e)) => Err(e),
-            (_, None) => Ok(()),
-        }
+        send_bytes_as_batch(self, frame)
     }
 
     fn send_slices(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
-        match self.send_frames(&[parts]) {
-            (_, Some(e)) => Err(e),
-            (_, None) => Ok(()),
-        }
+        send_slices_as_batch(self, parts)
     }
 
     /// One `writev` per run of frames whose iovecs fit [`UIO_MAXIOV`].

@@ -95,7 +95,7 @@ use std::sync::atomic::{fence, Ordering};
 use vm_memory::VolatileSlice;
 
 use super::mapped_image::MappedImage;
-use super::net::{NetBackend, NetError, MAX_FRAME_LEN};
+use super::net::{send_bytes_as_batch, send_slices_as_batch, NetBackend, NetError, MAX_FRAME_LEN};
 
 /// `b"CVMMRING"` read as a little-endian 64-bit word.
 pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"CVMMRING");
@@ -535,19 +535,11 @@ fn open_doorbell(path: &Path) -> io::Result<File> {
 
 impl NetBackend for RingBackend {
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
-        let mut copy = frame.to_vec();
-        let slice = VolatileSlice::from(&mut copy[..]);
-        match self.send_frames(&[&[slice]]) {
-            (_, Some(e)) => Err(e),
-            (_, None) => Ok(()),
-        }
+        send_bytes_as_batch(self, frame)
     }
 
     fn send_slices(&mut self, parts: &[VolatileSlice<'_>]) -> io::Result<()> {
-        match self.send_frames(&[parts]) {
-            (_, Some(e)) => Err(e),
-            (_, None) => Ok(()),
-        }
+        send_slices_as_batch(self, parts)
     }
 
     /// Each frame is copied into the tx ring as a record, one memcpy per part straight
