@@ -68,6 +68,7 @@ for t in "${targets[@]}"; do
 done
 
 logdir=$(mktemp -d)
+commit=$(git rev-parse --short HEAD) # what the targets were built from (HEAD may move during a long run)
 goal_of() { if is_crypto "$1"; then echo "$crypto_goal"; else echo "$goal"; fi; }
 # One libFuzzer run of target $1 with the given limits, appended to its log.
 fuzz_pass() {
@@ -112,7 +113,7 @@ while [ "$running" -gt 0 ]; do
     running=$((running - 1))
 done
 
-echo "fuzz.sh: $(date -u +%FT%TZ), $(( $(date +%s) - start )) s, commit $(git rev-parse --short HEAD), JOBS=$jobs GOAL=$goal CRYPTO_GOAL=$crypto_goal MIN_SECONDS=$min_seconds SECONDS=$seconds CRYPTO_SECONDS=$crypto_seconds, logs in $logdir"
+echo "fuzz.sh: $(date -u +%FT%TZ), $(( $(date +%s) - start )) s, commit $commit, JOBS=$jobs GOAL=$goal CRYPTO_GOAL=$crypto_goal MIN_SECONDS=$min_seconds SECONDS=$seconds CRYPTO_SECONDS=$crypto_seconds, logs in $logdir"
 printf '%-16s %12s %8s %8s  %-8s %s\n' target executions exec/s seconds goal result
 for t in "${targets[@]}"; do
     log="$logdir/$t.log"
