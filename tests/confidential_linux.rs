@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cvmm, temp_file, SharedBuf};
+use common::{cvmm, hex_of, temp_file, SharedBuf};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::{build_vm, KernelSource, SnpConfig, TdxConfig, Tee, VmConfig, VmExit};
 
@@ -191,10 +191,6 @@ fn tdx_firmware_enters_the_kernel_with_boot_params() {
     let map = e820(&e820_bytes, v[10] as usize);
     let kind = |gpa: u64| map.iter().find(|&&(a, l, _)| a <= gpa && gpa < a + l).map(|e| e.2);
     assert_eq!(kind(0x8000), Some(2), "the TD HOB is reserved: {map:x?}");
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `cvmm measure` arguments for `config`'s kernel, initrd and command line.

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::cvmm;
+use common::{cvmm, unhex};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -117,10 +117,6 @@ fi"#
 fn has_verify() -> bool {
     let help = cvmm().arg("--help").output().unwrap();
     String::from_utf8_lossy(&help.stdout).lines().any(|l| l.trim_start().starts_with("verify "))
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 const LINUX_SKIP: &str = "SKIP: Linux guests are not run on the emulated platforms (they serve cvmm's own guest \

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cvmm, temp_file, SharedBuf};
+use common::{cvmm, field, hex_of, temp_file, unhex, SharedBuf};
 use vmm::{build_vm, SnpConfig, Tee, VmConfig, VmExit};
 
 fn snp_config() -> VmConfig {
@@ -97,19 +97,7 @@ fn snp_rejects_programs_without_a_32_bit_entry_and_too_much_memory() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 3072 MiB"));
 }
 
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The lines of `text` after `prefix`.
-fn field<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
-    text.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
 #[test]
 fn the_demo_guests_attestation_report_verifies_against_the_exported_chain() {
     use sev::certs::snp::Verifiable;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cvmm, temp_file, SharedBuf};
+use common::{cvmm, field, hex_of, numbered_hex, temp_file, unhex, SharedBuf};
 use vmm::{build_vm, TdxConfig, Tee, VmConfig, VmExit};
 
 fn tdx_config() -> VmConfig {
@@ -16,10 +16,6 @@ fn tdx_config() -> VmConfig {
         timeout: Some(Duration::from_secs(60)),
         ..Default::default()
     }
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -97,14 +93,6 @@ fn a_real_tdx_launch_on_a_host_without_tdx_says_what_is_missing() {
 }
 
 /// The lines of `text` after `prefix`.
-fn field<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
-    text.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
 #[test]
 fn the_demo_tds_quote_verifies_against_the_exported_chain_with_nonce_mrtd_and_rtmr3() {
     use sha2::{Digest, Sha384};
@@ -126,12 +114,7 @@ fn the_demo_tds_quote_verifies_against_the_exported_chain_with_nonce_mrtd_and_rt
     // Assert: the quote the guest printed parses with an independent DCAP parser,
     // verifies with cvmm's verifier against the exported root, and carries the nonce,
     // the predicted MRTD, and an RTMR3 the host recomputes from the printed event.
-    let mut quote = Vec::new();
-    for line in field(&console, "attestation: quote ") {
-        let (index, hex) = line.split_once(' ').unwrap();
-        assert_eq!(index.parse::<usize>().unwrap(), quote.len() / 48, "quote lines in order");
-        quote.extend(unhex(hex));
-    }
+    let quote = numbered_hex(&console, "attestation: quote ");
     let theirs = dcap_qvl::quote::Quote::parse(&quote).expect("dcap-qvl parses the quote");
     let td = theirs.report.as_td10().expect("a TD 1.0 body");
     let ours = launch::tdx::quote::Quote::parse(&quote).unwrap();
@@ -146,6 +129,16 @@ fn the_demo_tds_quote_verifies_against_the_exported_chain_with_nonce_mrtd_and_rt
         field(&console, "attestation: rtmr3 ").into_iter().filter(|l| !l.starts_with("event")).collect();
     assert_eq!(printed, [hex_of(&rtmr3).as_str()]);
     assert_eq!(td.rt_mr0, [0; 48]);
+    // The same run: CPU 1 started through the ACPI wakeup mailbox, and the CC event log
+    // the TD printed replays to the quoted RTMRs.
+    assert!(console.contains("\nacpi: MADT lists 2 CPUs\nacpi: CPU 1 woke through the mailbox\n"), "{console}");
+    let log = launch::tdx::ccel::EventLog::parse(&numbered_hex(&console, "ccel: ")).unwrap();
+    assert_eq!(log.events.len(), 1, "the demo's one run-time measurement");
+    let logged = &log.events[0];
+    assert_eq!((logged.mr_index, logged.data.as_slice()), (4, &b"cvmm demo guest: RTMR3 event"[..]));
+    assert_eq!(logged.digest.to_vec(), event);
+    let replayed = log.replay().unwrap();
+    assert_eq!(replayed, [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3], "the log replays to the quoted RTMRs");
     // A flipped body byte no longer verifies.
     let mut forged = quote.clone();
     forged[48 + 520] ^= 1;

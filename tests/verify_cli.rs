@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cvmm, temp_file};
+use common::{cvmm, field, temp_file};
 
 const REFS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/refs/attestation/");
 const GO_REPORT: &str = "go-sev-guest__verify_testdata_attestation.bin";
@@ -334,10 +334,6 @@ fn measure(args: &[&str]) -> String {
 }
 
 /// The lines of `text` after `prefix`.
-fn field<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
-    text.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
-}
-
 /// Boots the demo guest on the emulated SNP platform with `args` and returns the
 /// attestation report it printed and the nonce (its virtio-rng bytes) it asked it for.
 fn emulated_report(args: &[&str]) -> (Vec<u8>, String) {

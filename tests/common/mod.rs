@@ -203,3 +203,30 @@ pub fn boot_linux_until(args: &[&str], mut done: impl FnMut(&[String]) -> bool) 
     );
     LinuxBoot { lines, stderr }
 }
+
+/// Lowercase hex of `bytes`.
+pub fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a hex string.
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// What follows `prefix` on each console line that starts with it.
+pub fn field<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
+}
+
+/// The console lines `<prefix><n> <hex>` (the demo guest's evidence), checked to be in
+/// order, joined into bytes.
+pub fn numbered_hex(console: &str, prefix: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (n, line) in field(console, prefix).into_iter().enumerate() {
+        let (index, hex) = line.split_once(' ').unwrap();
+        assert_eq!(index.parse::<usize>().unwrap(), n, "{prefix} lines in order");
+        bytes.extend(unhex(hex));
+    }
+    bytes
+}
